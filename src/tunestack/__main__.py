@@ -1,0 +1,5 @@
+"""Allows `python -m tunestack`."""
+
+from tunestack.cli import main
+
+raise SystemExit(main())

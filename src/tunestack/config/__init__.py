@@ -1,0 +1,23 @@
+"""Typed argument groups, one dataclass per concern; the CLI, YAML files and the Python API share them."""
+
+from tunestack.config.args import (
+    DataArgs,
+    DownloadArgs,
+    InferArgs,
+    ModelArgs,
+    RuntimeArgs,
+    TrainArgs,
+    TunerArgs,
+)
+from tunestack.config.parse import parse_groups
+
+__all__ = [
+    "DataArgs",
+    "DownloadArgs",
+    "InferArgs",
+    "ModelArgs",
+    "RuntimeArgs",
+    "TrainArgs",
+    "TunerArgs",
+    "parse_groups",
+]

@@ -1,0 +1,137 @@
+"""The argument dataclasses. Each field's docstring (the `help` metadata) is what `--help` shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def arg(default, help: str, choices: tuple | None = None, **kw):
+    """A dataclass field with its `--help` text and, optionally, the values it accepts."""
+    meta = {"help": help}
+    if choices:
+        meta["choices"] = choices
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class RuntimeArgs:
+    """Options every command takes."""
+
+    config: str | None = arg(None, "YAML file supplying any flag; flags on the command line win")
+    debug: bool = arg(False, "show full tracebacks for errors")
+
+
+@dataclass
+class ModelArgs:
+    """Which model to load and how."""
+
+    model: str = arg(
+        "smollm2-135m-instruct",
+        "model: local directory, .gguf file, run directory, hub id (org/name) or alias (see `tunestack models`)",
+    )
+    hub: str = arg("hf", "hub for hub ids", choices=("hf", "modelscope"))
+    revision: str | None = arg(None, "hub revision (branch, tag or commit)")
+    dtype: str = arg(
+        "auto",
+        "weights and compute precision; auto picks bf16 where the hardware is fast at it (CUDA, CPUs with AMX)",
+        choices=("auto", "bf16", "fp16", "fp32"),
+    )
+    attn_implementation: str = arg(
+        "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+    )
+    template: str | None = arg(
+        None, "chat template for models without one (chatml, llama3, qwen, ...); default: the tokenizer's own"
+    )
+    trust_remote_code: bool = arg(False, "allow custom model code from the hub")
+
+
+@dataclass
+class DataArgs:
+    """Which data to train on and how to turn it into token sequences."""
+
+    dataset: list[str] = arg(
+        [], "datasets: files, folders, built-ins (self-cognition, arith, arith-pref), hub ids; NAME#N samples N rows"
+    )
+    dataset_info: str | None = arg(None, "dataset registration YAML declaring names, files, columns and task")
+    val_ratio: float = arg(0.0, "fraction of the training data held out for validation")
+    val_dataset: list[str] = arg([], "explicit validation datasets (overrides --val_ratio)")
+    max_length: int = arg(1024, "maximum tokens per example (and per packed row)")
+    truncation: str = arg(
+        "truncate", "what to do with longer examples: cut them or drop them", choices=("truncate", "drop")
+    )
+    packing: bool = arg(False, "pack several examples into each row, with no attention across their boundaries")
+    streaming: bool = arg(False, "read large JSONL files lazily instead of loading them whole")
+    system: str | None = arg(None, "system prompt added to conversations that have none")
+    model_name: str | None = arg(None, "the name self-cognition data teaches the model")
+    model_author: str | None = arg(None, "the author self-cognition data teaches the model")
+    num_proc: int = arg(1, "processes used to tokenize")
+
+
+@dataclass
+class TunerArgs:
+    """Which parameters train."""
+
+    tuner: str = arg("lora", "lora, dora, qlora (4-bit NF4 base) or full", choices=("lora", "dora", "qlora", "full"))
+    lora_rank: int = arg(8, "LoRA rank")
+    lora_alpha: int = arg(32, "LoRA alpha (scaling = alpha / rank)")
+    lora_dropout: float = arg(0.05, "dropout on the LoRA input")
+    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj")
+    modules_to_save: list[str] = arg([], "extra modules trained in full and saved with the adapter")
+
+
+@dataclass
+class TrainArgs:
+    """The optimisation loop (names follow transformers' TrainingArguments)."""
+
+    output_dir: str | None = arg(None, "run directory (default: runs/COMMAND-TIMESTAMP)")
+    learning_rate: float | None = arg(None, "peak learning rate (default: 1e-4 for adapters, 1e-5 for full)")
+    num_train_epochs: float = arg(3.0, "epochs over the training data")
+    max_steps: int = arg(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
+    per_device_train_batch_size: int = arg(4, "examples (or packed rows) per step and device")
+    per_device_eval_batch_size: int = arg(4, "examples per evaluation batch")
+    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step")
+    lr_scheduler_type: str = arg("cosine", "learning-rate schedule (any transformers scheduler name)")
+    warmup_ratio: float = arg(0.03, "fraction of steps spent warming up")
+    weight_decay: float = arg(0.0, "AdamW weight decay")
+    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    seed: int = arg(42, "random seed for data order, dropout and initialisation")
+    bf16: bool | None = arg(None, "force bf16 on or off (default: --dtype decides)")
+    gradient_checkpointing: bool = arg(False, "recompute activations to save memory")
+    logging_steps: int = arg(5, "log metrics every N steps")
+    save_steps: int = arg(100, "write a resumable checkpoint every N steps")
+    save_total_limit: int = arg(2, "complete checkpoints kept")
+    eval_steps: int | None = arg(None, "evaluate every N steps (default: at save steps when there is validation data)")
+    resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
+    overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
+    dataloader_num_workers: int = arg(0, "data loading worker processes")
+
+
+@dataclass
+class InferArgs:
+    """Generation from a model or run directory."""
+
+    adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
+    prompt: str | None = arg(None, "answer this one prompt and print only the answer")
+    input: str | None = arg(None, "JSONL file of prompts (`messages`, `prompt`, `query` or `instruction` rows)")
+    output: str | None = arg(None, "where --input's answers go (JSONL)")
+    system: str | None = arg(None, "system prompt")
+    max_new_tokens: int = arg(512, "maximum tokens generated per answer")
+    temperature: float = arg(0.0, "sampling temperature; 0 is greedy")
+    top_p: float = arg(1.0, "nucleus sampling probability mass")
+    top_k: int = arg(0, "sample from the k most likely tokens (0: no limit)")
+    repetition_penalty: float = arg(1.0, "penalty on repeated tokens (1.0: none)")
+    seed: int = arg(42, "random seed for sampling")
+    backend: str = arg("pt", "inference engine", choices=("pt",))
+    batch_size: int = arg(8, "prompts generated together with --input")
+
+
+@dataclass
+class DownloadArgs:
+    """What to fetch into the cache."""
+
+    model: str | None = arg(None, "model to download (hub id or alias)")
+    dataset: str | None = arg(None, "dataset to download (hub id)")
+    hub: str = arg("hf", "hub to download from", choices=("hf", "modelscope"))
+    revision: str | None = arg(None, "hub revision (branch, tag or commit)")
