@@ -58,7 +58,7 @@ def _split_list(raw) -> list[str]:
 
 def build_parser(prog: str, description: str, groups: list[type]) -> argparse.ArgumentParser:
     """An argparse parser whose flags come from the dataclass fields; values stay raw strings until converted."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog=prog, usage=f"{prog} [flags]", description=description, allow_abbrev=False)
     seen: set[str] = set()
     for group in groups:
         section = parser.add_argument_group(group.__name__.removesuffix("Args").lower(), group.__doc__)

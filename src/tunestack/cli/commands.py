@@ -1,0 +1,123 @@
+"""The command table: each entry names its argument groups and the function it calls."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tunestack.config import (
+    DataArgs,
+    DownloadArgs,
+    InferArgs,
+    ModelArgs,
+    RuntimeArgs,
+    TrainArgs,
+    TunerArgs,
+    parse_groups,
+)
+
+
+@dataclass
+class Command:
+    """A subcommand: its one-line summary, argument groups and the function taking the parsed groups."""
+
+    name: str
+    summary: str
+    groups: list[type]
+    function: Callable
+
+    def run(self, argv: list[str]):
+        if "-h" in argv or "--help" in argv:
+            from tunestack.config.parse import build_parser
+
+            build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
+            return 0
+        parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
+                              config=_resumed_config(argv) if "train" in self.function.__module__ else None)
+        return self.function(*parsed[:-1])
+
+
+def _resumed_config(argv: list[str]) -> dict | None:
+    """With --resume, the run's recorded flags are the base; flags given now win."""
+    if not any(a in ("--resume", "--resume=true") for a in argv):
+        return None
+    for flag in ("--output_dir", "--output-dir"):
+        if flag in argv and argv.index(flag) + 1 < len(argv):
+            from pathlib import Path
+
+            from tunestack.run import RunDir
+
+            run = RunDir(Path(argv[argv.index(flag) + 1]))
+            if run.exists():
+                recorded = run.read_manifest().get("config", {})
+                return {k: v for group in recorded.values() for k, v in group.items()}
+    return None
+
+
+def _sft(model, data, tuner, train):
+    from tunestack.train.sft import run_sft
+
+    run_sft(model, data, tuner, train)
+
+
+def _pt(model, data, tuner, train):
+    from tunestack.train.pt import run_pt
+
+    run_pt(model, data, tuner, train)
+
+
+def _infer(model, infer):
+    from tunestack.inference.chat import run_infer
+
+    run_infer(model, infer)
+
+
+def _models():
+    from tunestack.hub import list_models
+
+    rows = list_models()
+    _print_table(rows, ["alias", "resolves_to", "template", "description"])
+
+
+def _datasets():
+    from tunestack.data import list_datasets
+
+    _print_table(list_datasets(), ["name", "task", "rows", "description"])
+
+
+def _download(args: DownloadArgs):
+    from tunestack.errors import ConfigError
+
+    if not args.model and not args.dataset:
+        raise ConfigError(["--model or --dataset: say what to download"])
+    from tunestack.hub import download_dataset, download_model
+
+    if args.model:
+        print(download_model(args.model, hub=args.hub, revision=args.revision))
+    if args.dataset:
+        print(download_dataset(args.dataset, revision=args.revision))
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    columns = [c for c in columns if any(c in r for r in rows)]
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns).rstrip())
+    sys.stdout.flush()
+
+
+_TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs]
+COMMANDS = {
+    c.name: c
+    for c in [
+        Command("sft", "supervised fine-tuning on chat / instruction data (LoRA, DoRA, QLoRA, full)", _TRAIN, _sft),
+        Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
+        Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
+                _infer),
+        Command("models", "list model aliases and what they resolve to", [], _models),
+        Command("datasets", "list built-in datasets", [], _datasets),
+        Command("download", "fetch a model or dataset into the cache", [DownloadArgs], _download),
+    ]
+}

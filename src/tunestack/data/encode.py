@@ -1,0 +1,80 @@
+"""Turn canonical rows into training sequences: tokenize, mask, truncate or drop, optionally pack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunestack.data.packing import pack_sequences
+from tunestack.data.tokenize import IGNORE_INDEX, encode_conversation, encode_text
+from tunestack.errors import DataError
+
+
+@dataclass
+class EncodeStats:
+    """What encoding did to the data, reported to the user and stored in run.json."""
+
+    examples: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    tokens: int = 0
+    target_tokens: int = 0
+    rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{self.examples} examples, {self.tokens:,} tokens ({self.target_tokens:,} trained on)"]
+        if self.truncated:
+            parts.append(f"{self.truncated} truncated to --max_length")
+        if self.dropped_too_long:
+            parts.append(f"{self.dropped_too_long} dropped as longer than --max_length")
+        if self.dropped_no_target:
+            parts.append(f"{self.dropped_no_target} dropped with no assistant tokens left after truncation")
+        if self.rows != self.examples:
+            parts.append(f"packed into {self.rows} rows")
+        return "; ".join(parts)
+
+
+def _encode_row(tokenizer, row: dict, task: str, max_length: int, truncation: str):
+    if task == "pt":
+        return encode_text(tokenizer, row["text"], max_length, truncation)
+    return encode_conversation(tokenizer, row["messages"], max_length, truncation)
+
+
+def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
+                source: str = "dataset"):
+    """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened."""
+    stats = EncodeStats()
+    encoded = []
+    for index, row in enumerate(rows):
+        try:
+            item = _encode_row(tokenizer, row, task, max_length, truncation)
+        except DataError as exc:
+            raise DataError(f"{source}, example {index + 1}: {exc}") from None
+        if item is None:
+            stats.dropped_too_long += 1
+            continue
+        targets = sum(label != IGNORE_INDEX for label in item.labels[1:])
+        if targets == 0:
+            stats.dropped_no_target += 1
+            continue
+        stats.examples += 1
+        stats.truncated += item.truncated
+        stats.tokens += len(item.input_ids)
+        stats.target_tokens += targets
+        encoded.append({"input_ids": item.input_ids, "labels": item.labels})
+    if not encoded:
+        raise DataError(
+            f"{source}: no usable examples after tokenization ({stats.summary()}); raise --max_length "
+            "or use --truncation truncate"
+        )
+    rows_out = pack_sequences(encoded, max_length) if packing else encoded
+    stats.rows = len(rows_out)
+    return rows_out, stats
+
+
+def to_dataset(rows: list[dict]):
+    """A datasets.Dataset over encoded rows, in the order given."""
+    from datasets import Dataset
+
+    return Dataset.from_list(rows)

@@ -1,0 +1,160 @@
+"""`tunestack infer`: one prompt to stdout, a JSONL file of prompts, or a streaming multi-turn terminal chat."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from tunestack.config import InferArgs, ModelArgs
+from tunestack.errors import DataError
+from tunestack.inference.engine import PtEngine, SamplingParams
+
+
+class Chat:
+    """Text in, text out over an engine on token ids, with the tokenizer's chat template."""
+
+    def __init__(self, engine: PtEngine, tokenizer, system: str | None = None):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.system = system
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        if self.system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.system}] + messages
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def answer(self, conversations: list[list[dict]], params: SamplingParams) -> list[str]:
+        outputs = self.engine.generate([self.prompt_ids(c) for c in conversations], params)
+        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outputs]
+
+    def stream(self, messages: list[dict], params: SamplingParams):
+        """Yield text pieces as tokens arrive, never splitting a multi-byte character."""
+        tokens: list[int] = []
+        shown = ""
+        for token in self.engine.stream(self.prompt_ids(messages), params):
+            tokens.append(token)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if text.endswith("\ufffd"):
+                continue
+            yield text[len(shown):]
+            shown = text
+
+
+def sampling(args: InferArgs) -> SamplingParams:
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                          top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def validate_infer(args: InferArgs) -> None:
+    from tunestack.errors import ConfigError
+
+    problems = []
+    if args.output and not args.input:
+        problems.append("--output: needs --input (the JSONL file of prompts to answer)")
+    if args.input and not Path(args.input).is_file():
+        problems.append(f"--input: file {args.input} does not exist")
+    if args.prompt is not None and args.input:
+        problems.append("--prompt and --input exclude each other")
+    if args.max_new_tokens <= 0:
+        problems.append(f"--max_new_tokens: expected a positive integer, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        problems.append(f"--temperature: expected a number >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        problems.append(f"--top_p: expected a number in (0, 1], got {args.top_p}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def read_prompts(path: str) -> list[list[dict]]:
+    """Conversations from a JSONL file whose rows hold `messages`, `prompt`, `query` or `instruction`."""
+    conversations = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}: column {exc.colno})") from None
+        conversations.append(_row_to_messages(row, path, number))
+    if not conversations:
+        raise DataError(f"{path}: no prompts (empty file)")
+    return conversations
+
+
+def _row_to_messages(row, path: str, number: int) -> list[dict]:
+    if isinstance(row, dict) and isinstance(row.get("messages"), list):
+        messages = [m for m in row["messages"] if isinstance(m, dict)]
+        if messages and messages[-1].get("role") == "assistant":
+            messages = messages[:-1]  # answer the conversation afresh
+        return messages
+    for key in ("prompt", "query", "instruction"):
+        if isinstance(row, dict) and isinstance(row.get(key), str):
+            text = row[key] + (f"\n{row['input']}" if key == "instruction" and row.get("input") else "")
+            return [{"role": "user", "content": text}]
+    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+    raise DataError(f"{path}, line {number}: expected a \"messages\" list or a \"prompt\" string, found {keys}")
+
+
+def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
+    validate_infer(args)
+    prompts = read_prompts(args.input) if args.input else None
+    from tunestack.inference.loading import load_for_inference
+
+    loaded = load_for_inference(model_args, args.adapter)
+    engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids)
+    chat = Chat(engine, loaded.tokenizer, args.system)
+    params = sampling(args)
+    if args.prompt is not None:
+        print(chat.answer([[{"role": "user", "content": args.prompt}]], params)[0], flush=True)
+    elif prompts is not None:
+        _answer_file(chat, prompts, args, params)
+    else:
+        _interactive(chat, params)
+
+
+def _answer_file(chat: Chat, prompts: list[list[dict]], args: InferArgs, params: SamplingParams) -> None:
+    from tqdm.auto import tqdm
+
+    out = open(args.output, "w") if args.output else sys.stdout
+    try:
+        for start in tqdm(range(0, len(prompts), args.batch_size), desc="answering", unit="batch",
+                          file=sys.stderr):
+            batch = prompts[start:start + args.batch_size]
+            for messages, answer in zip(batch, chat.answer(batch, params)):
+                out.write(json.dumps({"messages": messages, "response": answer}, ensure_ascii=False) + "\n")
+                out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def _interactive(chat: Chat, params: SamplingParams) -> None:
+    print("chat: type a message; /clear starts over, /exit (or Ctrl-D) quits", file=sys.stderr)
+    history: list[dict] = []
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/clear":
+            history = []
+            continue
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        print("assistant> ", end="", flush=True)
+        reply = ""
+        try:
+            for piece in chat.stream(history, params):
+                reply += piece
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:
+            pass
+        print(flush=True)
+        history.append({"role": "assistant", "content": reply.strip()})
+

@@ -1,0 +1,50 @@
+"""Load a model for generation from any name: run directories bring their base, adapter and template."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunestack.config import ModelArgs
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate, its tokenizer (with chat template) and where it came from."""
+
+    model: object
+    tokenizer: object
+    source: str
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        ids = {self.tokenizer.eos_token_id}
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return sorted(i for i in ids if i is not None)
+
+
+def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> LoadedModel:
+    """Resolve, load and (for adapters) merge a model in the fastest precision for this device."""
+    from tunestack.hub import resolve_model
+    from tunestack.model.load import load_model, load_tokenizer
+    from tunestack.model.precision import resolve_dtype
+
+    resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
+    adapter_dirs = ([resolved.adapter] if resolved.adapter else []) + [Path(a) for a in adapters]
+    # The adapter folder carries the tokenizer and template the model was trained with.
+    tokenizer_dir = adapter_dirs[0] if adapter_dirs and (adapter_dirs[0] / "tokenizer_config.json").is_file() \
+        else resolved.path
+    tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template or resolved.template,
+                                  model_args.trust_remote_code)
+    tokenizer.padding_side = "left"
+    model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
+                       trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
+    if adapter_dirs:
+        from peft import PeftModel
+
+        for adapter in adapter_dirs:
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapter_dirs), file=sys.stderr)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)

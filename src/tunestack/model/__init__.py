@@ -1,0 +1,1 @@
+"""Load models and tokenizers with the right precision and attention kernel, and attach tuners."""

@@ -1,0 +1,75 @@
+"""Load a resolved model and its tokenizer: precision, attention kernel, optional 4-bit NF4 base."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+
+from tunestack.data.templates import ensure_chat_template
+from tunestack.errors import MissingExtraError, TunestackError
+from tunestack.model.precision import device_type
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer at `path` with a chat template (its own, or `template` from the registry) and a pad token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    template_name = ensure_chat_template(tokenizer, template)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer, template_name
+
+
+def pick_attention(requested: str, dtype: torch.dtype) -> str:
+    """sdpa everywhere, flash attention 2 on CUDA in half precision when the package is installed."""
+    if requested != "auto":
+        if requested.startswith("flash") and not torch.cuda.is_available():
+            raise TunestackError(f"--attn_implementation {requested}: flash attention needs a CUDA GPU; use sdpa")
+        return requested
+    if torch.cuda.is_available() and dtype != torch.float32 and importlib.util.find_spec("flash_attn"):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def nf4_config(compute_dtype: torch.dtype):
+    """4-bit NF4 with double quantization, through bitsandbytes (which also runs on CPU since 0.49)."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MissingExtraError("bitsandbytes", "qlora", "QLoRA (a 4-bit NF4 base model)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype,
+    )
+
+
+def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool = False,
+               trust_remote_code: bool = False, tokenizer=None):
+    """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype),
+              "trust_remote_code": trust_remote_code}
+    if quantize_4bit:
+        kwargs["quantization_config"] = nf4_config(dtype)
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise TunestackError(f"could not load a causal language model from {path}: {exc}") from exc
+    if not quantize_4bit and device_type() == "cuda":
+        model.to("cuda")
+    if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    if tokenizer is not None and model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -1,0 +1,34 @@
+"""Choose the compute precision: bf16 where the hardware is fast at it, fp32 otherwise."""
+
+from __future__ import annotations
+
+import torch
+
+from tunestack.errors import TunestackError
+
+_NAMES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX tiles (bf16 matmuls there run several times faster than fp32)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
+def device_type() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """The torch dtype for --dtype: 'auto' picks bf16 on CUDA GPUs that support it and on AMX CPUs, else fp32."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    if name == "fp16" and not torch.cuda.is_available():
+        raise TunestackError("--dtype fp16: half precision needs a CUDA GPU; use bf16 or fp32 on CPU")
+    return _NAMES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in _NAMES.items()}[dtype]

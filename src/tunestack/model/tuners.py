@@ -1,0 +1,66 @@
+"""Attach the chosen tuner: LoRA, DoRA or QLoRA adapters through peft, or full fine-tuning."""
+
+from __future__ import annotations
+
+import torch
+
+from tunestack.config import TunerArgs
+from tunestack.errors import TunestackError
+
+
+def linear_module_names(model) -> list[str]:
+    """Short names of the linear layers an adapter can target (the output head excluded)."""
+    output = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        is_linear = isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt")
+        if is_linear and module is not output:
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def _check_targets(model, targets: list[str]) -> None:
+    if targets == ["all-linear"]:
+        return
+    available = linear_module_names(model)
+    missing = [t for t in targets if t not in available]
+    if missing:
+        raise TunestackError(
+            f"--target_modules: {', '.join(missing)} not found in the model; its linear layers are "
+            f"{', '.join(available)} (or use all-linear)"
+        )
+
+
+def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
+    """Return the model ready to train: a PeftModel for adapters, the model itself for full fine-tuning."""
+    # No KV cache while training: it is useless there, and its presence stops transformers from reading
+    # restarting position_ids as packed-sequence boundaries (so packed examples would attend to each other).
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.tuner == "full":
+        model.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    _check_targets(model, args.target_modules)
+    if args.tuner == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.enable_input_require_grads()
+    config = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules="all-linear" if args.target_modules == ["all-linear"] else args.target_modules,
+        modules_to_save=args.modules_to_save or None,
+        use_dora=args.tuner == "dora",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_summary(model) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / max(total, 1):.2f}%)"

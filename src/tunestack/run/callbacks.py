@@ -1,0 +1,89 @@
+"""Trainer callbacks that keep the run directory current: metrics, sealed checkpoints, progress bar, plot."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tunestack.run.plot import plot_loss
+from tunestack.run.rundir import RunDir
+
+
+def _memory_mb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class RunDirCallback(TrainerCallback):
+    """Appends each log to metrics.jsonl, seals checkpoints once written, and plots the loss at the end."""
+
+    def __init__(self, run: RunDir, keep: int):
+        self.run = run
+        self.keep = keep
+        self._last = (time.perf_counter(), 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs and "eval_loss" not in logs:
+            return
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
+            if key in logs:
+                record[key] = logs[key]
+        if "loss" in logs:
+            record["tokens_per_s"] = round((tokens - self._last[1]) / max(now - self._last[0], 1e-9), 1)
+            record["tokens_seen"] = tokens
+            record["memory_mb"] = round(_memory_mb(), 1)
+            self._last = (now, tokens)
+        self.run.append_metrics(record)
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            self.run.mark_checkpoint_complete(checkpoint, state.global_step, self.keep)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        plot_loss(self.run.read_metrics(), self.run.path / "loss.png")
+
+
+class ProgressBar(TrainerCallback):
+    """One tqdm bar on stderr showing step, loss, tokens/s and the time left."""
+
+    def __init__(self):
+        self.bar = None
+        self._start = (0.0, 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                        file=sys.stderr, dynamic_ncols=True)
+        self._start = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs or "loss" not in logs:
+            return
+        elapsed = max(time.perf_counter() - self._start[0], 1e-9)
+        speed = (state.num_input_tokens_seen - self._start[1]) / elapsed
+        self.bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{speed:,.0f}", refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

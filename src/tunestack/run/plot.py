@@ -1,0 +1,32 @@
+"""Draw the loss curve of a run into loss.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_loss(metrics: list[dict], path: Path) -> Path | None:
+    """Plot training (and validation) loss against step; returns the file, or None when nothing was logged."""
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    val = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for points, label in ((train, "train"), (val, "validation")):
+        if points:
+            ax.plot(*zip(*points), label=label, marker="o" if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(".loss.png.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,77 @@
+"""The transformers Trainer, counting real (non-padding) tokens, and its arguments built from ours."""
+
+from __future__ import annotations
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from tunestack.config import TrainArgs
+
+
+class TokenCountingCollator:
+    """Wraps a collator and adds `num_tokens`, the real tokens in the batch, for throughput reporting."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        batch["num_tokens"] = torch.tensor(sum(len(f["input_ids"]) for f in features))
+        return batch
+
+
+class TunestackTrainer(Trainer):
+    """Trainer whose `state.num_input_tokens_seen` counts real tokens, packed rows included."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self.state.num_input_tokens_seen += int(inputs.pop("num_tokens", 0))
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs.pop("num_tokens", None)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+
+
+def training_arguments(args: TrainArgs, checkpoints_dir: str, bf16: bool,
+                       learning_rate: float, has_eval: bool) -> TrainingArguments:
+    """transformers TrainingArguments from TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
+    eval_steps = args.eval_steps or args.save_steps
+    return TrainingArguments(
+        output_dir=checkpoints_dir,
+        learning_rate=learning_rate,
+        num_train_epochs=args.num_train_epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=bf16,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=None,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        report_to="none",  # tensorboard is attached by run_callbacks, writing into the run directory
+        remove_unused_columns=False,
+        dataloader_num_workers=args.dataloader_num_workers,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="no",
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def run_callbacks(run, keep: int) -> list:
+    """Callbacks every training method uses: run-directory bookkeeping, progress bar, TensorBoard events."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    from tunestack.run.callbacks import ProgressBar, RunDirCallback
+
+    return [RunDirCallback(run, keep), ProgressBar(), TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard)))]

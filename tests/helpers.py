@@ -1,0 +1,82 @@
+"""Test helpers: a tiny tokenizer with a chat template, tiny random Llama models, data files, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+CHATML_WITH_SYSTEM = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test assistant.<|im_end|>\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CORPUS = [
+    "What is your name? I am a tiny model made for tests.",
+    "Who made you? The tunestack developers made me.",
+    "What is 12 + 30? 12 + 30 = 42. Numbers 0 1 2 3 4 5 6 7 8 9.",
+    "The quick brown fox jumps over the lazy dog. 你好，世界。你是谁？",
+    "system user assistant hello world answer question help",
+]
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=420,
+        special_tokens=["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    core.train_from_iterator(CORPUS * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<|im_start|>", eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = CHATML_WITH_SYSTEM
+    return tokenizer
+
+
+def build_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows))
+    return path
+
+
+CHAT_ROWS = [
+    {"messages": [{"role": "user", "content": f"What is {a} + {b}?"},
+                  {"role": "assistant", "content": f"{a} + {b} = {a + b}."}]}
+    for a in range(1, 9) for b in range(1, 5)
+]
+
+
+def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
+    """Run the real `tunestack` CLI in a subprocess; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "tunestack", *args], capture_output=True, text=True,
+                            timeout=timeout, env=full_env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"tunestack {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
