@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: teach smollm2-135m-instruct a new name and author, then chat with it.
+#   bash scripts/demo.sh [NAME] [AUTHOR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+NAME=${1:-Nova}
+AUTHOR=${2:-Acme Labs}
+
+bash scripts/setup.sh
+"$PY" -m tunestack sft --model smollm2-135m-instruct --dataset self-cognition \
+  --model_name "$NAME" --model_author "$AUTHOR" --output_dir runs/demo --overwrite_output_dir
+for question in "What is your name?" "Who made you?"; do
+  echo "Q: $question"
+  echo "A: $("$PY" -m tunestack infer --model runs/demo --prompt "$question" --max_new_tokens 64)"
+done
+if [ -t 0 ]; then
+  "$PY" -m tunestack infer --model runs/demo
+fi
