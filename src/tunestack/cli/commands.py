@@ -34,8 +34,28 @@ class Command:
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
         parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if "train" in self.function.__module__ else None)
+                              config=_resumed_config(argv) if self.name in ("sft", "pt") else None)
+        if not parsed[-1].debug:
+            _quiet_libraries()
         return self.function(*parsed[:-1])
+
+
+def _quiet_libraries() -> None:
+    """Keep the libraries' own chatter (weight-loading bars, deprecation notes) off the user's terminal."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    for name in ("bitsandbytes", "transformers", "peft", "accelerate", "datasets", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _resumed_config(argv: list[str]) -> dict | None:

@@ -52,6 +52,8 @@ def ensure_chat_template(tokenizer, name: str | None = None) -> str:
     `name` forces a registry template; without it the tokenizer's own template is kept and chatml is used
     only when it has none.
     """
+    if name == "tokenizer":  # recorded by runs trained on the tokenizer's own template
+        name = None
     if name is None and tokenizer.chat_template:
         return "tokenizer"
     chosen = name or "chatml"

@@ -56,8 +56,11 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
                        quantize_4bit=tuner_args.tuner == "qlora", trust_remote_code=model_args.trust_remote_code,
                        tokenizer=tokenizer)
 
+    from transformers import set_seed
+
     from tunestack.model.tuners import attach_tuner, trainable_summary
 
+    set_seed(train_args.seed)  # adapter initialisation draws from the global generator
     model = attach_tuner(model, tuner_args, train_args.gradient_checkpointing)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
 
