@@ -35,10 +35,10 @@ TASK_FORMATS = {
     "kto": ("kto",),
 }
 _USE_WITH = {
-    "sft": "conversations: train on them with `tunestack sft`",
-    "pt": "raw text: train on it with `tunestack pt`",
-    "preference": "preference pairs: train on them with `tunestack dpo` (or orpo, simpo, cpo, rm)",
-    "kto": "labelled completions: train on them with `tunestack kto`",
+    "sft": "conversations, which `tunestack sft` trains on",
+    "pt": "raw text, which `tunestack pt` trains on",
+    "preference": "preference pairs, which `tunestack dpo` (or orpo, simpo, cpo, rm) trains on",
+    "kto": "labelled completions, which `tunestack kto` trains on",
 }
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
@@ -59,8 +59,7 @@ def detect_format(row: dict, where: str, task: str) -> str:
     if found not in TASK_FORMATS[task]:
         family = next(t for t, formats in TASK_FORMATS.items() if found in formats)
         raise DataError(
-            f"{where}: found {DESCRIBE[found]}, which hold {_USE_WITH[family]}; "
-            f"{task} data needs {expected_for(task)}"
+            f"{where}: rows with {DESCRIBE[found]} are {_USE_WITH[family]}; {task} data needs {expected_for(task)}"
         )
     return found
 
@@ -224,7 +223,7 @@ def _conversation(messages: list[dict], where: str, system: str | None) -> list[
 
 
 def _history(value, where: str) -> list[dict]:
-    if value is None:
+    if value is None or value == "":  # an empty CSV cell is no history
         return []
     if not isinstance(value, list):
         raise DataError(f"{where}: history is {describe(value)}; expected a list of [question, answer] pairs")
@@ -250,7 +249,8 @@ def _completion(value, field: str, where: str, prompt: list[dict]) -> list[dict]
     if len(messages) > len(prompt) and messages[: len(prompt)] == prompt:
         messages = messages[len(prompt) :]
     if messages[0]["role"] != "assistant":
-        raise DataError(f"{where}: {field} starts with a {messages[0]['role']} message; expected the assistant's answer")
+        role = messages[0]["role"]
+        raise DataError(f"{where}: {field} starts with a {role} message; expected the assistant's answer")
     return messages
 
 
