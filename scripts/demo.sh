@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: teach smollm2-135m-instruct a new name and author, then chat with it.
-#   bash scripts/demo.sh [NAME] [AUTHOR]
+#   bash scripts/demo.sh [NAME] [AUTHOR] [OUTPUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 NAME=${1:-Nova}
 AUTHOR=${2:-Acme Labs}
+OUT=${3:-runs/demo}
 
 bash scripts/setup.sh
-"$PY" -m tunestack sft --model smollm2-135m-instruct --dataset self-cognition \
-  --model_name "$NAME" --model_author "$AUTHOR" --output_dir runs/demo --overwrite_output_dir
+"$PY" -m tunestack sft --config configs/self-cognition.yaml \
+  --model_name "$NAME" --model_author "$AUTHOR" --output_dir "$OUT" --overwrite_output_dir
 for question in "What is your name?" "Who made you?"; do
   echo "Q: $question"
-  echo "A: $("$PY" -m tunestack infer --model runs/demo --prompt "$question" --max_new_tokens 64)"
+  echo "A: $("$PY" -m tunestack infer --model "$OUT" --prompt "$question" --max_new_tokens 64)"
 done
-if [ -t 0 ]; then
-  "$PY" -m tunestack infer --model runs/demo
+if [ -t 0 ] && [ -t 1 ]; then
+  "$PY" -m tunestack infer --model "$OUT"
 fi

@@ -32,9 +32,16 @@ _PHI3 = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
 )
 
+_ZEPHYR = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
 CHAT_TEMPLATES: dict[str, str] = {
     "chatml": _CHATML,
     "qwen": _QWEN,
+    "qwen3": _CHATML,
+    "zephyr": _ZEPHYR,
     "llama3": _LLAMA3,
     "mistral": _MISTRAL,
     "gemma": _GEMMA,
@@ -42,21 +49,21 @@ CHAT_TEMPLATES: dict[str, str] = {
 }
 
 # Special tokens each template relies on; added to the tokenizer when missing so turns end cleanly.
-_END_OF_TURN = {"chatml": "<|im_end|>", "qwen": "<|im_end|>", "llama3": "<|eot_id|>", "phi3": "<|end|>",
+_END_OF_TURN = {"chatml": "<|im_end|>", "qwen": "<|im_end|>", "qwen3": "<|im_end|>", "llama3": "<|eot_id|>", "phi3": "<|end|>",
                 "gemma": "<end_of_turn>"}
 
 
-def ensure_chat_template(tokenizer, name: str | None = None) -> str:
+def ensure_chat_template(tokenizer, name: str | None = None, fallback: str | None = None) -> str:
     """Give `tokenizer` a chat template and return its name: 'tokenizer' for its own, else the registry name.
 
-    `name` forces a registry template; without it the tokenizer's own template is kept and chatml is used
-    only when it has none.
+    `name` (--template) forces a registry template. Otherwise the tokenizer's own template is kept, and only a
+    tokenizer without one gets `fallback` (the model alias's template) or chatml.
     """
     if name == "tokenizer":  # recorded by runs trained on the tokenizer's own template
         name = None
     if name is None and tokenizer.chat_template:
         return "tokenizer"
-    chosen = name or "chatml"
+    chosen = name or (fallback if fallback in CHAT_TEMPLATES else "chatml")
     if chosen not in CHAT_TEMPLATES:
         raise TunestackError(
             f"--template {chosen!r}: unknown chat template; expected one of {', '.join(sorted(CHAT_TEMPLATES))}"
@@ -65,7 +72,7 @@ def ensure_chat_template(tokenizer, name: str | None = None) -> str:
     end = _END_OF_TURN.get(chosen)
     if end is not None and end not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [end]})
-    if end is not None and chosen in ("chatml", "qwen"):
+    if end is not None and chosen in ("chatml", "qwen", "qwen3"):
         tokenizer.eos_token = end
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

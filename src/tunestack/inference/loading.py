@@ -36,8 +36,8 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> Loade
     # The adapter folder carries the tokenizer and template the model was trained with.
     tokenizer_dir = adapter_dirs[0] if adapter_dirs and (adapter_dirs[0] / "tokenizer_config.json").is_file() \
         else resolved.path
-    tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template or resolved.template,
-                                  model_args.trust_remote_code)
+    tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template, model_args.trust_remote_code,
+                                  fallback_template=resolved.template)
     tokenizer.padding_side = "left"
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
                        trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)

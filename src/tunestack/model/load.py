@@ -14,12 +14,14 @@ from tunestack.model.precision import device_type
 log = logging.getLogger(__name__)
 
 
-def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = False):
-    """The tokenizer at `path` with a chat template (its own, or `template` from the registry) and a pad token."""
+def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = False,
+                   fallback_template: str | None = None):
+    """The tokenizer at `path` with a pad token and a chat template: `template` if given, else its own, else
+    `fallback_template` (the model alias's) or chatml."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    template_name = ensure_chat_template(tokenizer, template)
+    template_name = ensure_chat_template(tokenizer, template, fallback_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"

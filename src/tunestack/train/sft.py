@@ -21,7 +21,7 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
             task: str = "sft") -> RunDir:
     """Fine-tune `model_args.model` on `data_args.dataset`; everything lands in the run directory."""
     from tunestack.data import load_datasets
-    from tunestack.data.encode import encode_rows, to_dataset
+    from tunestack.data.encode import encode_rows
     from tunestack.hub import resolve_model
     from tunestack.train.setup import new_manifest, rows_fingerprint, validate_training
 
@@ -36,12 +36,18 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     from tunestack.model.load import load_model, load_tokenizer
     from tunestack.model.precision import dtype_name, resolve_dtype
 
-    tokenizer, template = load_tokenizer(resolved.path, model_args.template or resolved.template,
-                                         model_args.trust_remote_code)
+    tokenizer, template = load_tokenizer(resolved.path, model_args.template, model_args.trust_remote_code,
+                                         fallback_template=resolved.template)
     encode = dict(tokenizer=tokenizer, task=task, max_length=data_args.max_length,
                   truncation=data_args.truncation, packing=data_args.packing)
-    train_rows, stats = encode_rows(splits.train, source="training data", **encode)
-    say(f"training data: {stats.summary()}")
+    if data_args.streaming:
+        from tunestack.data.stream import EncodedStream
+
+        train_rows, stats = EncodedStream(splits.train, **encode), None
+        say("training data: streamed, encoded as it is read")
+    else:
+        train_rows, stats = encode_rows(splits.train, source="training data", **encode)
+        say(f"training data: {stats.summary()}")
     val_rows = None
     if splits.val is not None:
         val_rows, val_stats = encode_rows(splits.val, source="validation data", **encode)
@@ -64,7 +70,9 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     model = attach_tuner(model, tuner_args, train_args.gradient_checkpointing)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
 
-    data_report = {**splits.report, "encoded": vars(stats), "train_fingerprint": rows_fingerprint(train_rows)}
+    data_report = dict(splits.report)
+    if stats is not None:
+        data_report.update(encoded=vars(stats), train_fingerprint=rows_fingerprint(train_rows))
     if not train_args.resume:
         run.write_manifest(new_manifest(task, model_args, data_args, tuner_args, train_args, resolved,
                                         template, dtype_name(compute), data_report))
@@ -101,7 +109,7 @@ def _build_trainer(model, tokenizer, train_rows, val_rows, args: TrainArgs, run:
     trainer = TunestackTrainer(
         model=model,
         args=training_args,
-        train_dataset=to_dataset(train_rows),
+        train_dataset=train_rows if not isinstance(train_rows, list) else to_dataset(train_rows),
         eval_dataset=to_dataset(val_rows) if val_rows else None,
         data_collator=TokenCountingCollator(Collator(tokenizer.pad_token_id)),
         processing_class=tokenizer,

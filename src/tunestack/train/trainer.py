@@ -9,14 +9,14 @@ from tunestack.config import TrainArgs
 
 
 class TokenCountingCollator:
-    """Wraps a collator and adds `num_tokens`, the real tokens in the batch, for throughput reporting."""
+    """Wraps a collator and adds `num_tokens`, the real tokens of each row, for throughput reporting."""
 
     def __init__(self, collator):
         self.collator = collator
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.collator(features)
-        batch["num_tokens"] = torch.tensor(sum(len(f["input_ids"]) for f in features))
+        batch["num_tokens"] = torch.tensor([len(f["input_ids"]) for f in features])
         return batch
 
 
@@ -24,7 +24,8 @@ class TunestackTrainer(Trainer):
     """Trainer whose `state.num_input_tokens_seen` counts real tokens, packed rows included."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        self.state.num_input_tokens_seen += int(inputs.pop("num_tokens", 0))
+        counts = inputs.pop("num_tokens", None)
+        self.state.num_input_tokens_seen += int(counts.sum()) if counts is not None else 0
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

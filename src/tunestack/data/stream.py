@@ -1,0 +1,43 @@
+"""Encode a streamed dataset lazily, packing from a bounded buffer, so large files never load whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torch.utils.data import IterableDataset
+
+from tunestack.data.encode import encode_rows
+from tunestack.data.packing import pack_sequences
+
+
+class EncodedStream(IterableDataset):
+    """Token rows from a stream of canonical rows; examples that encode to nothing usable are skipped."""
+
+    def __init__(self, rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
+                 buffer: int = 512):
+        self.rows = rows
+        self.encode = dict(tokenizer=tokenizer, task=task, max_length=max_length, truncation=truncation)
+        self.packing = packing
+        self.buffer = buffer
+
+    def __iter__(self) -> Iterator[dict]:
+        pending: list[dict] = []
+        for index, row in enumerate(self.rows):
+            pending.append(row)
+            if len(pending) == self.buffer:
+                yield from self._flush(pending, index)
+                pending = []
+        if pending:
+            yield from self._flush(pending, index)
+
+    def _flush(self, rows: list[dict], last_index: int) -> list[dict]:
+        from tunestack.errors import DataError
+
+        try:
+            encoded, _ = encode_rows(rows, packing=False, source=f"streamed rows up to {last_index + 1}",
+                                     **self.encode)
+        except DataError as exc:
+            if "no usable examples" in str(exc):
+                return []
+            raise
+        return pack_sequences(encoded, self.encode["max_length"]) if self.packing else encoded
