@@ -191,7 +191,8 @@ def plain_trainer(cfg: dict):
     args = TrainingArguments(
         output_dir=cfg["work_dir"], per_device_train_batch_size=cfg["batch_size"], learning_rate=LEARNING_RATE,
         max_steps=cfg["total_steps"], lr_scheduler_type="cosine", warmup_steps=0.03, seed=SEED,
-        bf16=cfg["precision"] == "bf16", logging_steps=LOGGING_STEPS, save_strategy="no", report_to="none",
+        bf16=cfg["precision"] == "bf16", use_cpu=True, logging_steps=LOGGING_STEPS, save_strategy="no",
+        report_to="none",
     )
     return Trainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                    data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
@@ -201,6 +202,10 @@ def run_worker(cfg: dict) -> None:
     """Train one configuration and write what the timed steps did to cfg['result_file']."""
     import resource
 
+    import torch
+
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
     trainer = (tunestack_trainer if cfg["side"] == "tunestack" else plain_trainer)(cfg)
     ledger = BatchLedger(trainer.data_collator)
     trainer.data_collator = ledger
@@ -250,8 +255,9 @@ def matmul_peak(dtype_name: str, size: int, repeats: int) -> float:
 def spawn_worker(cfg: dict, log_path: Path) -> tuple[dict, float]:
     """Run one worker to completion; its result and its peak RSS in MB (from the kernel, once it has exited)."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # a CPU benchmark, on both sides, even where a GPU exists
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
@@ -290,7 +296,7 @@ def run_all(opts, peaks: dict) -> list[dict]:
             for attempt in range(opts.repeats):
                 cfg = {"side": side, "precision": precision, "packing": packing, "model": MODEL,
                        "model_path": str(resolved.path), "data_file": str(data_file),
-                       "max_length": opts.max_length, "batch_size": opts.batch_size,
+                       "max_length": opts.max_length, "batch_size": opts.batch_size, "threads": opts.threads,
                        "warmup_steps": opts.warmup, "steps": opts.steps, "total_steps": opts.warmup + opts.steps,
                        "work_dir": str(tmp / f"{name}-{attempt}"), "result_file": str(tmp / f"{name}-{attempt}.json")}
                 started = time.perf_counter()
@@ -393,6 +399,7 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the fastest counts")
     parser.add_argument("--max_length", type=int, default=512, help="maximum tokens per example and packed row")
     parser.add_argument("--batch_size", type=int, default=4, help="examples (or packed rows) per step")
+    parser.add_argument("--threads", type=int, help="torch threads in every process (default: torch's choice)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON results file "
                         "(default: benchmarks/results/train_throughput.json)")
     parser.add_argument("--worker", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
@@ -410,12 +417,17 @@ def main(argv=None) -> None:
     if opts.worker:
         run_worker(json.loads(opts.worker))
         return
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
     peaks = {name: matmul_peak(name, opts.matmul_size, opts.matmul_repeats) for name in ("fp32", "bf16")}
     rows = run_all(opts, peaks)
     print(report(rows, peaks, opts))
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(opts, k) for k in ("steps", "warmup", "repeats", "max_length", "batch_size", "quick")}
+    settings = {k: getattr(opts, k) for k in ("steps", "warmup", "repeats", "max_length", "batch_size", "threads",
+                                              "quick")}
     output.write_text(json.dumps({
         "target": TARGET, "machine": machine(), "settings": {**settings, "model": MODEL, "datasets": DATASETS,
                                                               "lora": LORA, "learning_rate": LEARNING_RATE},

@@ -65,3 +65,21 @@ def test_resume_after_kill_matches_uninterrupted_run(setup, tmp_path, moment):
     assert sorted(resumed) == sorted(reference)
     for step in reference:
         assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), f"step {step}"
+
+
+def test_killed_after_the_last_checkpoint_resumes_by_writing_final(tiny_model_dir, tmp_path):
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    run = tmp_path / "run"
+    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "6",
+        "--save_steps", "3", "--logging_steps", "1")
+    adapter = (run / "final" / "adapter_model.safetensors").read_bytes()
+    # What a kill -9 between sealing the last checkpoint and writing final/ leaves behind.
+    import shutil
+
+    shutil.rmtree(run / "final")
+    manifest = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**manifest, "status": "running"}))
+    cli("sft", "--output_dir", str(run), "--resume")
+    assert (run / "final" / "adapter_model.safetensors").read_bytes() == adapter
+    assert max(losses(run)) == 6
+    assert "already complete" in cli("sft", "--output_dir", str(run), "--resume").stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
 from tunestack.run import RunDir
+from tunestack.run.plot import plot_loss
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     validate_training(data_args, tuner_args, train_args)
     run = RunDir(train_args.output_dir or f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
+    if train_args.resume and run.exists() and run.read_manifest().get("status") == "completed" \
+            and run.final.is_dir():
+        say(f"{run.path} is already complete (final/ is written); nothing to resume")
+        return run
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
     splits = load_datasets(data_args, task=task, seed=train_args.seed)
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
@@ -78,6 +83,13 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
                                         template, dtype_name(compute), data_report))
     trainer = _build_trainer(model, tokenizer, train_rows, val_rows, train_args, run, tuner_args, compute)
     checkpoint = _resume_point(run) if train_args.resume else None
+    if checkpoint is not None and _finished(checkpoint):
+        # Killed after the last step was checkpointed: the model is done, only final/ is missing.
+        run.save_final(lambda path: _copy_model_files(checkpoint, path))
+        plot_loss(run.read_metrics(), run.path / "loss.png")
+        run.update(status="completed", final_step=_finished(checkpoint))
+        say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
+        return run
     run.update(status="running")
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -133,6 +145,25 @@ def _resume_point(run: RunDir) -> Path | None:
     run.truncate_metrics(step)
     say(f"resuming from {checkpoint}")
     return checkpoint
+
+
+def _finished(checkpoint: Path) -> int:
+    """The checkpoint's step when it is the run's last step, else 0."""
+    import json
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return state["global_step"] if state["global_step"] >= state["max_steps"] > 0 else 0
+
+
+def _copy_model_files(checkpoint: Path, target: Path) -> None:
+    import shutil
+
+    training_state = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin",
+                      "scaler.pt"}
+    target.mkdir(parents=True)
+    for file in checkpoint.iterdir():
+        if file.is_file() and file.name not in training_state and not file.name.startswith("tunestack_"):
+            shutil.copy2(file, target / file.name)
 
 
 def _save_final(run: RunDir, model, tokenizer, tuner_args: TunerArgs) -> None:
