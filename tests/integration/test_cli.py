@@ -124,3 +124,17 @@ def test_full_fine_tune_and_pretraining(tiny_model_dir, tmp_path):
     cli("pt", "--model", str(tiny_model_dir), "--dataset", str(text), "--output_dir", str(pt), "--max_steps", "2",
         *TRAIN)
     assert json.loads((pt / "run.json").read_text())["command"] == "pt"
+
+
+@pytest.mark.parametrize("flags", [["--tuner", "dora", "--gradient_checkpointing"], ["--tuner", "qlora"]],
+                         ids=["dora-checkpointing", "qlora"])
+def test_other_tuners_train_and_chat(tiny_model_dir, tmp_path, flags):
+    if "qlora" in flags:
+        pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    run = tmp_path / "run"
+    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "3",
+        *flags, *TRAIN)
+    config = json.loads((run / "final" / "adapter_config.json").read_text())
+    assert config["use_dora"] == ("dora" in flags)
+    assert cli("infer", "--model", str(run), "--prompt", "hi", "--max_new_tokens", "3").returncode == 0

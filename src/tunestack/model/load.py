@@ -66,8 +66,13 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise TunestackError(f"could not load a causal language model from {path}: {exc}") from exc
+    except Exception as exc:
+        if quantize_4bit:
+            raise TunestackError(f"bitsandbytes cannot load {path} in 4-bit NF4 on this machine "
+                                 f"({type(exc).__name__}: {exc}); use --tuner lora instead") from exc
+        if isinstance(exc, (OSError, ValueError)):
+            raise TunestackError(f"could not load a causal language model from {path}: {exc}") from exc
+        raise
     if not quantize_4bit and device_type() == "cuda":
         model.to("cuda")
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
