@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from tunestack.data.readers import describe, hub_rows, list_data_files, read_rows
+from tunestack.data.hub_datasets import hub_rows
+from tunestack.data.readers import describe, list_data_files, read_rows
 from tunestack.errors import DataError
 
 

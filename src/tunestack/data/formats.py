@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from tunestack.data.messages import (
+    OPENAI,
+    SHAREGPT,
+    completion_messages,
+    conversation,
+    history_messages,
+    message_list,
+    prompt_messages,
+    split_shared_prompt,
+    with_system,
+)
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
 
@@ -86,14 +97,13 @@ def canonical_rows(
 
 
 def _messages(row: dict, where: str, system: str | None) -> dict:
-    messages = _message_list(row["messages"], "messages", where, _OPENAI)
-    return {"messages": _conversation(messages, where, system)}
+    messages = message_list(row["messages"], "messages", where, OPENAI)
+    return {"messages": conversation(messages, where, system)}
 
 
 def _sharegpt(row: dict, where: str, system: str | None) -> dict:
-    messages = _message_list(row["conversations"], "conversations", where, _SHAREGPT)
-    own = _text_field(row, "system", where, optional=True)
-    return {"messages": _conversation(messages, where, own or system)}
+    messages = message_list(row["conversations"], "conversations", where, SHAREGPT)
+    return {"messages": conversation(messages, where, _system(row, where, system))}
 
 
 def _alpaca(row: dict, where: str, system: str | None) -> dict:
@@ -109,37 +119,26 @@ def _query(row: dict, where: str, system: str | None) -> dict:
 
 
 def _single_turn(row: dict, where: str, system: str | None, prompt: str, answer: str) -> dict:
-    messages = _history(row.get("history"), where)
+    messages = history_messages(row.get("history"), where)
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    own = _text_field(row, "system", where, optional=True)
-    return {"messages": _conversation(messages, where, own or system)}
+    return {"messages": conversation(messages, where, _system(row, where, system))}
 
 
 def _preference(row: dict, where: str, system: str | None) -> dict:
     if row.get("prompt") is None:
-        prompt, chosen, rejected = _split_shared_prompt(row["chosen"], row["rejected"], where)
+        prompt, chosen, rejected = split_shared_prompt(row["chosen"], row["rejected"], where)
     else:
-        prompt = _prompt(row["prompt"], "prompt", where)
-        chosen = _completion(row["chosen"], "chosen", where, prompt)
-        rejected = _completion(row["rejected"], "rejected", where, prompt)
-    own = _text_field(row, "system", where, optional=True)
-    return {"prompt": _with_system(prompt, own or system), "chosen": chosen, "rejected": rejected}
+        prompt = prompt_messages(row["prompt"], "prompt", where)
+        chosen = completion_messages(row["chosen"], "chosen", where, prompt)
+        rejected = completion_messages(row["rejected"], "rejected", where, prompt)
+    return {"prompt": with_system(prompt, _system(row, where, system)), "chosen": chosen, "rejected": rejected}
 
 
 def _kto(row: dict, where: str, system: str | None) -> dict:
-    prompt = _prompt(row["prompt"], "prompt", where)
-    completion = _completion(row["completion"], "completion", where, prompt)
-    own = _text_field(row, "system", where, optional=True)
-    return {"prompt": _with_system(prompt, own or system), "completion": completion, "label": _label(row, where)}
-
-
-def _label(row: dict, where: str) -> bool:
-    value = row["label"]
-    if isinstance(value, bool) or value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise DataError(f"{where}: label is {describe(value)}; expected true or false")
+    prompt = prompt_messages(row["prompt"], "prompt", where)
+    completion = completion_messages(row["completion"], "completion", where, prompt)
+    prompt = with_system(prompt, _system(row, where, system))
+    return {"prompt": prompt, "completion": completion, "label": _label(row, where)}
 
 
 def _text(row: dict, where: str, system: str | None) -> dict:
@@ -157,13 +156,9 @@ _CONVERTERS = {
 }
 
 
-# --- messages: roles, contents and the prompt/completion split ----------------------------------------------------
-
-ROLES = ("system", "user", "assistant")
-_OPENAI = ("role", "content", {r: r for r in ROLES})
-_SHAREGPT = ("from", "value", {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
-                               "assistant": "assistant"})  # fmt: skip
-_IMAGE_PARTS = ("image", "image_url", "input_image")
+def _system(row: dict, where: str, system: str | None) -> str | None:
+    """The row's own "system" text, else the `system` given for every row."""
+    return _text_field(row, "system", where, optional=True) or system
 
 
 def _text_field(row: dict, key: str, where: str, optional: bool = False) -> str | None:
@@ -175,102 +170,13 @@ def _text_field(row: dict, key: str, where: str, optional: bool = False) -> str 
     return value
 
 
-def _message_list(value, field: str, where: str, style=_OPENAI) -> list[dict]:
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: {field} is {describe(value)}; expected a non-empty list of messages")
-    return [_message(item, f"{field}[{i}]", where, style) for i, item in enumerate(value)]
-
-
-def _message(item, at: str, where: str, style) -> dict:
-    if not isinstance(item, dict):
-        raise DataError(f"{where}: {at} is {describe(item)}; expected an object with role and content")
-    role_key, content_key, roles = style if "role" not in item else _OPENAI
-    role = item.get(role_key)
-    if not isinstance(role, str) or role not in roles:
-        allowed = list(roles)
-        raise DataError(
-            f"{where}: {at}.{role_key} is {describe(role)}; expected {', '.join(allowed[:-1])} or {allowed[-1]}"
-        )
-    return {"role": roles[role], "content": _content(item.get(content_key), f"{at}.{content_key}", where)}
-
-
-def _content(value, at: str, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        raise DataError(f"{where}: {at} is {describe(value)}; expected a string")
-    texts = []
-    for i, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in _IMAGE_PARTS:
-            raise DataError(f"{where}: {at}[{i}]: image content is not supported for text models yet")
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise DataError(f'{where}: {at}[{i}] is {describe(part)}; expected {{"type": "text", "text": "..."}}')
-        texts.append(part["text"])
-    return "\n".join(texts)
-
-
-def _with_system(messages: list[dict], system: str | None) -> list[dict]:
-    if system and messages[0]["role"] != "system":
-        return [{"role": "system", "content": system}, *messages]
-    return messages
-
-
-def _conversation(messages: list[dict], where: str, system: str | None) -> list[dict]:
-    if not any(m["role"] == "assistant" for m in messages):
-        raise DataError(f"{where}: conversation has no assistant turn; add the answer the model should learn")
-    return _with_system(messages, system)
-
-
-def _history(value, where: str) -> list[dict]:
-    if value is None or value == "":  # an empty CSV cell is no history
-        return []
-    if not isinstance(value, list):
-        raise DataError(f"{where}: history is {describe(value)}; expected a list of [question, answer] pairs")
-    turns = []
-    for i, pair in enumerate(value):
-        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
-            raise DataError(f"{where}: history[{i}] is {describe(pair)}; expected a [question, answer] pair")
-        turns += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    return turns
-
-
-def _prompt(value, field: str, where: str) -> list[dict]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    return _message_list(value, field, where)
-
-
-def _completion(value, field: str, where: str, prompt: list[dict]) -> list[dict]:
-    """A string answer, assistant messages, or a full conversation that starts with `prompt`."""
-    if isinstance(value, str):
-        return [{"role": "assistant", "content": value}]
-    messages = _message_list(value, field, where)
-    if len(messages) > len(prompt) and messages[: len(prompt)] == prompt:
-        messages = messages[len(prompt) :]
-    if messages[0]["role"] != "assistant":
-        role = messages[0]["role"]
-        raise DataError(f"{where}: {field} starts with a {role} message; expected the assistant's answer")
-    return messages
-
-
-def _split_shared_prompt(chosen, rejected, where: str) -> tuple[list, list, list]:
-    """Split two full conversations into their shared prompt and the two differing answers."""
-    if isinstance(chosen, str) or isinstance(rejected, str):
-        raise DataError(f'{where}: string chosen/rejected need a "prompt" field; add one, or give full conversations')
-    chosen, rejected = _message_list(chosen, "chosen", where), _message_list(rejected, "rejected", where)
-    shared = 0
-    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-        shared += 1
-    if shared == 0:
-        raise DataError(f"{where}: chosen and rejected share no prompt; expected both to start with the same user turn")
-    ends = [c[shared:] for c in (chosen, rejected)]
-    if not all(end and end[0]["role"] == "assistant" for end in ends):
-        raise DataError(
-            f"{where}: after the {shared} shared message(s), chosen and rejected must each continue with a "
-            "different assistant answer"
-        )
-    return chosen[:shared], ends[0], ends[1]
+def _label(row: dict, where: str) -> bool:
+    value = row["label"]
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise DataError(f"{where}: label is {describe(value)}; expected true or false")
 
 
 def features_for(task: str):

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 from tunestack.config.args import DataArgs
 from tunestack.data.builtin import BUILTIN_DATASETS, builtin_rows
 from tunestack.data.formats import TASKS, canonical_rows, features_for
-from tunestack.data.readers import hub_rows, read_rows
-from tunestack.data.registry import Part, Source, read_dataset_info, resolve
+from tunestack.data.hub_datasets import hub_rows
+from tunestack.data.readers import read_rows
+from tunestack.data.registry import read_dataset_info
+from tunestack.data.sources import Part, Source, resolve
 from tunestack.errors import DataError
 
 if TYPE_CHECKING:
