@@ -33,8 +33,8 @@ How it is measured, the same way on both sides:
     has exited (what getrusage(RUSAGE_CHILDREN) reports for a single child); model loading included.
 
 Usage:
-    python benchmarks/train_throughput.py                # full run (about 10 minutes on 2 cores)
-    python benchmarks/train_throughput.py --quick        # smoke check: 1 warm-up and 2 timed steps
+    python benchmarks/train_throughput.py                # full run (about 5 minutes on an idle 2-core CPU)
+    python benchmarks/train_throughput.py --quick        # smoke check: 1 warm-up and 2 timed steps, ~2 minutes
     python benchmarks/train_throughput.py --steps 20 --repeats 3 --output /tmp/throughput.json
 """
 
@@ -225,6 +225,7 @@ def run_worker(cfg: dict) -> None:
         "seconds": clock.ends[-1] - clock.ends[warmup - 1],
         "tokens": tokens,
         "tokens_per_step": [t for t, _ in timed],
+        "seconds_per_step": [end - start for start, end in zip(clock.ends[warmup - 1:], clock.ends[warmup:])],
         "attention_pairs": pairs,
         "model_flops": model_flops(counts, tokens, pairs),
         **counts,
@@ -394,8 +395,10 @@ def machine() -> dict:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke check: 1 warm-up step, 2 timed steps")
-    parser.add_argument("--steps", type=int, help="timed optimizer steps per configuration (default 10; 2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke check: 1 warm-up step, 2 timed steps, smaller matmuls for the peak")
+    parser.add_argument("--steps", type=int,
+                        help="timed optimizer steps per configuration (default 10; 2 with --quick)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the fastest counts")
     parser.add_argument("--max_length", type=int, default=512, help="maximum tokens per example and packed row")
     parser.add_argument("--batch_size", type=int, default=4, help="examples (or packed rows) per step")
