@@ -2,12 +2,11 @@
 
 Target: tunestack at least 1.5x the plain script's tokens/s with bf16 on this CPU, at no more peak memory.
 
-What runs. LoRA SFT (rank 8, alpha 32, dropout 0.05, all linear layers, learning rate 1e-4, seed 42, batch 4)
+What runs. LoRA SFT (rank 8, alpha 32, no dropout, all linear layers, learning rate 1e-4, seed 42, batch 8 examples
+unpacked or 1 packed row)
 of the embedded smollm2-135m-instruct on the built-in `self-cognition` and `arith` data (short conversations),
 with --max_length 512, in fp32 and in bf16:
-  - tunestack, packing off and on: the pieces `tunestack sft` uses, called in the order `run_sft` calls them
-    (resolve_model, load_tokenizer, encode_rows, load_model with the weights dtype the recipe picks, which for
-    LoRA is the compute dtype, attach_tuner, and the recipe's own Trainer from `_build_trainer`).
+  - tunestack, packing off and on: the Trainer `tunestack sft` builds (`tunestack.train.sft.build_trainer`).
   - plain: what a user writes by hand with no tunestack import: `AutoModelForCausalLM.from_pretrained` (fp32
     weights), `get_peft_model`, `apply_chat_template` with the prompt masked out of the labels,
     `DataCollatorForSeq2Seq` padding to the longest in the batch, `Trainer(args=TrainingArguments(bf16=...))`
@@ -55,7 +54,7 @@ from transformers import TrainerCallback
 MODEL = "smollm2-135m-instruct"
 DATASETS = ["self-cognition", "arith"]
 IDENTITY = {"model_name": "Nova", "model_author": "Acme"}
-LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.05}
+LORA = {"r": 8, "lora_alpha": 32, "lora_dropout": 0.0}  # peft's and tunestack's default dropout
 LEARNING_RATE = 1e-4
 SEED = 42
 LOGGING_STEPS = 5
@@ -128,38 +127,18 @@ def model_flops(counts: dict, tokens: int, pairs: int) -> float:
 # ---- the two sides, each building a ready-to-train Trainer ----
 
 def tunestack_trainer(cfg: dict):
-    """The recipe's trainer, built by the calls `run_sft` makes, in its order."""
-    from transformers import set_seed
-
+    """The trainer `tunestack sft` builds for these settings (its own build_trainer)."""
     from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
-    from tunestack.data import load_datasets
-    from tunestack.data.encode import encode_rows
-    from tunestack.hub import resolve_model
-    from tunestack.model.load import load_model, load_tokenizer
-    from tunestack.model.precision import resolve_dtype
-    from tunestack.model.tuners import attach_tuner
     from tunestack.run import RunDir
-    from tunestack.train.sft import _build_trainer
+    from tunestack.train.sft import build_trainer
 
     model_args = ModelArgs(model=cfg["model"], dtype=cfg["precision"])
     data_args = DataArgs(dataset=DATASETS, max_length=cfg["max_length"], packing=cfg["packing"], **IDENTITY)
     tuner_args = TunerArgs(lora_rank=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"])
     train_args = TrainArgs(output_dir=cfg["work_dir"], learning_rate=LEARNING_RATE, max_steps=cfg["total_steps"],
                            per_device_train_batch_size=cfg["batch_size"], logging_steps=LOGGING_STEPS,
-                           save_steps=10**6, seed=SEED)
-
-    splits = load_datasets(data_args, task="sft", seed=train_args.seed)
-    resolved = resolve_model(model_args.model)
-    tokenizer, _ = load_tokenizer(resolved.path, model_args.template, fallback_template=resolved.template)
-    rows, _ = encode_rows(splits.train, tokenizer=tokenizer, task="sft", max_length=data_args.max_length,
-                          truncation=data_args.truncation, packing=data_args.packing)
-    run = RunDir(train_args.output_dir)
-    run.prepare(resume=False, overwrite=True)
-    compute = resolve_dtype(model_args.dtype)
-    model = load_model(resolved.path, compute, model_args.attn_implementation, tokenizer=tokenizer)
-    set_seed(train_args.seed)
-    model = attach_tuner(model, tuner_args)
-    return _build_trainer(model, tokenizer, rows, None, train_args, run, tuner_args, compute)
+                           save_steps=10**6, seed=SEED, overwrite_output_dir=True)
+    return build_trainer(model_args, data_args, tuner_args, train_args, RunDir(train_args.output_dir))
 
 
 def plain_trainer(cfg: dict):
@@ -297,7 +276,8 @@ def run_all(opts, peaks: dict) -> list[dict]:
             for attempt in range(opts.repeats):
                 cfg = {"side": side, "precision": precision, "packing": packing, "model": MODEL,
                        "model_path": str(resolved.path), "data_file": str(data_file),
-                       "max_length": opts.max_length, "batch_size": opts.batch_size, "threads": opts.threads,
+                       "max_length": opts.max_length, "threads": opts.threads,
+                       "batch_size": opts.packed_batch_size if packing else opts.batch_size,
                        "warmup_steps": opts.warmup, "steps": opts.steps, "total_steps": opts.warmup + opts.steps,
                        "work_dir": str(tmp / f"{name}-{attempt}"), "result_file": str(tmp / f"{name}-{attempt}.json")}
                 started = time.perf_counter()
@@ -361,7 +341,7 @@ def report(rows: list[dict], peaks: dict, opts) -> str:
     lines = [f"Matmul peak measured on this CPU ({torch_threads()} threads, best of {opts.matmul_repeats} "
              f"{opts.matmul_size}x{opts.matmul_size} matmuls): fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, "
              f"bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s",
-             f"{opts.warmup} warm-up + {opts.steps} timed steps per configuration, batch {opts.batch_size}, "
+             f"{opts.warmup} warm-up + {opts.steps} timed steps per configuration, batch {opts.batch_size} examples or {opts.packed_batch_size} packed row(s), "
              f"max_length {opts.max_length}, best of {opts.repeats} run(s)", "", markdown_table(rows), "",
              f"Target: {TARGET}."]
     for check in target_checks(rows):
@@ -401,7 +381,10 @@ def parse_args(argv=None):
                         help="timed optimizer steps per configuration (default 10; 2 with --quick)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the fastest counts")
     parser.add_argument("--max_length", type=int, default=512, help="maximum tokens per example and packed row")
-    parser.add_argument("--batch_size", type=int, default=4, help="examples (or packed rows) per step")
+    parser.add_argument("--batch_size", type=int, default=8, help="examples per step without packing")
+    parser.add_argument("--packed_batch_size", type=int, default=1,
+                        help="packed rows per step (default 1: one row of max_length tokens holds about as many "
+                             "tokens as --batch_size short examples, so both do the same work per step)")
     parser.add_argument("--threads", type=int, help="torch threads in every process (default: torch's choice)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON results file "
                         "(default: benchmarks/results/train_throughput.json)")
@@ -429,7 +412,7 @@ def main(argv=None) -> None:
     print(report(rows, peaks, opts))
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(opts, k) for k in ("steps", "warmup", "repeats", "max_length", "batch_size", "threads",
+    settings = {k: getattr(opts, k) for k in ("steps", "warmup", "repeats", "max_length", "batch_size", "packed_batch_size", "threads",
                                               "quick")}
     output.write_text(json.dumps({
         "target": TARGET, "machine": machine(), "settings": {**settings, "model": MODEL, "datasets": DATASETS,

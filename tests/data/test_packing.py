@@ -1,5 +1,6 @@
 """Packing: a packed row computes exactly what its examples compute one by one."""
 
+import pytest
 import torch
 
 from tunestack.data.packing import Collator, pack_sequences
@@ -16,7 +17,15 @@ def summed_loss(model, batch) -> torch.Tensor:
     )
 
 
-def test_packed_row_loss_equals_sum_of_unpacked_losses(tiny_tokenizer, tiny_model):
+@pytest.fixture(params=["sdpa", "eager"])
+def any_attention_model(request, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32", attn_implementation=request.param)
+
+
+def test_packed_row_loss_equals_sum_of_unpacked_losses(tiny_tokenizer, any_attention_model):
+    tiny_model = any_attention_model
     examples = [encode_conversation(tiny_tokenizer, r["messages"], 512) for r in CHAT_ROWS[:6]]
     examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
     rows = pack_sequences(examples, max_length=512)
@@ -31,7 +40,8 @@ def test_packed_row_loss_equals_sum_of_unpacked_losses(tiny_tokenizer, tiny_mode
     torch.testing.assert_close(batched, separate, rtol=1e-5, atol=1e-4)
 
 
-def test_packing_leaks_nothing_across_examples(tiny_tokenizer, tiny_model):
+def test_packing_leaks_nothing_across_examples(tiny_tokenizer, any_attention_model):
+    tiny_model = any_attention_model
     """Changing the first example of a row leaves the logits of the second untouched."""
     a, b, c = (encode_conversation(tiny_tokenizer, r["messages"], 512) for r in CHAT_ROWS[:3])
     collate = Collator(tiny_tokenizer.pad_token_id)

@@ -28,15 +28,18 @@ def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = 
     return tokenizer, template_name
 
 
-def pick_attention(requested: str, dtype: torch.dtype) -> str:
-    """sdpa everywhere, flash attention 2 on CUDA in half precision when the package is installed."""
+def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None) -> str:
+    """flash attention 2 on CUDA in half precision when installed; sdpa otherwise, except for training on CPU
+    with short rows, where eager attention is faster (sdpa's CPU backward is slow) and its L^2 scores are small."""
     if requested != "auto":
         if requested.startswith("flash") and not torch.cuda.is_available():
             raise TunestackError(f"--attn_implementation {requested}: flash attention needs a CUDA GPU; use sdpa")
         return requested
-    if torch.cuda.is_available() and dtype != torch.float32 and importlib.util.find_spec("flash_attn"):
-        return "flash_attention_2"
-    return "sdpa"
+    if torch.cuda.is_available():
+        if dtype != torch.float32 and importlib.util.find_spec("flash_attn"):
+            return "flash_attention_2"
+        return "sdpa"
+    return "eager" if max_length is not None and max_length <= 1024 else "sdpa"
 
 
 def nf4_config(compute_dtype: torch.dtype):
@@ -55,11 +58,14 @@ def nf4_config(compute_dtype: torch.dtype):
 
 
 def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool = False,
-               trust_remote_code: bool = False, tokenizer=None):
-    """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit)."""
+               trust_remote_code: bool = False, tokenizer=None, train_length: int | None = None):
+    """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit).
+
+    `train_length` is the longest training row, when loading for training (it informs the attention choice).
+    """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype),
+    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length),
               "trust_remote_code": trust_remote_code}
     if quantize_4bit:
         kwargs["quantization_config"] = nf4_config(dtype)

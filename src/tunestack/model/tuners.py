@@ -57,7 +57,14 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
         use_dora=args.tuner == "dora",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if model.dtype in (torch.bfloat16, torch.float16):
+        # Half-precision bases train under autocast, which casts at each matmul; peft's own cast of every
+        # activation to the fp32 adapter dtype would only add two large copies per adapted layer.
+        for module in model.modules():
+            if hasattr(module, "cast_input_dtype_enabled"):
+                module.cast_input_dtype_enabled = False
+    return model
 
 
 def trainable_summary(model) -> str:

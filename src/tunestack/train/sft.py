@@ -21,10 +21,7 @@ def say(message: str) -> None:
 def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs,
             task: str = "sft") -> RunDir:
     """Fine-tune `model_args.model` on `data_args.dataset`; everything lands in the run directory."""
-    from tunestack.data import load_datasets
-    from tunestack.data.encode import encode_rows
-    from tunestack.hub import resolve_model
-    from tunestack.train.setup import new_manifest, rows_fingerprint, validate_training
+    from tunestack.train.setup import validate_training
 
     validate_training(data_args, tuner_args, train_args)
     run = RunDir(train_args.output_dir or f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -33,6 +30,40 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
             and run.final.is_dir():
         say(f"{run.path} is already complete (final/ is written); nothing to resume")
         return run
+    trainer = build_trainer(model_args, data_args, tuner_args, train_args, run, task)
+    checkpoint = _resume_point(run) if train_args.resume else None
+    if checkpoint is not None and _finished(checkpoint):
+        # Killed after the last step was checkpointed: the model is done, only final/ is missing.
+        run.save_final(lambda path: _copy_model_files(checkpoint, path))
+        plot_loss(run.read_metrics(), run.path / "loss.png")
+        run.update(status="completed", final_step=_finished(checkpoint))
+        say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
+        return run
+    run.update(status="running")
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        run.update(status="interrupted")
+        say(f"interrupted; continue with: tunestack {task} --output_dir {run.path} --resume")
+        raise
+    except BaseException:
+        run.update(status="failed")
+        raise
+    _save_final(run, trainer.model, trainer.processing_class)
+    run.update(status="completed", final_step=trainer.state.global_step,
+               final_loss=_last_loss(trainer.state.log_history))
+    say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
+    return run
+
+
+def build_trainer(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs,
+                  run: RunDir, task: str = "sft"):
+    """Data, model, tuner and a ready Trainer writing into `run` (whose manifest is written for a fresh run)."""
+    from tunestack.data import load_datasets
+    from tunestack.data.encode import encode_rows
+    from tunestack.hub import resolve_model
+    from tunestack.train.setup import new_manifest, rows_fingerprint
+
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
     splits = load_datasets(data_args, task=task, seed=train_args.seed)
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
@@ -65,7 +96,7 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     weights = compute if tuner_args.tuner != "full" else resolve_dtype("fp32")
     model = load_model(resolved.path, weights, model_args.attn_implementation,
                        quantize_4bit=tuner_args.tuner == "qlora", trust_remote_code=model_args.trust_remote_code,
-                       tokenizer=tokenizer)
+                       tokenizer=tokenizer, train_length=data_args.max_length)
 
     from transformers import set_seed
 
@@ -81,30 +112,7 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     if not train_args.resume:
         run.write_manifest(new_manifest(task, model_args, data_args, tuner_args, train_args, resolved,
                                         template, dtype_name(compute), data_report))
-    trainer = _build_trainer(model, tokenizer, train_rows, val_rows, train_args, run, tuner_args, compute)
-    checkpoint = _resume_point(run) if train_args.resume else None
-    if checkpoint is not None and _finished(checkpoint):
-        # Killed after the last step was checkpointed: the model is done, only final/ is missing.
-        run.save_final(lambda path: _copy_model_files(checkpoint, path))
-        plot_loss(run.read_metrics(), run.path / "loss.png")
-        run.update(status="completed", final_step=_finished(checkpoint))
-        say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
-        return run
-    run.update(status="running")
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except KeyboardInterrupt:
-        run.update(status="interrupted")
-        say(f"interrupted; continue with: tunestack {task} --output_dir {run.path} --resume")
-        raise
-    except BaseException:
-        run.update(status="failed")
-        raise
-    _save_final(run, trainer.model, tokenizer, tuner_args)
-    run.update(status="completed", final_step=trainer.state.global_step,
-               final_loss=_last_loss(trainer.state.log_history))
-    say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
-    return run
+    return _build_trainer(model, tokenizer, train_rows, val_rows, train_args, run, tuner_args, compute)
 
 
 def _build_trainer(model, tokenizer, train_rows, val_rows, args: TrainArgs, run: RunDir, tuner_args, compute):
@@ -166,7 +174,7 @@ def _copy_model_files(checkpoint: Path, target: Path) -> None:
             shutil.copy2(file, target / file.name)
 
 
-def _save_final(run: RunDir, model, tokenizer, tuner_args: TunerArgs) -> None:
+def _save_final(run: RunDir, model, tokenizer) -> None:
     def save(path: Path) -> None:
         model.config.use_cache = True  # off only while training
         model.save_pretrained(path)

@@ -6,6 +6,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from tunestack.config import TrainArgs
+from tunestack.data.tokenize import IGNORE_INDEX
 
 
 class TokenCountingCollator:
@@ -21,7 +22,30 @@ class TokenCountingCollator:
 
 
 class TunestackTrainer(Trainer):
-    """Trainer whose `state.num_input_tokens_seen` counts real tokens, packed rows included."""
+    """Trainer that counts real tokens (packed rows included) and computes logits only where there are targets.
+
+    The output head and the loss over a 50k-word vocabulary are a large share of a small model's step; prompt
+    tokens carry no loss, so their logits are never needed. The loss equals the model's own causal-LM loss.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        targets = labels[:, 1:]
+        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+        if keep.numel() == 0:
+            keep = torch.tensor([targets.shape[1] - 1], device=labels.device)
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits.float()
+        picked = targets[:, keep]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
+                                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        if num_items_in_batch is None:
+            loss = loss / (picked != IGNORE_INDEX).sum().clamp(min=1)
+        else:
+            loss = loss / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes  # num_items_in_batch is summed over processes
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         counts = inputs.pop("num_tokens", None)
