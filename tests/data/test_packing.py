@@ -17,10 +17,13 @@ def summed_loss(model, batch) -> torch.Tensor:
     )
 
 
-@pytest.fixture(params=["sdpa", "eager"])
+@pytest.fixture(params=["sdpa", "eager", "tunestack_packed"])
 def any_attention_model(request, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
+    from tunestack.model.attention import register
+
+    register()
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32", attn_implementation=request.param)
 
 

@@ -28,9 +28,10 @@ def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = 
     return tokenizer, template_name
 
 
-def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None) -> str:
-    """flash attention 2 on CUDA in half precision when installed; sdpa otherwise, except for training on CPU
-    with short rows, where eager attention is faster (sdpa's CPU backward is slow) and its L^2 scores are small."""
+def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None, packed: bool = False) -> str:
+    """flash attention 2 on CUDA in half precision when installed; sdpa otherwise, except for training on CPU:
+    packed rows get the per-example kernel of model/attention.py, and short rows eager attention (faster than
+    sdpa's CPU backward, and its L^2 scores are small)."""
     if requested != "auto":
         if requested.startswith("flash") and not torch.cuda.is_available():
             raise TunestackError(f"--attn_implementation {requested}: flash attention needs a CUDA GPU; use sdpa")
@@ -39,6 +40,10 @@ def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = 
         if dtype != torch.float32 and importlib.util.find_spec("flash_attn"):
             return "flash_attention_2"
         return "sdpa"
+    if packed:
+        from tunestack.model.attention import register
+
+        return register()
     return "eager" if max_length is not None and max_length <= 1024 else "sdpa"
 
 
@@ -58,14 +63,16 @@ def nf4_config(compute_dtype: torch.dtype):
 
 
 def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool = False,
-               trust_remote_code: bool = False, tokenizer=None, train_length: int | None = None):
+               trust_remote_code: bool = False, tokenizer=None, train_length: int | None = None,
+               packed: bool = False):
     """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit).
 
-    `train_length` is the longest training row, when loading for training (it informs the attention choice).
+    `train_length` (the longest training row) and `packed` describe the training rows, when loading for training;
+    they inform the attention choice.
     """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length),
+    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length, packed),
               "trust_remote_code": trust_remote_code}
     if quantize_4bit:
         kwargs["quantization_config"] = nf4_config(dtype)

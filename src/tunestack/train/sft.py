@@ -96,7 +96,7 @@ def build_trainer(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerA
     weights = compute if tuner_args.tuner != "full" else resolve_dtype("fp32")
     model = load_model(resolved.path, weights, model_args.attn_implementation,
                        quantize_4bit=tuner_args.tuner == "qlora", trust_remote_code=model_args.trust_remote_code,
-                       tokenizer=tokenizer, train_length=data_args.max_length)
+                       tokenizer=tokenizer, train_length=data_args.max_length, packed=data_args.packing)
 
     from transformers import set_seed
 
