@@ -21,14 +21,17 @@ def test_lists_booleans_dashes_and_types():
 
 def test_every_problem_is_listed_at_once():
     with pytest.raises(ConfigError) as caught:
-        parse_groups(GROUPS, ["--learning_rate", "fast", "--tuner", "lorax", "--lora_rnak", "8", "--packing", "maybe"])
+        parse_groups(GROUPS, ["--learning_rate", "fast", "--tuner", "lorax", "--lora_rnak", "8", "--packing", "maybe",
+                              "--val_ratio", "1.5", "--max_length", "0"])
     problems = caught.value.problems
-    assert len(problems) == 4
+    assert len(problems) == 6
     text = "\n".join(problems)
     assert "--learning_rate: expected a number, got 'fast'" in text
     assert "--tuner: expected one of lora, dora, qlora, full, got 'lorax'" in text
     assert "--lora_rnak: unknown flag (did you mean --lora_rank?)" in text
     assert "--packing: expected true or false, got 'maybe'" in text
+    assert "--val_ratio: expected a fraction in [0, 1), got 1.5" in text
+    assert "--max_length: expected a positive number, got 0" in text
 
 
 def test_yaml_supplies_flags_and_the_command_line_wins(tmp_path):

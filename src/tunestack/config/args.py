@@ -5,11 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-def arg(default, help: str, choices: tuple | None = None, **kw):
+# Range checks: (test, what the flag expects). Applied to every value, from the command line, YAML or Python.
+POSITIVE = (lambda v: v > 0, "a positive number")
+NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
+FRACTION = (lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+PROBABILITY = (lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def arg(default, help: str, choices: tuple | None = None, check: tuple | None = None, **kw):
     """A dataclass field with its `--help` text and, optionally, the values it accepts."""
     meta = {"help": help}
     if choices:
         meta["choices"] = choices
+    if check:
+        meta["check"] = check
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -55,9 +64,9 @@ class DataArgs:
         [], "datasets: files, folders, built-ins (self-cognition, arith, arith-pref), hub ids; NAME#N samples N rows"
     )
     dataset_info: str | None = arg(None, "dataset registration YAML declaring names, files, columns and task")
-    val_ratio: float = arg(0.0, "fraction of the training data held out for validation")
+    val_ratio: float = arg(0.0, "fraction of the training data held out for validation", check=FRACTION)
     val_dataset: list[str] = arg([], "explicit validation datasets (overrides --val_ratio)")
-    max_length: int = arg(1024, "maximum tokens per example (and per packed row)")
+    max_length: int = arg(1024, "maximum tokens per example (and per packed row)", check=POSITIVE)
     truncation: str = arg(
         "truncate", "what to do with longer examples: cut them or drop them", choices=("truncate", "drop")
     )
@@ -66,7 +75,7 @@ class DataArgs:
     system: str | None = arg(None, "system prompt added to conversations that have none")
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
-    num_proc: int = arg(1, "processes used to tokenize")
+    num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
 
 
 @dataclass
@@ -74,9 +83,11 @@ class TunerArgs:
     """Which parameters train."""
 
     tuner: str = arg("lora", "lora, dora, qlora (4-bit NF4 base) or full", choices=("lora", "dora", "qlora", "full"))
-    lora_rank: int = arg(8, "LoRA rank")
-    lora_alpha: int = arg(32, "LoRA alpha (scaling = alpha / rank)")
-    lora_dropout: float = arg(0.0, "dropout on the LoRA input (0 skips the per-step random masks, a large CPU cost)")
+    lora_rank: int = arg(8, "LoRA rank", check=POSITIVE)
+    lora_alpha: int = arg(32, "LoRA alpha (scaling = alpha / rank)", check=POSITIVE)
+    lora_dropout: float = arg(
+        0.0, "dropout on the LoRA input (0 skips the per-step random masks, a large CPU cost)", check=FRACTION
+    )
     target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj")
     modules_to_save: list[str] = arg([], "extra modules trained in full and saved with the adapter")
 
@@ -86,26 +97,30 @@ class TrainArgs:
     """The optimisation loop (names follow transformers' TrainingArguments)."""
 
     output_dir: str | None = arg(None, "run directory (default: runs/COMMAND-TIMESTAMP)")
-    learning_rate: float | None = arg(None, "peak learning rate (default: 1e-4 for adapters, 1e-5 for full)")
-    num_train_epochs: float = arg(3.0, "epochs over the training data")
+    learning_rate: float | None = arg(
+        None, "peak learning rate (default: 1e-4 for adapters, 1e-5 for full)", check=POSITIVE
+    )
+    num_train_epochs: float = arg(3.0, "epochs over the training data", check=NON_NEGATIVE)
     max_steps: int = arg(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
-    per_device_train_batch_size: int = arg(4, "examples (or packed rows) per step and device")
-    per_device_eval_batch_size: int = arg(4, "examples per evaluation batch")
-    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step")
+    per_device_train_batch_size: int = arg(4, "examples (or packed rows) per step and device", check=POSITIVE)
+    per_device_eval_batch_size: int = arg(4, "examples per evaluation batch", check=POSITIVE)
+    gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step", check=POSITIVE)
     lr_scheduler_type: str = arg("cosine", "learning-rate schedule (any transformers scheduler name)")
-    warmup_ratio: float = arg(0.03, "fraction of steps spent warming up")
-    weight_decay: float = arg(0.0, "AdamW weight decay")
-    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    warmup_ratio: float = arg(0.03, "fraction of steps spent warming up", check=FRACTION)
+    weight_decay: float = arg(0.0, "AdamW weight decay", check=NON_NEGATIVE)
+    max_grad_norm: float = arg(1.0, "gradient clipping norm", check=POSITIVE)
     seed: int = arg(42, "random seed for data order, dropout and initialisation")
     bf16: bool | None = arg(None, "force bf16 on or off (default: --dtype decides)")
     gradient_checkpointing: bool = arg(False, "recompute activations to save memory")
-    logging_steps: int = arg(5, "log metrics every N steps")
-    save_steps: int = arg(100, "write a resumable checkpoint every N steps")
-    save_total_limit: int = arg(2, "complete checkpoints kept")
-    eval_steps: int | None = arg(None, "evaluate every N steps (default: at save steps when there is validation data)")
+    logging_steps: int = arg(5, "log metrics every N steps", check=POSITIVE)
+    save_steps: int = arg(100, "write a resumable checkpoint every N steps", check=POSITIVE)
+    save_total_limit: int = arg(2, "complete checkpoints kept", check=POSITIVE)
+    eval_steps: int | None = arg(
+        None, "evaluate every N steps (default: at save steps when there is validation data)", check=POSITIVE
+    )
     resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
-    dataloader_num_workers: int = arg(0, "data loading worker processes")
+    dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
 
 
 @dataclass
@@ -117,14 +132,14 @@ class InferArgs:
     input: str | None = arg(None, "JSONL file of prompts (`messages`, `prompt`, `query` or `instruction` rows)")
     output: str | None = arg(None, "where --input's answers go (JSONL)")
     system: str | None = arg(None, "system prompt")
-    max_new_tokens: int = arg(512, "maximum tokens generated per answer")
-    temperature: float = arg(0.0, "sampling temperature; 0 is greedy")
-    top_p: float = arg(1.0, "nucleus sampling probability mass")
-    top_k: int = arg(0, "sample from the k most likely tokens (0: no limit)")
-    repetition_penalty: float = arg(1.0, "penalty on repeated tokens (1.0: none)")
+    max_new_tokens: int = arg(512, "maximum tokens generated per answer", check=POSITIVE)
+    temperature: float = arg(0.0, "sampling temperature; 0 is greedy", check=NON_NEGATIVE)
+    top_p: float = arg(1.0, "nucleus sampling probability mass", check=PROBABILITY)
+    top_k: int = arg(0, "sample from the k most likely tokens (0: no limit)", check=NON_NEGATIVE)
+    repetition_penalty: float = arg(1.0, "penalty on repeated tokens (1.0: none)", check=POSITIVE)
     seed: int = arg(42, "random seed for sampling")
     backend: str = arg("pt", "inference engine", choices=("pt",))
-    batch_size: int = arg(8, "prompts generated together with --input")
+    batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
 
 
 @dataclass

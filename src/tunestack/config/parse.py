@@ -51,6 +51,17 @@ def _convert(flag: str, raw, scalar, choices) -> object:
     return value
 
 
+def field_problems(instance) -> list[str]:
+    """Range problems of a dataclass instance's values, one line per flag, from the fields' `check` metadata."""
+    problems = []
+    for f in fields(instance):
+        check = f.metadata.get("check")
+        value = getattr(instance, f.name)
+        if check is not None and value is not None and not check[0](value):
+            problems.append(f"--{f.name}: expected {check[1]}, got {value!r}")
+    return problems
+
+
 def _split_list(raw) -> list[str]:
     items = raw if isinstance(raw, list) else [raw]
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
@@ -155,6 +166,7 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
             except ValueError as exc:
                 problems.append(str(exc))
         results.append(group(**values))
+        problems.extend(field_problems(results[-1]))
     if problems:
         raise ConfigError(problems)
     return results

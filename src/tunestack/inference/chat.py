@@ -57,12 +57,6 @@ def validate_infer(args: InferArgs) -> None:
         problems.append(f"--input: file {args.input} does not exist")
     if args.prompt is not None and args.input:
         problems.append("--prompt and --input exclude each other")
-    if args.max_new_tokens <= 0:
-        problems.append(f"--max_new_tokens: expected a positive integer, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        problems.append(f"--temperature: expected a number >= 0, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        problems.append(f"--top_p: expected a number in (0, 1], got {args.top_p}")
     if problems:
         raise ConfigError(problems)
 

@@ -28,20 +28,29 @@ def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list
 
 
 class _Layout:
-    """Where each packed example's tokens go in a [examples, longest] grid, and the way back."""
+    """The packed examples of a batch, as lengths per row, and the causal mask of the [examples, longest] grid."""
 
-    def __init__(self, spans: list[list[tuple[int, int]]], length: int, device):
-        flat = [(b * length + s, e - s) for b, row in enumerate(spans) for s, e in row]
-        self.longest = max(n for _, n in flat)
-        offsets = torch.arange(self.longest)
-        starts = torch.tensor([s for s, _ in flat]).unsqueeze(1)
-        sizes = torch.tensor([n for _, n in flat]).unsqueeze(1)
-        self.valid = offsets < sizes  # [examples, longest]
-        self.gather = (starts + offsets.clamp(max=self.longest - 1)).where(self.valid, starts).to(device)
-        grid = torch.arange(len(flat) * self.longest).view(len(flat), self.longest)
-        self.scatter = grid[self.valid].to(device)  # grid cell of every token, in row order
+    def __init__(self, spans: list[list[tuple[int, int]]], device):
+        self.lengths = [[e - s for s, e in row] for row in spans]
+        flat = [n for row in self.lengths for n in row]
+        self.longest = max(flat)
+        valid = torch.arange(self.longest) < torch.tensor(flat).unsqueeze(1)  # [examples, longest]
         causal = torch.ones(self.longest, self.longest, dtype=torch.bool).tril()
-        self.mask = (causal & self.valid.unsqueeze(1)).unsqueeze(1).to(device)  # [examples, 1, q, k]
+        # [examples, 1 (kv heads), 1 (query groups), queries, keys]
+        self.mask = (causal & valid.unsqueeze(1)).unsqueeze(1).unsqueeze(1).to(device)
+
+    def to_grid(self, states: torch.Tensor) -> torch.Tensor:
+        """[batch, heads, length, dim] -> [examples, heads, longest, dim], each example zero-padded at its end."""
+        pieces = [piece for row, lengths in zip(states, self.lengths) for piece in row.split(lengths, dim=1)]
+        return torch.stack([torch.nn.functional.pad(p, (0, 0, 0, self.longest - p.shape[1])) for p in pieces])
+
+    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """[examples, heads, longest, dim] -> [batch, heads, length, dim]: the inverse of to_grid."""
+        rows, index = [], 0
+        for lengths in self.lengths:
+            rows.append(torch.cat([grid[index + i, :, :n] for i, n in enumerate(lengths)], dim=1))
+            index += len(lengths)
+        return torch.stack(rows)
 
 
 _last: tuple[torch.Tensor, _Layout] | None = None
@@ -50,10 +59,10 @@ _last: tuple[torch.Tensor, _Layout] | None = None
 def _layout(position_ids: torch.Tensor | None, batch: int, length: int, device) -> _Layout:
     """The layout for these rows; every layer of one forward pass shares it."""
     global _last
-    key = position_ids.expand(batch, -1) if position_ids is not None else torch.zeros(batch, 1)
+    key = position_ids.expand(batch, -1) if position_ids is not None else torch.zeros(batch, length)
     if _last is not None and _last[0].shape == key.shape and torch.equal(_last[0], key.to(_last[0].device)):
         return _last[1]
-    layout = _Layout(segments(position_ids, batch, length), length, device)
+    layout = _Layout(segments(position_ids, batch, length), device)
     _last = (key.detach().clone(), layout)
     return layout
 
@@ -62,22 +71,17 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
                      position_ids: torch.Tensor | None = None, **kwargs):
     """Same signature and output layout as transformers' eager attention: ([batch, length, heads, dim], None)."""
     batch, heads, length, dim = query.shape
-    groups = heads // key.shape[1]
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
+    kv_heads = key.shape[1]
     layout = _layout(position_ids, batch, length, query.device)
-
-    def to_grid(states):  # [batch, heads, length, dim] -> [examples, heads, longest, dim]
-        return states.transpose(1, 2).reshape(batch * length, heads, dim)[layout.gather].transpose(1, 2)
-
-    q, k, v = to_grid(query), to_grid(key), to_grid(value)
+    # Grouped-query attention by broadcasting: query heads h*groups..h*groups+groups-1 share key/value head h.
+    q = layout.to_grid(query).unflatten(1, (kv_heads, heads // kv_heads))
+    k, v = layout.to_grid(key).unsqueeze(2), layout.to_grid(value).unsqueeze(2)
     scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
     scores = scores.masked_fill(~layout.mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    grid = torch.matmul(weights, v).transpose(1, 2).reshape(-1, heads, dim)  # [examples * longest, heads, dim]
-    return grid[layout.scatter].view(batch, length, heads, dim), None
+    grid = torch.matmul(weights, v).flatten(1, 2)  # [examples, heads, longest, dim]
+    return layout.from_grid(grid).transpose(1, 2).contiguous(), None
 
 
 def register() -> str:

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
+from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError
 
 
@@ -18,24 +19,11 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs) -> Non
     problems = []
     if not data.dataset:
         problems.append("--dataset: required; a file, folder, built-in (self-cognition, arith) or hub id")
+    for group in (data, tuner, train):
+        problems += field_problems(group)
     checks = [
-        (data.max_length > 0, f"--max_length: expected a positive integer, got {data.max_length}"),
-        (0 <= data.val_ratio < 1, f"--val_ratio: expected a fraction in [0, 1), got {data.val_ratio}"),
-        (tuner.lora_rank > 0, f"--lora_rank: expected a positive integer, got {tuner.lora_rank}"),
-        (tuner.lora_alpha > 0, f"--lora_alpha: expected a positive number, got {tuner.lora_alpha}"),
-        (0 <= tuner.lora_dropout < 1, f"--lora_dropout: expected a fraction in [0, 1), got {tuner.lora_dropout}"),
-        (train.learning_rate is None or train.learning_rate > 0,
-         f"--learning_rate: expected a positive number, got {train.learning_rate}"),
-        (train.per_device_train_batch_size > 0,
-         f"--per_device_train_batch_size: expected a positive integer, got {train.per_device_train_batch_size}"),
-        (train.gradient_accumulation_steps > 0,
-         f"--gradient_accumulation_steps: expected a positive integer, got {train.gradient_accumulation_steps}"),
         (train.num_train_epochs > 0 or train.max_steps > 0,
          "--num_train_epochs / --max_steps: one of them must be positive"),
-        (train.save_steps > 0, f"--save_steps: expected a positive integer, got {train.save_steps}"),
-        (train.logging_steps > 0, f"--logging_steps: expected a positive integer, got {train.logging_steps}"),
-        (train.save_total_limit > 0, f"--save_total_limit: expected a positive integer, got {train.save_total_limit}"),
-        (0 <= train.warmup_ratio < 1, f"--warmup_ratio: expected a fraction in [0, 1), got {train.warmup_ratio}"),
         (not (data.streaming and train.max_steps <= 0),
          "--streaming: a stream has no known length; set --max_steps"),
         (not (train.resume and train.overwrite_output_dir), "--resume and --overwrite_output_dir exclude each other"),
