@@ -116,7 +116,6 @@ def build_trainer(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerA
 
 
 def _build_trainer(model, tokenizer, train_rows, val_rows, args: TrainArgs, run: RunDir, tuner_args, compute):
-    import torch
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from tunestack.data.encode import to_dataset
@@ -124,7 +123,7 @@ def _build_trainer(model, tokenizer, train_rows, val_rows, args: TrainArgs, run:
     from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer, run_callbacks, training_arguments
 
     default_lr = 1e-5 if tuner_args.tuner == "full" else 1e-4
-    training_args = training_arguments(args, str(run.checkpoints), bf16=compute == torch.bfloat16,
+    training_args = training_arguments(args, str(run.checkpoints), compute,
                                        learning_rate=args.learning_rate or default_lr, has_eval=bool(val_rows))
     trainer = TunestackTrainer(
         model=model,

@@ -57,7 +57,7 @@ class TunestackTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
-def training_arguments(args: TrainArgs, checkpoints_dir: str, bf16: bool,
+def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype,
                        learning_rate: float, has_eval: bool) -> TrainingArguments:
     """transformers TrainingArguments from TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
     eval_steps = args.eval_steps or args.save_steps
@@ -75,7 +75,8 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, bf16: bool,
         max_grad_norm=args.max_grad_norm,
         seed=args.seed,
         data_seed=args.seed,
-        bf16=bf16,
+        bf16=compute == torch.bfloat16,
+        fp16=compute == torch.float16,  # CUDA only: mixed precision with loss scaling
         logging_steps=args.logging_steps,
         logging_first_step=True,
         save_strategy="steps",
