@@ -46,5 +46,5 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> Loade
 
         for adapter in adapter_dirs:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapter_dirs), file=sys.stderr)
+    print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters), file=sys.stderr)
     return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)
