@@ -60,19 +60,21 @@ def _quiet_libraries() -> None:
 
 def _resumed_config(argv: list[str]) -> dict | None:
     """With --resume, the run's recorded flags are the base; flags given now win."""
-    if not any(a in ("--resume", "--resume=true") for a in argv):
+    import argparse
+
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--resume", nargs="?", const="true")
+    peek.add_argument("--output_dir", "--output-dir")
+    known, _ = peek.parse_known_args(argv)
+    if str(known.resume).lower() not in ("true", "1", "yes", "on") or not known.output_dir:
         return None
-    for flag in ("--output_dir", "--output-dir"):
-        if flag in argv and argv.index(flag) + 1 < len(argv):
-            from pathlib import Path
+    from tunestack.run import RunDir
 
-            from tunestack.run import RunDir
-
-            run = RunDir(Path(argv[argv.index(flag) + 1]))
-            if run.exists():
-                recorded = run.read_manifest().get("config", {})
-                return {k: v for group in recorded.values() for k, v in group.items()}
-    return None
+    run = RunDir(known.output_dir)
+    if not run.exists():
+        return None
+    recorded = run.read_manifest().get("config", {})
+    return {k: v for group in recorded.values() for k, v in group.items()}
 
 
 def _sft(model, data, tuner, train):
