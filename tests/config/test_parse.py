@@ -51,3 +51,8 @@ def test_yaml_unknown_key_is_named(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown key 'lora_rnak' \\(did you mean lora_rank\\?\\)"):
         parse_groups(GROUPS + [RuntimeArgs], ["--config", str(config)])
+
+
+def test_repeated_list_flags_accumulate():
+    _, data, _, _ = parse_groups(GROUPS, ["--dataset", "a.jsonl", "--dataset", "b.jsonl,c.jsonl", "--dataset", "d"])
+    assert data.dataset == ["a.jsonl", "b.jsonl", "c.jsonl", "d"]

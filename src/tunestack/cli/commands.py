@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tunestack.config import (
     DataArgs,
     DownloadArgs,
+    ExportArgs,
     InferArgs,
     ModelArgs,
     RuntimeArgs,
@@ -95,6 +96,12 @@ def _infer(model, infer):
     run_infer(model, infer)
 
 
+def _export(model, export):
+    from tunestack.export.merge import run_export
+
+    run_export(model, export)
+
+
 def _models():
     from tunestack.hub import list_models
 
@@ -138,6 +145,8 @@ COMMANDS = {
         Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
+        Command("export", "merge adapters into their base and write a plain Hugging Face model",
+                [ModelArgs, ExportArgs], _export),
         Command("models", "list model aliases and what they resolve to", [], _models),
         Command("datasets", "list built-in datasets", [], _datasets),
         Command("download", "fetch a model or dataset into the cache", [DownloadArgs], _download),

@@ -3,6 +3,7 @@
 from tunestack.config.args import (
     DataArgs,
     DownloadArgs,
+    ExportArgs,
     InferArgs,
     ModelArgs,
     RuntimeArgs,
@@ -14,6 +15,7 @@ from tunestack.config.parse import parse_groups
 __all__ = [
     "DataArgs",
     "DownloadArgs",
+    "ExportArgs",
     "InferArgs",
     "ModelArgs",
     "RuntimeArgs",

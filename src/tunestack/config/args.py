@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -10,6 +11,8 @@ POSITIVE = (lambda v: v > 0, "a positive number")
 NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 FRACTION = (lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 PROBABILITY = (lambda v: 0 < v <= 1, "a number in (0, 1]")
+SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE) is not None,
+              "a size such as 2GB, 500MB or 4GiB")
 
 
 def arg(default, help: str, choices: tuple | None = None, check: tuple | None = None, **kw):
@@ -150,3 +153,19 @@ class DownloadArgs:
     dataset: str | None = arg(None, "dataset to download (hub id)")
     hub: str = arg("hf", "hub to download from", choices=("hf", "modelscope"))
     revision: str | None = arg(None, "hub revision (branch, tag or commit)")
+
+
+@dataclass
+class ExportArgs:
+    """What an export writes and where."""
+
+    adapter: list[str] = arg(
+        [], "adapters (PEFT adapter or run directories) merged on top of --model, in order, after a run's own"
+    )
+    adapter_weights: list[float] = arg(
+        [], "one weight per adapter: combine them into one weighted LoRA before merging (default: merge each in full)"
+    )
+    merge: bool = arg(True, "merge the adapters into the weights and write a plain Hugging Face model")
+    output_dir: str | None = arg(None, "folder the merged model is written to (required)")
+    overwrite: bool = arg(False, "replace --output_dir if it already holds files (only once the new model is complete)")
+    max_shard_size: str = arg("2GB", "largest safetensors file written; bigger models are split", check=SHARD_SIZE)

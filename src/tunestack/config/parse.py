@@ -89,7 +89,7 @@ def build_parser(prog: str, description: str, groups: list[type]) -> argparse.Ar
             if scalar is bool:
                 section.add_argument(*names, dest=f.name, nargs="?", const="true", default=None, help=help_text)
             elif is_list:
-                section.add_argument(*names, dest=f.name, nargs="+", default=None, help=help_text)
+                section.add_argument(*names, dest=f.name, nargs="+", action="extend", default=None, help=help_text)
             else:
                 section.add_argument(*names, dest=f.name, default=None, help=help_text)
     return parser

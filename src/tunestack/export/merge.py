@@ -1,0 +1,140 @@
+"""Merge adapters into their base model and write a plain Hugging Face model folder, complete or not at all."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from tunestack.config import ExportArgs, ModelArgs
+from tunestack.errors import TunestackError
+from tunestack.export.atomic import write_folder_atomically
+from tunestack.export.sources import ExportPlan, plan_export
+
+_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
+"""Saved dtypes an `--dtype auto` export keeps; anything else is written in fp32."""
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
+    """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir."""
+    plan = plan_export(model_args, export)
+    say(f"model: {plan.resolved.source}")
+    tokenizer = _tokenizer(plan, model_args)
+    model = _merged_model(plan, model_args, tokenizer, export.adapter_weights)
+    dtype = model_args.dtype if model_args.dtype != "auto" else _saved_dtype(Path(plan.resolved.path))
+    import torch
+
+    model.to({"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype])
+    say(f"writing {plan.output} ({dtype}, shards up to {export.max_shard_size})")
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, max_shard_size=shard_bytes(export.max_shard_size))
+        tokenizer.save_pretrained(folder)
+        from tunestack.run.rundir import write_json_atomic
+
+        write_json_atomic(folder / "export.json", _record(plan, model_args, export, dtype, folder))
+
+    write_folder_atomically(plan.output, write)
+    say(f"done: {plan.output}")
+    print(plan.output, flush=True)
+    return plan.output
+
+
+def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
+    """The tokenizer the adapter was trained with (saved beside it), else the base's; always with a chat template."""
+    from tunestack.model.load import load_tokenizer
+
+    first = plan.adapters[0].path
+    folder = first if (first / "tokenizer_config.json").is_file() else plan.resolved.path
+    tokenizer, _ = load_tokenizer(folder, model_args.template, model_args.trust_remote_code,
+                                  fallback_template=plan.resolved.template)
+    return tokenizer
+
+
+def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: list[float]):
+    """The base in fp32 with every adapter merged in: combined by weight first when weights are given."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(plan.resolved.path, dtype=torch.float32,
+                                                 trust_remote_code=model_args.trust_remote_code)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # as training resized it
+        model.resize_token_embeddings(len(tokenizer))
+    if model.generation_config is not None:
+        _stop_tokens(model.generation_config, tokenizer)
+    adapter = plan.adapters[0]
+    try:
+        if weights:
+            return _combined(model, plan, weights)
+        for adapter in plan.adapters:
+            say(f"merging {'DoRA' if adapter.dora else 'LoRA'} adapter {adapter.given}")
+            model = PeftModel.from_pretrained(model, str(adapter.path)).merge_and_unload()
+        return model
+    except (ValueError, RuntimeError, KeyError) as error:
+        which = "the adapters" if weights else f"adapter {adapter.given}"
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TunestackError(f"{which} cannot be merged into --model {model_args.model}: {detail}") from error
+
+
+def _stop_tokens(generation_config, tokenizer) -> None:
+    """Generation stops at the base's end tokens and at the tokenizer's (the end of turn training taught)."""
+    eos = generation_config.eos_token_id
+    eos = sorted(i for i in set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id} if i is not None)
+    generation_config.eos_token_id = eos[0] if len(eos) == 1 else eos
+    generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def _combined(model, plan: ExportPlan, weights: list[float]):
+    """One adapter equal to the weighted sum of the adapters' updates, merged into `model`."""
+    from peft import PeftModel
+
+    names = [f"adapter{i}" for i in range(len(plan.adapters))]
+    model = PeftModel.from_pretrained(model, str(plan.adapters[0].path), adapter_name=names[0])
+    for name, adapter in zip(names[1:], plan.adapters[1:]):
+        model.load_adapter(str(adapter.path), adapter_name=name)
+    say("merging " + " + ".join(f"{w:g} x {a.given}" for w, a in zip(weights, plan.adapters)))
+    # "cat" sums weight x scaling x B @ A exactly; peft's "linear" multiplies summed A and B factors instead.
+    model.add_weighted_adapter(names, list(weights), "combined", combination_type="cat")
+    model.set_adapter("combined")
+    return model.merge_and_unload(adapter_names=["combined"])
+
+
+def _saved_dtype(path: Path) -> str:
+    """bf16 or fp16 when the base model's config.json says it was saved so, else fp32."""
+    config = json.loads((path / "config.json").read_text())
+    return _DTYPES.get(str(config.get("dtype") or config.get("torch_dtype")), "fp32")
+
+
+def shard_bytes(size: str) -> int:
+    """Bytes in a --max_shard_size such as 2GB, 500MB or 4GiB."""
+    number, unit = re.fullmatch(r"(\d+)\s*([KMG]i?B)", size.strip(), re.IGNORECASE).groups()
+    return int(number) * _UNITS[unit.upper()]
+
+
+def _record(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, dtype: str, folder: Path) -> dict:
+    """export.json: what was merged, how, into which files, with which libraries."""
+    from tunestack.train.setup import library_versions
+
+    resolved = plan.resolved
+    files = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors"))}
+    return {
+        "method": "merge",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": {"model": model_args.model, "resolved": resolved.source, "base_path": str(resolved.path),
+                   "base_fingerprint": plan.base_fingerprint,
+                   "run_dir": str(resolved.run_dir) if resolved.run_dir else None,
+                   "adapters": [a.record() for a in plan.adapters]},
+        "settings": {"dtype": dtype, "requested_dtype": model_args.dtype, "max_shard_size": export.max_shard_size,
+                     "adapter_weights": list(export.adapter_weights) or None,
+                     "combination": "weighted (cat)" if export.adapter_weights else "one after another"},
+        "sizes": {"weights_bytes": sum(files.values()), "files": files},
+        "versions": library_versions(),
+    }

@@ -1,0 +1,243 @@
+"""`tunestack export`: merged weights equal base + adapter, load with transformers alone; weights, errors, atomicity."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import CHAT_ROWS, build_model, cli, write_jsonl
+from tunestack.config import ExportArgs, ModelArgs
+from tunestack.errors import TunestackError
+from tunestack.export.merge import run_export
+
+TRAIN = ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--logging_steps", "1"]
+PROMPT = [{"role": "user", "content": "What is 12 + 30?"}]
+
+
+def make_adapter(base_dir, out, seed: int, dora: bool = False, rank: int = 4):
+    """A LoRA (or DoRA) adapter with random A and B, so that it changes the model's output."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False,
+                        use_dora=dora, task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(out)
+    return out
+
+
+def load(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def with_adapters(base_dir, *adapters, merge: bool = False):
+    """The reference, by peft directly: the base with one adapter applied, or several merged one after another."""
+    from peft import PeftModel
+
+    model = load(base_dir)
+    for adapter in adapters:
+        model = PeftModel.from_pretrained(model, str(adapter))
+        model = model.merge_and_unload() if merge or len(adapters) > 1 else model.eval()
+    return model
+
+
+def logits(model, tokenizer):
+    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+def export(model, out, *adapters, weights=(), **flags):
+    export_args = ExportArgs(adapter=[str(a) for a in adapters], adapter_weights=list(weights), output_dir=str(out))
+    return run_export(ModelArgs(model=str(model), **flags), export_args)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return {"lora": make_adapter(tiny_model_dir, root / "lora", seed=1),
+            "lora2": make_adapter(tiny_model_dir, root / "lora2", seed=2, rank=2),
+            "dora": make_adapter(tiny_model_dir, root / "dora", seed=3, dora=True)}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-run")
+    run = root / "run"
+    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(write_jsonl(root / "chat.jsonl", CHAT_ROWS)),
+        "--max_steps", "2", "--output_dir", str(run), *TRAIN)
+    return run
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_merged_logits_equal_base_plus_adapter(kind, adapters, tiny_model_dir, tiny_tokenizer, tmp_path):
+    out = export(tiny_model_dir, tmp_path / "merged", adapters[kind])
+    expected = logits(with_adapters(tiny_model_dir, adapters[kind]), tiny_tokenizer)
+    assert (expected - logits(load(tiny_model_dir), tiny_tokenizer)).abs().max() > 1e-2  # the adapter does something
+    assert (logits(load(out), tiny_tokenizer) - expected).abs().max() < 1e-4
+    config = (out / "config.json").read_text()
+    assert not any(marker in config for marker in ("peft", "adapter", "tunestack"))
+    assert not (out / "adapter_config.json").exists() and (out / "chat_template.jinja").is_file()
+    record = json.loads((out / "export.json").read_text())
+    assert record["method"] == "merge" and record["settings"]["dtype"] == "fp32"
+    assert record["source"]["adapters"][0]["type"] == kind and record["versions"]["peft"]
+    assert record["sizes"]["weights_bytes"] == (out / "model.safetensors").stat().st_size
+
+
+def test_cli_export_prints_only_the_path(adapters, tiny_model_dir, tiny_tokenizer, tmp_path):
+    out = tmp_path / "merged"
+    result = cli("export", "--model", str(tiny_model_dir), "--adapter", str(adapters["dora"]), "--output_dir",
+                 str(out))
+    assert result.stdout == f"{out}\n" and "merging DoRA adapter" in result.stderr
+    expected = logits(with_adapters(tiny_model_dir, adapters["dora"]), tiny_tokenizer)
+    assert (logits(load(out), tiny_tokenizer) - expected).abs().max() < 1e-4
+    assert not list(tmp_path.glob("merged.*"))
+
+
+PLAIN_LOAD = """
+import json, sys
+sys.modules["peft"] = None
+sys.modules["tunestack"] = None
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = tokenizer.apply_chat_template(json.loads(sys.argv[2]), add_generation_prompt=True, return_tensors="pt",
+                                    return_dict=True)
+out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+print(json.dumps(out[0, ids["input_ids"].shape[1]:].tolist()))
+"""
+
+
+def test_run_directory_exports_to_a_model_plain_transformers_loads(trained_run, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "merged"
+    cli("export", "--model", str(trained_run), "--output_dir", str(out), "--max_shard_size", "200KB")
+    shards = sorted(out.glob("*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
+    record = json.loads((out / "export.json").read_text())
+    assert record["source"]["run_dir"] == str(trained_run)
+    manifest = json.loads((trained_run / "run.json").read_text())
+    assert record["source"]["adapters"][0]["base_model_fingerprint"] == manifest["base_model_fingerprint"]
+    assert record["sizes"]["weights_bytes"] == sum(p.stat().st_size for p in shards)
+
+    plain = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out), json.dumps(PROMPT)], capture_output=True,
+                           text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    tokenizer = AutoTokenizer.from_pretrained(trained_run / "final")
+    model = with_adapters(tiny_model_dir, trained_run / "final")
+    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    expected = model.generate(**ids, max_new_tokens=8, do_sample=False)[0, ids["input_ids"].shape[1]:].tolist()
+    assert json.loads(plain.stdout.strip().splitlines()[-1]) == expected
+
+
+def test_weighted_adapters_combine_into_the_weighted_sum(adapters, tiny_model_dir, tiny_tokenizer, tmp_path):
+    first = export(tiny_model_dir, tmp_path / "first", adapters["lora"], adapters["lora2"], weights=[1, 0])
+    expected = logits(with_adapters(tiny_model_dir, adapters["lora"]), tiny_tokenizer)
+    assert (logits(load(first), tiny_tokenizer) - expected).abs().max() < 1e-4
+
+    mixed = export(tiny_model_dir, tmp_path / "mixed", adapters["lora"], adapters["lora2"], weights=[0.5, -1.0])
+    base = load(tiny_model_dir).state_dict()
+    deltas = [{k: v - base[k] for k, v in with_adapters(tiny_model_dir, a, merge=True).state_dict().items()}
+              for a in (adapters["lora"], adapters["lora2"])]
+    reference = load(tiny_model_dir)
+    reference.load_state_dict({k: v + 0.5 * deltas[0][k] - 1.0 * deltas[1][k] for k, v in base.items()})
+    assert (logits(load(mixed), tiny_tokenizer) - logits(reference, tiny_tokenizer)).abs().max() < 1e-4
+
+    both = export(tiny_model_dir, tmp_path / "both", adapters["lora"], adapters["dora"])
+    expected = logits(with_adapters(tiny_model_dir, adapters["lora"], adapters["dora"]), tiny_tokenizer)
+    assert (logits(load(both), tiny_tokenizer) - expected).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize(("saved", "requested", "written"), [("bf16", "auto", "bf16"), ("fp32", "auto", "fp32"),
+                                                          ("fp32", "bf16", "bf16"), ("bf16", "fp32", "fp32")])
+def test_dtype_keeps_the_saved_one_or_casts(saved, requested, written, tiny_tokenizer, tmp_path):
+    base = tmp_path / "base"
+    model = build_model(tiny_tokenizer)
+    model.to(torch.bfloat16 if saved == "bf16" else torch.float32).save_pretrained(base)
+    tiny_tokenizer.save_pretrained(base)
+    out = export(base, tmp_path / "out", make_adapter(base, tmp_path / "adapter", seed=1), dtype=requested)
+    names = {"bf16": "bfloat16", "fp32": "float32"}
+    assert json.loads((out / "config.json").read_text())["dtype"] == names[written]
+    assert json.loads((out / "export.json").read_text())["settings"]["dtype"] == written
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {getattr(torch, names[written])}
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tiny_tokenizer, tmp_path_factory):
+    """Same shapes as the tiny model, different weights and config: a base the adapters were not trained on."""
+    path = tmp_path_factory.mktemp("other-llama")
+    model = build_model(tiny_tokenizer, seed=7)
+    model.config.rms_norm_eps = 1e-5
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+def error_cases(tmp, base, run, adapters, other):
+    (tmp / "full").mkdir()
+    (tmp / "full" / "old.txt").write_text("keep me")
+    (tmp / "no-config").mkdir()
+    (tmp / "no-config" / "adapter_model.safetensors").write_bytes(b"")
+    return {
+        "output not empty": (["--model", run, "--output_dir", tmp / "full"], ["full is not empty", "--overwrite"]),
+        "no adapter_config": (["--model", base, "--adapter", tmp / "no-config", "--output_dir", tmp / "o"],
+                              ["no-config has no adapter_config.json"]),
+        "run on other base": (["--model", other, "--adapter", run, "--output_dir", tmp / "o"], ["fingerprint"]),
+        "adapter on other base": (["--model", other, "--adapter", adapters["lora"], "--output_dir", tmp / "o"],
+                                  ["base_model_name_or_path"]),
+        "nothing to merge": (["--model", base, "--output_dir", tmp / "o"], ["nothing to merge"]),
+        "nothing to merge, alias": (["--output_dir", tmp / "o"], ["smollm2-135m-instruct carries no adapter"]),
+        "into the adapter": (["--model", base, "--adapter", adapters["lora"], "--output_dir", adapters["lora"],
+                              "--overwrite"], ["holds the model or adapter being exported"]),
+        "dora weighted": (["--model", base, "--adapter", adapters["lora"], adapters["dora"], "--adapter_weights",
+                           "1,1", "--output_dir", tmp / "o"], ["is DoRA"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["output not empty", "no adapter_config", "run on other base",
+                                  "adapter on other base", "nothing to merge", "nothing to merge, alias",
+                                  "into the adapter", "dora weighted"])
+def test_errors_are_one_line_before_loading(case, trained_run, adapters, tiny_model_dir, other_model_dir, tmp_path):
+    args, expected = error_cases(tmp_path, tiny_model_dir, trained_run, adapters, other_model_dir)[case]
+    result = cli("export", *map(str, args), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert all(text in result.stderr for text in expected), result.stderr
+    if case.endswith("other base"):
+        from tunestack.train.setup import model_fingerprint
+
+        assert all(model_fingerprint(m) in result.stderr for m in (tiny_model_dir, other_model_dir))
+    assert (tmp_path / "full" / "old.txt").read_text() == "keep me" and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "interrupted"])
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh", "overwrite"])
+def test_a_failed_write_leaves_no_half_export(failure, existing, adapters, tiny_model_dir, tmp_path, monkeypatch):
+    import safetensors.torch
+    import transformers.modeling_utils
+
+    def fail_after_writing(tensors, filename, metadata=None):
+        safetensors.torch.save_file(tensors, filename, metadata=metadata)
+        raise failure
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", fail_after_writing)
+    out = tmp_path / "merged"
+    if existing:
+        out.mkdir()
+        (out / "old.txt").write_text("previous export")
+    with pytest.raises(TunestackError if isinstance(failure, OSError) else KeyboardInterrupt):
+        run_export(ModelArgs(model=str(tiny_model_dir)),
+                   ExportArgs(adapter=[str(adapters["lora"])], output_dir=str(out), overwrite=existing))
+    assert [p.name for p in tmp_path.iterdir()] == (["merged"] if existing else [])
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["old.txt"]
