@@ -169,3 +169,12 @@ class ExportArgs:
     output_dir: str | None = arg(None, "folder the merged model is written to (required)")
     overwrite: bool = arg(False, "replace --output_dir if it already holds files (only once the new model is complete)")
     max_shard_size: str = arg("2GB", "largest safetensors file written; bigger models are split", check=SHARD_SIZE)
+    to: str = arg(
+        "hf", "format written: hf (a Hugging Face model folder), or gguf (that folder plus model-<gguf_type>.gguf "
+        "for llama.cpp; llama architecture only; a model without adapters is converted as it is)",
+        choices=("hf", "gguf"),
+    )
+    gguf_type: str = arg(
+        "f16", "with --to gguf, the type of 2-D weights (norms and other 1-D weights stay f32; q8_0/q4_0 rows whose "
+        "length is not a multiple of 32 are written in f16)", choices=("f32", "f16", "q8_0", "q4_0"),
+    )

@@ -23,7 +23,8 @@ def say(message: str) -> None:
 
 
 def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
-    """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir."""
+    """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir; with
+    --to gguf, also write it as OUTPUT_DIR/model-<gguf_type>.gguf (a model without adapters is written as it is)."""
     plan = plan_export(model_args, export)
     say(f"model: {plan.resolved.source}")
     tokenizer = _tokenizer(plan, model_args)
@@ -39,7 +40,13 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
         tokenizer.save_pretrained(folder)
         from tunestack.run.rundir import write_json_atomic
 
-        write_json_atomic(folder / "export.json", _record(plan, model_args, export, dtype, folder))
+        record = _record(plan, model_args, export, dtype, folder)
+        if export.to == "gguf":
+            from tunestack.export.gguf import write_gguf
+
+            say(f"writing model-{export.gguf_type}.gguf")
+            record["gguf"] = write_gguf(folder, folder / f"model-{export.gguf_type}.gguf", export.gguf_type)
+        write_json_atomic(folder / "export.json", record)
 
     write_folder_atomically(plan.output, write)
     say(f"done: {plan.output}")
@@ -51,7 +58,7 @@ def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     """The tokenizer the adapter was trained with (saved beside it), else the base's; always with a chat template."""
     from tunestack.model.load import load_tokenizer
 
-    first = plan.adapters[0].path
+    first = plan.adapters[0].path if plan.adapters else plan.resolved.path
     folder = first if (first / "tokenizer_config.json").is_file() else plan.resolved.path
     tokenizer, _ = load_tokenizer(folder, model_args.template, model_args.trust_remote_code,
                                   fallback_template=plan.resolved.template)
@@ -70,7 +77,7 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
         model.resize_token_embeddings(len(tokenizer))
     if model.generation_config is not None:
         _stop_tokens(model.generation_config, tokenizer)
-    adapter = plan.adapters[0]
+    adapter = plan.adapters[0] if plan.adapters else None
     try:
         if weights:
             return _combined(model, plan, weights)
@@ -126,7 +133,7 @@ def _record(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, dtype: 
     resolved = plan.resolved
     files = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors"))}
     return {
-        "method": "merge",
+        "method": "merge" if plan.adapters else "convert",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source": {"model": model_args.model, "resolved": resolved.source, "base_path": str(resolved.path),
                    "base_fingerprint": plan.base_fingerprint,

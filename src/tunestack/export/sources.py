@@ -11,6 +11,7 @@ from pathlib import Path
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError, TunestackError
+from tunestack.export.gguf import gguf_architecture_problem
 from tunestack.hub import ResolvedModel, resolve_model
 
 
@@ -53,7 +54,8 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     problems = field_problems(export) + _output_problems(export)
     if not export.merge:
         problems.append("--merge false: this version only writes merged models; drop --merge false")
-    if not export.adapter and not Path(model.model).expanduser().is_dir():  # only folders carry an adapter
+    converting = export.to == "gguf"  # a model without adapters is converted as it is
+    if not export.adapter and not converting and not Path(model.model).expanduser().is_dir():  # folders carry one
         problems.append(_NOTHING_TO_MERGE.format(model=model.model))
     if problems:  # before resolving: a hub id would otherwise download first
         raise ConfigError(problems)
@@ -71,9 +73,11 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
             problems.append(str(error))
     problems += [p for a in adapters if (p := _base_problem(a, model.model, resolved.path, fingerprint))]
     output = Path(export.output_dir).expanduser().absolute()
-    if not adapters and not export.adapter:
+    if not adapters and not export.adapter and not converting:
         problems.append(_NOTHING_TO_MERGE.format(model=model.model))
     problems += _weight_problems(export.adapter_weights, adapters)
+    if converting and (problem := gguf_architecture_problem(Path(resolved.path))):
+        problems.append(problem)
     for source in [resolved.path, resolved.run_dir] + [a.path for a in adapters]:
         if source is not None and output.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
             problems.append(f"--output_dir {output} holds the model or adapter being exported ({source}); "
