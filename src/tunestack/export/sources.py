@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError, TunestackError
+from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
 from tunestack.hub import ResolvedModel, resolve_model
 
@@ -129,8 +129,8 @@ def _open(given: str) -> Adapter:
 
 
 def _adapter(given: str, run_dir: Path | None, path: Path) -> Adapter:
-    config = _read_json(path / "adapter_config.json")
-    recorded = _read_json(run_dir / "run.json").get("base_model_fingerprint") if run_dir else None
+    config = read_json_object(path / "adapter_config.json")
+    recorded = read_json_object(run_dir / "run.json").get("base_model_fingerprint") if run_dir else None
     return Adapter(given, Path(path).absolute(), config, recorded)
 
 
@@ -174,13 +174,3 @@ def adapter_fingerprint(path: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise TunestackError(f"{path}: cannot read it as JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise TunestackError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data

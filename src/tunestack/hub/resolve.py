@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tunestack.hub.fetch import (
 )
 from tunestack.hub.gguf import convert_gguf, embedded_gguf_path
 from tunestack.hub.registry import ModelAlias, lookup_alias
+from tunestack.jsonfile import read_json_object
 
 HUBS = ("hf", "modelscope")
 MAX_DEPTH = 4
@@ -86,7 +86,7 @@ def _from_directory(name: str, path: Path, hub: str, depth: int) -> ResolvedMode
     if (path / "config.json").is_file():
         return ResolvedModel(path.absolute(), "local", name, f"local directory {path.absolute()}")
     if (path / "adapter_config.json").is_file():
-        config = _read_json(path / "adapter_config.json")
+        config = _json(path / "adapter_config.json")
         base = _resolve_base(config.get("base_model_name_or_path"), f"adapter {path}", hub, None, depth)
         source = f"adapter {path.absolute()} on {base.source}"
         return ResolvedModel(base.path, "local", name, source, adapter=path.absolute(), template=base.template)
@@ -100,10 +100,10 @@ def _from_directory(name: str, path: Path, hub: str, depth: int) -> ResolvedMode
 
 def _from_run(name: str, run: Path, hub: str, depth: int) -> ResolvedModel:
     """A tunestack run directory: its adapter on the base model, or its fully fine-tuned model."""
-    meta = _read_json(run / "run.json")
+    meta = _json(run / "run.json")
     final, run_dir, template = run / "final", run.absolute(), meta.get("template")
     if (final / "adapter_config.json").is_file():
-        base_name = meta.get("base_model") or _read_json(final / "adapter_config.json").get("base_model_name_or_path")
+        base_name = meta.get("base_model") or _json(final / "adapter_config.json").get("base_model_name_or_path")
         trained = (meta.get("config") or {}).get("model") or {}  # the ModelArgs the run was trained with
         base = _resolve_base(base_name, f"run directory {run}", trained.get("hub", hub), trained.get("revision"),
                              depth, recorded_path=meta.get("base_model_path"))
@@ -170,12 +170,6 @@ def _from_hub(name: str, repo_id: str, hub: str, revision: str | None, tried: st
     return ResolvedModel(path, "hub", name, f"hub {repo_id}{at} ({'cache' if cached else 'downloaded'})")
 
 
-def _read_json(path: Path) -> dict:
-    """A JSON object from a file, or a one-line error naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise ModelNotFoundError(f"{path}: cannot read it as JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ModelNotFoundError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+def _json(path: Path) -> dict:
+    """A JSON object from a file, or a one-line ModelNotFoundError naming it."""
+    return read_json_object(path, ModelNotFoundError)
