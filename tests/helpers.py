@@ -1,4 +1,4 @@
-"""Test helpers: a tiny tokenizer with a chat template, tiny random Llama models, data files, the real CLI."""
+"""Test helpers: a tiny tokenizer with a chat template, tiny random Llama models and adapters, data, the real CLI."""
 
 from __future__ import annotations
 
@@ -56,6 +56,20 @@ def build_model(tokenizer, seed: int = 0):
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config)
+
+
+def make_adapter(base_dir, out, seed: int, dora: bool = False, rank: int = 4):
+    """A LoRA (or DoRA) adapter with random A and B, so that it changes the model's output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False,
+                        use_dora=dora, task_type="CAUSAL_LM")
+    get_peft_model(model, config).save_pretrained(out)
+    return out
 
 
 def write_jsonl(path: Path, rows) -> Path:

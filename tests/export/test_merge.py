@@ -7,26 +7,13 @@ import sys
 import pytest
 import torch
 
-from helpers import CHAT_ROWS, build_model, cli, write_jsonl
+from helpers import CHAT_ROWS, build_model, cli, make_adapter, write_jsonl
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.merge import run_export
 
 TRAIN = ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--logging_steps", "1"]
 PROMPT = [{"role": "user", "content": "What is 12 + 30?"}]
-
-
-def make_adapter(base_dir, out, seed: int, dora: bool = False, rank: int = 4):
-    """A LoRA (or DoRA) adapter with random A and B, so that it changes the model's output."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False,
-                        use_dora=dora, task_type="CAUSAL_LM")
-    get_peft_model(model, config).save_pretrained(out)
-    return out
 
 
 def load(path):

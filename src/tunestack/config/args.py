@@ -178,3 +178,10 @@ class ExportArgs:
         "f16", "with --to gguf, the type of 2-D weights (norms and other 1-D weights stay f32; q8_0/q4_0 rows whose "
         "length is not a multiple of 32 are written in f16)", choices=("f32", "f16", "q8_0", "q4_0"),
     )
+    quant: str | None = arg(
+        None, "quantize the Hugging Face model with bitsandbytes: bnb4 (NF4, double quantization, bf16 compute) or "
+        "bnb8 (LLM.int8); transformers loads it back quantized (a model without adapters is quantized as it is)",
+        choices=("bnb4", "bnb8"),
+    )
+    eval_ppl: bool = arg(True, "measure perplexity before and after the export on the same text, into export.json")
+    ppl_text: str | None = arg(None, "UTF-8 .txt file --eval_ppl scores (default: a built-in held-out English passage)")

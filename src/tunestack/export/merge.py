@@ -11,6 +11,7 @@ from pathlib import Path
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.atomic import write_folder_atomically
+from tunestack.export.perplexity import perplexity, read_text
 from tunestack.export.sources import ExportPlan, plan_export
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -24,23 +25,39 @@ def say(message: str) -> None:
 
 def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
     """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir; with
-    --to gguf, also write it as OUTPUT_DIR/model-<gguf_type>.gguf (a model without adapters is written as it is)."""
+    --quant, quantized with bitsandbytes; with --to gguf, also as OUTPUT_DIR/model-<gguf_type>.gguf (a model without
+    adapters is written as it is). With --eval_ppl, export.json compares perplexity before and after."""
     plan = plan_export(model_args, export)
     say(f"model: {plan.resolved.source}")
     tokenizer = _tokenizer(plan, model_args)
-    model = _merged_model(plan, model_args, tokenizer, export.adapter_weights)
+    text = read_text(export.ppl_text) if export.eval_ppl else None
+    source: dict = {}
+    measure = (lambda m: source.update(zip(("source", "tokens"), perplexity(m, tokenizer, text[0])))) if text else None
+    model = _merged_model(plan, model_args, tokenizer, export.adapter_weights, measure)
     dtype = model_args.dtype if model_args.dtype != "auto" else _saved_dtype(Path(plan.resolved.path))
     import torch
 
-    model.to({"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype])
-    say(f"writing {plan.output} ({dtype}, shards up to {export.max_shard_size})")
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    model.to(torch_dtype)
+    say(f"writing {plan.output} ({dtype}{', ' + export.quant if export.quant else ''}, "
+        f"shards up to {export.max_shard_size})")
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, max_shard_size=shard_bytes(export.max_shard_size))
-        tokenizer.save_pretrained(folder)
         from tunestack.run.rundir import write_json_atomic
 
+        quantization = None
+        if export.quant:
+            from tunestack.export.quantize import write_quantized
+
+            quantization = write_quantized(model, folder, export.quant, torch_dtype, shard_bytes(export.max_shard_size))
+        else:
+            model.save_pretrained(folder, max_shard_size=shard_bytes(export.max_shard_size))
+        tokenizer.save_pretrained(folder)
         record = _record(plan, model_args, export, dtype, folder)
+        if quantization:
+            record["quantization"] = quantization
+        if text:
+            record["perplexity"] = _compare(folder, tokenizer, text, source, export.quant is not None)
         if export.to == "gguf":
             from tunestack.export.gguf import write_gguf
 
@@ -54,6 +71,21 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
     return plan.output
 
 
+def _compare(folder: Path, tokenizer, text: tuple[str, str], source: dict, quantized: bool) -> dict:
+    """Perplexity of the model as written in `folder` beside the source's; the GGUF file itself is not scored."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = ({"": 0} if torch.cuda.is_available() else {"": "cpu"}) if quantized else None
+    written = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", device_map=device)
+    export, _ = perplexity(written, tokenizer, text[0])
+    change = 100 * (export - source["source"]) / source["source"]
+    say(f"perplexity on {text[1]} ({source['tokens']} tokens): source {source['source']:.4f}, "
+        f"export {export:.4f} ({change:+.2f}%)")
+    return {"text": text[1], "tokens": source["tokens"], "source": source["source"], "export": export,
+            "change_pct": change}
+
+
 def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     """The tokenizer the adapter was trained with (saved beside it), else the base's; always with a chat template."""
     from tunestack.model.load import load_tokenizer
@@ -65,8 +97,9 @@ def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     return tokenizer
 
 
-def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: list[float]):
-    """The base in fp32 with every adapter merged in: combined by weight first when weights are given."""
+def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: list[float], measure=None):
+    """The base in fp32 with every adapter merged in: combined by weight first when weights are given.
+    `measure`, if given, is called on the source model: the base with its last adapter applied but not merged."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -77,13 +110,19 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
         model.resize_token_embeddings(len(tokenizer))
     if model.generation_config is not None:
         _stop_tokens(model.generation_config, tokenizer)
+    measure = measure or (lambda m: None)
     adapter = plan.adapters[0] if plan.adapters else None
     try:
         if weights:
-            return _combined(model, plan, weights)
-        for adapter in plan.adapters:
+            return _combined(model, plan, weights, measure)
+        if not plan.adapters:
+            measure(model)
+        for i, adapter in enumerate(plan.adapters):
             say(f"merging {'DoRA' if adapter.dora else 'LoRA'} adapter {adapter.given}")
-            model = PeftModel.from_pretrained(model, str(adapter.path)).merge_and_unload()
+            model = PeftModel.from_pretrained(model, str(adapter.path))
+            if i == len(plan.adapters) - 1:
+                measure(model)
+            model = model.merge_and_unload()
         return model
     except (ValueError, RuntimeError, KeyError) as error:
         which = "the adapters" if weights else f"adapter {adapter.given}"
@@ -99,7 +138,7 @@ def _stop_tokens(generation_config, tokenizer) -> None:
     generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def _combined(model, plan: ExportPlan, weights: list[float]):
+def _combined(model, plan: ExportPlan, weights: list[float], measure):
     """One adapter equal to the weighted sum of the adapters' updates, merged into `model`."""
     from peft import PeftModel
 
@@ -111,6 +150,7 @@ def _combined(model, plan: ExportPlan, weights: list[float]):
     # "cat" sums weight x scaling x B @ A exactly; peft's "linear" multiplies summed A and B factors instead.
     model.add_weighted_adapter(names, list(weights), "combined", combination_type="cat")
     model.set_adapter("combined")
+    measure(model)
     return model.merge_and_unload(adapter_names=["combined"])
 
 
@@ -140,7 +180,7 @@ def _record(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, dtype: 
                    "run_dir": str(resolved.run_dir) if resolved.run_dir else None,
                    "adapters": [a.record() for a in plan.adapters]},
         "settings": {"dtype": dtype, "requested_dtype": model_args.dtype, "max_shard_size": export.max_shard_size,
-                     "adapter_weights": list(export.adapter_weights) or None,
+                     "adapter_weights": list(export.adapter_weights) or None, "quant": export.quant,
                      "combination": "weighted (cat)" if export.adapter_weights else "one after another"},
         "sizes": {"weights_bytes": sum(files.values()), "files": files},
         "versions": library_versions(),

@@ -12,6 +12,7 @@ from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError, TunestackError
 from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
+from tunestack.export.quantize import require_bitsandbytes
 from tunestack.hub import ResolvedModel, resolve_model
 
 
@@ -54,11 +55,14 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     problems = field_problems(export) + _output_problems(export)
     if not export.merge:
         problems.append("--merge false: this version only writes merged models; drop --merge false")
-    converting = export.to == "gguf"  # a model without adapters is converted as it is
+    problems += _quant_problems(export)
+    converting = export.to == "gguf" or export.quant is not None  # a model without adapters is written as it is
     if not export.adapter and not converting and not Path(model.model).expanduser().is_dir():  # folders carry one
         problems.append(_NOTHING_TO_MERGE.format(model=model.model))
     if problems:  # before resolving: a hub id would otherwise download first
         raise ConfigError(problems)
+    if export.quant:
+        require_bitsandbytes()
     from tunestack.train.setup import model_fingerprint
 
     resolved = resolve_model(model.model, hub=model.hub, revision=model.revision)
@@ -76,7 +80,7 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     if not adapters and not export.adapter and not converting:
         problems.append(_NOTHING_TO_MERGE.format(model=model.model))
     problems += _weight_problems(export.adapter_weights, adapters)
-    if converting and (problem := gguf_architecture_problem(Path(resolved.path))):
+    if export.to == "gguf" and (problem := gguf_architecture_problem(Path(resolved.path))):
         problems.append(problem)
     for source in [resolved.path, resolved.run_dir] + [a.path for a in adapters]:
         if source is not None and output.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
@@ -99,6 +103,17 @@ def _output_problems(export: ExportArgs) -> list[str]:
     if output.is_dir() and any(output.iterdir()) and not export.overwrite:
         return [f"--output_dir {output} is not empty; pass --overwrite to replace it or choose another folder"]
     return []
+
+
+def _quant_problems(export: ExportArgs) -> list[str]:
+    problems = []
+    if export.quant and export.to == "gguf":
+        problems.append(f"--quant {export.quant} with --to gguf: choose one; --gguf_type q8_0 or q4_0 quantizes the "
+                        "GGUF file, --quant (with --to hf) the Hugging Face folder")
+    text = Path(export.ppl_text).expanduser() if export.ppl_text else None
+    if export.eval_ppl and text is not None and not text.is_file():
+        problems.append(f"--ppl_text {export.ppl_text}: no such file; pass a UTF-8 .txt file or drop --ppl_text")
+    return problems
 
 
 def _weight_problems(weights: list[float], adapters: list[Adapter]) -> list[str]:
