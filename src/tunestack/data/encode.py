@@ -41,12 +41,11 @@ def _encode_row(tokenizer, row: dict, task: str, max_length: int, truncation: st
     return encode_conversation(tokenizer, row["messages"], max_length, truncation)
 
 
-def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
-                source: str = "dataset"):
-    """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened."""
-    stats = EncodeStats()
+def encode_examples(rows, tokenizer, task: str, max_length: int, truncation: str, stats: EncodeStats,
+                    source: str = "dataset", first_index: int = 0) -> list[dict]:
+    """Tokenize and mask canonical rows, skipping (and counting in `stats`) those with nothing to train on."""
     encoded = []
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, first_index):
         try:
             item = _encode_row(tokenizer, row, task, max_length, truncation)
         except DataError as exc:
@@ -63,6 +62,14 @@ def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, pa
         stats.tokens += len(item.input_ids)
         stats.target_tokens += targets
         encoded.append({"input_ids": item.input_ids, "labels": item.labels})
+    return encoded
+
+
+def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
+                source: str = "dataset"):
+    """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened."""
+    stats = EncodeStats()
+    encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source)
     if not encoded:
         raise DataError(
             f"{source}: no usable examples after tokenization ({stats.summary()}); raise --max_length "

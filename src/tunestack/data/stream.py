@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from torch.utils.data import IterableDataset
 
-from tunestack.data.encode import encode_rows
+from tunestack.data.encode import EncodeStats, encode_examples
 from tunestack.data.packing import pack_sequences
 
 
@@ -22,22 +22,16 @@ class EncodedStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         pending: list[dict] = []
+        start = 0
         for index, row in enumerate(self.rows):
             pending.append(row)
             if len(pending) == self.buffer:
-                yield from self._flush(pending, index)
-                pending = []
+                yield from self._flush(pending, start)
+                pending, start = [], index + 1
         if pending:
-            yield from self._flush(pending, index)
+            yield from self._flush(pending, start)
 
-    def _flush(self, rows: list[dict], last_index: int) -> list[dict]:
-        from tunestack.errors import DataError
-
-        try:
-            encoded, _ = encode_rows(rows, packing=False, source=f"streamed rows up to {last_index + 1}",
-                                     **self.encode)
-        except DataError as exc:
-            if "no usable examples" in str(exc):
-                return []
-            raise
+    def _flush(self, rows: list[dict], start: int) -> list[dict]:
+        encoded = encode_examples(rows, stats=EncodeStats(), source="streamed data", first_index=start,
+                                  **self.encode)
         return pack_sequences(encoded, self.encode["max_length"]) if self.packing else encoded

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from tunestack.errors import TunestackError
+from tunestack.jsonfile import read_json_object
 
 COMPLETE_MARKER = "tunestack_complete.json"
 
@@ -38,10 +39,7 @@ class RunDir:
         return self.manifest_path.is_file()
 
     def read_manifest(self) -> dict:
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TunestackError(f"{self.manifest_path}: cannot read the run manifest ({exc})") from None
+        return read_json_object(self.manifest_path)
 
     def write_manifest(self, manifest: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
