@@ -7,12 +7,11 @@ import sys
 import pytest
 import torch
 
-from helpers import CHAT_ROWS, build_model, cli, make_adapter, write_jsonl
+from helpers import build_model, cli, make_adapter
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.merge import run_export
 
-TRAIN = ["--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--logging_steps", "1"]
 PROMPT = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
@@ -50,15 +49,6 @@ def adapters(tiny_model_dir, tmp_path_factory):
     return {"lora": make_adapter(tiny_model_dir, root / "lora", seed=1),
             "lora2": make_adapter(tiny_model_dir, root / "lora2", seed=2, rank=2),
             "dora": make_adapter(tiny_model_dir, root / "dora", seed=3, dora=True)}
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("export-run")
-    run = root / "run"
-    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(write_jsonl(root / "chat.jsonl", CHAT_ROWS)),
-        "--max_steps", "2", "--output_dir", str(run), *TRAIN)
-    return run
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora"])

@@ -48,7 +48,7 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    for name in ("bitsandbytes", "transformers", "peft", "accelerate", "datasets", "torch"):
+    for name in ("bitsandbytes", "transformers", "peft", "accelerate", "datasets", "torch", "torch.utils._pytree", "torchao", "gptqmodel"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging

@@ -179,9 +179,20 @@ class ExportArgs:
         "length is not a multiple of 32 are written in f16)", choices=("f32", "f16", "q8_0", "q4_0"),
     )
     quant: str | None = arg(
-        None, "quantize the Hugging Face model with bitsandbytes: bnb4 (NF4, double quantization, bf16 compute) or "
-        "bnb8 (LLM.int8); transformers loads it back quantized (a model without adapters is quantized as it is)",
-        choices=("bnb4", "bnb8"),
+        None, "quantize the Hugging Face model: int8 (torchao, weight-only), int4 (torchao on CUDA, else "
+        "optimum-quanto), bnb8 / bnb4 (bitsandbytes LLM.int8 / NF4), gptq or awq (gptqmodel, calibrated on "
+        "--calib_dataset; awq needs CUDA), fp8 (CUDA, compute capability 8.9+); a model without adapters is quantized "
+        "as it is", choices=("int8", "int4", "bnb8", "bnb4", "gptq", "awq", "fp8"),
     )
+    calib_dataset: list[str] = arg(
+        [], "with --quant gptq/awq: datasets whose examples (rendered with the chat template) calibrate the "
+        "quantization; any name --dataset takes (default: a run's own training data, else the built-in arith)"
+    )
+    calib_samples: int = arg(128, "with --quant gptq/awq: calibration examples used", check=POSITIVE)
+    push_to_hub: str | None = arg(
+        None, "upload the finished export to this hub repository (org/name) with a generated model card; --hub "
+        "modelscope uploads to ModelScope"
+    )
+    private: bool = arg(False, "with --push_to_hub: create the repository as private")
     eval_ppl: bool = arg(True, "measure perplexity before and after the export on the same text, into export.json")
     ppl_text: str | None = arg(None, "UTF-8 .txt file --eval_ppl scores (default: a built-in held-out English passage)")

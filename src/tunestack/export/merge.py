@@ -6,12 +6,15 @@ import json
 import re
 import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.atomic import write_folder_atomically
 from tunestack.export.perplexity import perplexity, read_text
+from tunestack.export.publish import model_card
+from tunestack.export.quantize import METHODS
 from tunestack.export.sources import ExportPlan, plan_export
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -25,8 +28,16 @@ def say(message: str) -> None:
 
 def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
     """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir; with
-    --quant, quantized with bitsandbytes; with --to gguf, also as OUTPUT_DIR/model-<gguf_type>.gguf (a model without
-    adapters is written as it is). With --eval_ppl, export.json compares perplexity before and after."""
+    --quant, quantized (see export/quantize.py); with --to gguf, also as OUTPUT_DIR/model-<gguf_type>.gguf (a model without
+    adapters is written as it is). With --eval_ppl, export.json compares perplexity before and after.
+    The output folder's path is the only thing printed to stdout."""
+    with redirect_stdout(sys.stderr):  # some quantization libraries print progress to stdout
+        output = _export(model_args, export)
+    print(output, flush=True)
+    return output
+
+
+def _export(model_args: ModelArgs, export: ExportArgs) -> Path:
     plan = plan_export(model_args, export)
     say(f"model: {plan.resolved.source}")
     tokenizer = _tokenizer(plan, model_args)
@@ -42,6 +53,12 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
     say(f"writing {plan.output} ({dtype}{', ' + export.quant if export.quant else ''}, "
         f"shards up to {export.max_shard_size})")
 
+    calibration = None
+    if export.quant and METHODS[export.quant].calibrated:
+        from tunestack.export.calibrated import calibration_texts
+
+        calibration = calibration_texts(tokenizer, export.calib_dataset, export.calib_samples, plan.resolved.run_dir)
+
     def write(folder: Path) -> None:
         from tunestack.run.rundir import write_json_atomic
 
@@ -49,7 +66,8 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
         if export.quant:
             from tunestack.export.quantize import write_quantized
 
-            quantization = write_quantized(model, folder, export.quant, torch_dtype, shard_bytes(export.max_shard_size))
+            quantization = write_quantized(model, tokenizer, folder, export.quant, torch_dtype,
+                                           shard_bytes(export.max_shard_size), calibration)
         else:
             model.save_pretrained(folder, max_shard_size=shard_bytes(export.max_shard_size))
         tokenizer.save_pretrained(folder)
@@ -64,26 +82,38 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
             say(f"writing model-{export.gguf_type}.gguf")
             record["gguf"] = write_gguf(folder, folder / f"model-{export.gguf_type}.gguf", export.gguf_type)
         write_json_atomic(folder / "export.json", record)
+        (folder / "README.md").write_text(model_card(plan.output, record, _base_name(plan), export.push_to_hub))
 
     write_folder_atomically(plan.output, write)
     say(f"done: {plan.output}")
-    print(plan.output, flush=True)
+    if export.push_to_hub:
+        from tunestack.export.publish import push
+
+        say(f"uploading to {export.push_to_hub} ({model_args.hub})")
+        say(f"uploaded: {push(plan.output, export.push_to_hub, model_args.hub, export.private)}")
     return plan.output
 
 
 def _compare(folder: Path, tokenizer, text: tuple[str, str], source: dict, quantized: bool) -> dict:
     """Perplexity of the model as written in `folder` beside the source's; the GGUF file itself is not scored."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    from tunestack.model.load import load_exported
 
-    device = ({"": 0} if torch.cuda.is_available() else {"": "cpu"}) if quantized else None
-    written = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", device_map=device)
+    written = load_exported(folder, quantized)
     export, _ = perplexity(written, tokenizer, text[0])
     change = 100 * (export - source["source"]) / source["source"]
     say(f"perplexity on {text[1]} ({source['tokens']} tokens): source {source['source']:.4f}, "
         f"export {export:.4f} ({change:+.2f}%)")
     return {"text": text[1], "tokens": source["tokens"], "source": source["source"], "export": export,
             "change_pct": change}
+
+
+def _base_name(plan: ExportPlan) -> str | None:
+    """The base model's hub id where one is known, for the model card's metadata."""
+    from tunestack.hub.fetch import looks_like_hub_id
+
+    names = [a.config.get("base_model_name_or_path") for a in plan.adapters] + [plan.resolved.name]
+    return next((str(n) for n in names if n and not Path(str(n)).expanduser().exists() and looks_like_hub_id(str(n))),
+                None)
 
 
 def _tokenizer(plan: ExportPlan, model_args: ModelArgs):

@@ -1,20 +1,68 @@
-"""Quantize an exported Hugging Face model with bitsandbytes, so that plain transformers loads it back quantized."""
+"""Quantize an exported model with a real library per method, so that transformers (or vLLM) loads it back."""
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from tunestack.errors import MissingExtraError
-
-QUANT_TYPES = ("bnb4", "bnb8")
+from tunestack.errors import MissingExtraError, TunestackError
 
 
-def require_bitsandbytes() -> None:
-    """Raise the one-line install hint when bitsandbytes is missing; called before any model loads."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MissingExtraError("bitsandbytes", "qlora", "bnb4/bnb8 export")
+@dataclass(frozen=True)
+class QuantMethod:
+    """One `--quant` choice: the library that does it, the extra that installs it, what it needs."""
+
+    name: str
+    package: str
+    """Import name checked before any model loads."""
+    extra: str
+    summary: str
+    cuda: tuple[int, int] | None = None
+    """The CUDA compute capability the method needs, or None when it runs on CPU."""
+    calibrated: bool = False
+    """Needs calibration text (--calib_dataset)."""
+
+
+METHODS = {m.name: m for m in [
+    QuantMethod("int8", "torchao", "torchao", "int8 weight-only, per channel, through torchao"),
+    QuantMethod("int4", "torchao", "torchao", "int4 weight-only through torchao on CUDA; optimum-quanto elsewhere"),
+    QuantMethod("bnb8", "bitsandbytes", "qlora", "LLM.int8 through bitsandbytes"),
+    QuantMethod("bnb4", "bitsandbytes", "qlora", "NF4 with double quantization through bitsandbytes"),
+    QuantMethod("hqq", "hqq", "hqq", "4-bit half-quadratic quantization (group 64), calibration-free"),
+    QuantMethod("gptq", "gptqmodel", "gptq", "4-bit GPTQ (group 128) through gptqmodel", calibrated=True),
+    QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel; its AWQ kernels need CUDA",
+                cuda=(7, 5), calibrated=True),
+    QuantMethod("fp8", "torch", "torchao", "fp8 e4m3 weights, block-wise, through transformers", cuda=(8, 9)),
+]}
+QUANT_TYPES = tuple(METHODS)
+
+
+def quant_problems(quant: str | None) -> list[str]:
+    """What stops `--quant` on this machine, checked before anything loads: hardware, then the library."""
+    if quant is None:
+        return []
+    method = METHODS[quant]
+    if method.cuda and not _cuda_capability(method.cuda):
+        return [f"--quant {quant} needs a CUDA GPU with compute capability {'.'.join(map(str, method.cuda))} or "
+                "newer; this machine has none. On CPU use --quant int8, int4, bnb8, bnb4 or gptq"]
+    return []
+
+
+def require_backend(quant: str) -> None:
+    """Raise the one-line install hint when the method's library is missing."""
+    method = METHODS[quant]
+    if quant == "int4" and not _cuda_capability((8, 0)):
+        method = QuantMethod("int4", "optimum.quanto", "quanto", method.summary)
+    if importlib.util.find_spec(method.package) is None:
+        raise MissingExtraError(method.package.replace(".", "-"), method.extra, f"--quant {quant} export")
+
+
+def _cuda_capability(least: tuple[int, int]) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= least
 
 
 def bnb_config(quant: str):
@@ -22,30 +70,79 @@ def bnb_config(quant: str):
     import torch
     from transformers import BitsAndBytesConfig
 
-    require_bitsandbytes()
     if quant == "bnb4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=torch.bfloat16)
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def write_quantized(model, folder: Path, quant: str, dtype, max_shard_size: int) -> dict:
-    """Save `model` (full precision) to a scratch folder inside `folder`, reload it quantized, save that to
-    `folder` and remove the scratch copy. Returns what export.json records about the quantization."""
+def transformers_config(quant: str):
+    """The transformers quantization config that quantizes a model as it loads, and what export.json says of it."""
+    if quant in ("bnb4", "bnb8"):
+        config = bnb_config(quant)
+        if quant == "bnb4":
+            return config, {"method": "bitsandbytes", "bits": 4, "quant_type": "nf4", "double_quant": True,
+                            "compute_dtype": "bfloat16"}
+        return config, {"method": "bitsandbytes", "bits": 8, "quant_type": "llm.int8",
+                        "threshold": config.llm_int8_threshold}
+    if quant in ("int8", "int4"):
+        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+        from transformers import TorchAoConfig
+
+        if quant == "int8":
+            return TorchAoConfig(Int8WeightOnlyConfig()), {"method": "torchao", "bits": 8, "granularity": "per channel"}
+        return TorchAoConfig(Int4WeightOnlyConfig(group_size=128)), {"method": "torchao", "bits": 4, "group_size": 128}
+    if quant == "hqq":
+        from transformers import HqqConfig
+
+        return HqqConfig(nbits=4, group_size=64), {"method": "hqq", "bits": 4, "group_size": 64}
+    if quant == "fp8":
+        from transformers import FineGrainedFP8Config
+
+        return FineGrainedFP8Config(), {"method": "fp8", "weights": "float8_e4m3fn", "block": [128, 128]}
+    raise TunestackError(f"--quant {quant} is not quantized while loading")  # gptq/awq go through calibrated.py
+
+
+def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard_size: int,
+                    calibration=None) -> dict:
+    """Write `model` (full precision) to `folder` quantized by `quant`. Returns what export.json records about it.
+
+    Most methods quantize while transformers loads the full-precision copy from a scratch folder; int4 without a
+    CUDA GPU (torchao's int4 kernels need one) uses optimum-quanto; gptq and awq calibrate on `calibration`."""
+    require_backend(quant)
+    if quant == "int4" and not _cuda_capability((8, 0)):
+        from tunestack.export.quanto import write_quanto_int4
+
+        return write_quanto_int4(model, folder, max_shard_size)
+    scratch = folder / "unquantized"
+    model.save_pretrained(scratch, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(scratch)
+    try:
+        if METHODS[quant].calibrated:
+            from tunestack.export.calibrated import write_calibrated
+
+            return write_calibrated(scratch, folder, quant, calibration, max_shard_size)
+        return _quantize_on_load(scratch, folder, quant, dtype, max_shard_size)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quantize_on_load(scratch: Path, folder: Path, quant: str, dtype, max_shard_size: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    scratch = folder / "unquantized"
-    model.save_pretrained(scratch, max_shard_size=max_shard_size)
-    config = bnb_config(quant)
-    device = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    config, settings = transformers_config(quant)
+    device = {"": 0} if torch.cuda.is_available() else ({"": "cpu"} if quant.startswith("bnb") else None)
     quantized = AutoModelForCausalLM.from_pretrained(scratch, dtype=dtype, quantization_config=config,
                                                      device_map=device)
     quantized.save_pretrained(folder, max_shard_size=max_shard_size)
-    shutil.rmtree(scratch)
-    if quant == "bnb4":
-        settings = {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"}
-    else:
-        settings = {"bits": 8, "quant_type": "llm.int8", "threshold": config.llm_int8_threshold}
-    skipped = sorted(n for n, m in quantized.named_modules() if type(m) is torch.nn.Linear)
-    return {"method": "bitsandbytes", "type": quant, **settings, "unquantized_linear": skipped}
+    return {**settings, "type": quant, "backend": settings["method"], "unquantized_linear": unquantized(quantized)}
+
+
+def unquantized(model) -> list[str]:
+    """Linear layers still holding plain floating-point weights (bitsandbytes and hqq swap the module class,
+    torchao the weight's tensor class)."""
+    import torch
+
+    return sorted(name for name, module in model.named_modules() if type(module) is torch.nn.Linear
+                  and type(module.weight) in (torch.nn.Parameter, torch.Tensor))

@@ -12,7 +12,7 @@ from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError, TunestackError
 from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
-from tunestack.export.quantize import require_bitsandbytes
+from tunestack.export.quantize import METHODS, quant_problems, require_backend
 from tunestack.hub import ResolvedModel, resolve_model
 
 
@@ -62,7 +62,11 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     if problems:  # before resolving: a hub id would otherwise download first
         raise ConfigError(problems)
     if export.quant:
-        require_bitsandbytes()
+        require_backend(export.quant)
+    if export.push_to_hub:
+        from tunestack.export.publish import check_push
+
+        check_push(export.push_to_hub, model.hub)
     from tunestack.train.setup import model_fingerprint
 
     resolved = resolve_model(model.model, hub=model.hub, revision=model.revision)
@@ -82,6 +86,11 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     problems += _weight_problems(export.adapter_weights, adapters)
     if export.to == "gguf" and (problem := gguf_architecture_problem(Path(resolved.path))):
         problems.append(problem)
+    if export.quant and METHODS[export.quant].calibrated:
+        from tunestack.export.calibrated import architecture_problem
+
+        model_type = read_json_object(Path(resolved.path) / "config.json").get("model_type", "unknown")
+        problems += [p for p in [architecture_problem(model_type, export.quant)] if p]
     for source in [resolved.path, resolved.run_dir] + [a.path for a in adapters]:
         if source is not None and output.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
             problems.append(f"--output_dir {output} holds the model or adapter being exported ({source}); "
@@ -106,7 +115,7 @@ def _output_problems(export: ExportArgs) -> list[str]:
 
 
 def _quant_problems(export: ExportArgs) -> list[str]:
-    problems = []
+    problems = quant_problems(export.quant)
     if export.quant and export.to == "gguf":
         problems.append(f"--quant {export.quant} with --to gguf: choose one; --gguf_type q8_0 or q4_0 quantizes the "
                         "GGUF file, --quant (with --to hf) the Hugging Face folder")

@@ -53,7 +53,8 @@ class PtEngine:
         ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         device = self.model.device
-        with self._lock, torch.inference_mode():
+        # no_grad, not inference_mode: optimum-quanto's int4 weights fail inside inference mode.
+        with self._lock, torch.no_grad():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
@@ -85,7 +86,7 @@ class PtEngine:
 
         def work():
             try:
-                with self._lock, torch.inference_mode():
+                with self._lock, torch.no_grad():
                     if params.seed is not None:
                         torch.manual_seed(params.seed)
                     ids = torch.tensor([prompt], device=self.model.device)

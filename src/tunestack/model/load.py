@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+from pathlib import Path
 
 import torch
 
@@ -72,6 +74,8 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
     """
     from transformers import AutoModelForCausalLM
 
+    if is_quanto_folder(path) or (is_prequantized(path) and not quantize_4bit):
+        return _prequantized(path, tokenizer)
     kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length, packed),
               "trust_remote_code": trust_remote_code}
     if quantize_4bit:
@@ -93,3 +97,43 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
     if tokenizer is not None and model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _prequantized(path, tokenizer):
+    """A model exported quantized: its own precision and library, generation settings as load_model gives."""
+    try:
+        model = load_exported(path)
+    except (OSError, ValueError, ImportError) as exc:
+        raise TunestackError(f"could not load the quantized model in {path}: {exc}") from exc
+    if tokenizer is not None and model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+QUANTO_QMAP = "quanto_qmap.json"
+"""optimum-quanto's map of quantized modules; a folder holding it is loaded by optimum-quanto, not transformers."""
+
+
+def is_quanto_folder(path) -> bool:
+    return (Path(path) / QUANTO_QMAP).is_file()
+
+
+def is_prequantized(path) -> bool:
+    """Whether the folder's config.json says its weights are already quantized."""
+    config = Path(path) / "config.json"
+    return config.is_file() and "quantization_config" in json.loads(config.read_text())
+
+
+def load_exported(path, quantized: bool = True):
+    """A model as an export wrote it: quantized ones on the device their library runs on; optimum-quanto folders
+    (which transformers cannot read) through optimum-quanto."""
+    from transformers import AutoModelForCausalLM
+
+    if is_quanto_folder(path):
+        if importlib.util.find_spec("optimum.quanto") is None:
+            raise MissingExtraError("optimum-quanto", "quanto", f"loading the int4 model in {path}")
+        from optimum.quanto import QuantizedModelForCausalLM
+
+        return QuantizedModelForCausalLM.from_pretrained(str(path))
+    device = ({"": 0} if torch.cuda.is_available() else {"": "cpu"}) if quantized else None
+    return AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device)

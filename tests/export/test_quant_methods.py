@@ -1,0 +1,131 @@
+"""`tunestack export --quant int8|int4|gptq|awq|fp8`, the model card and `--push_to_hub`'s checks."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from helpers import cli, make_adapter
+from tunestack.config import ExportArgs, ModelArgs
+from tunestack.errors import MissingExtraError
+from tunestack.export.merge import run_export
+
+TEXT = "The quick brown fox jumps over the lazy dog. What is 12 + 30? 12 + 30 = 42. " * 20
+has = {name: importlib.util.find_spec(name) is not None for name in ("torchao", "optimum.quanto", "gptqmodel")}
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a CPU-only machine gives")
+
+
+def export(model, out, *adapters, **flags):
+    return run_export(ModelArgs(model=str(model)),
+                      ExportArgs(adapter=[str(a) for a in adapters], output_dir=str(out), **flags))
+
+
+def logits(model, tokenizer):
+    with torch.no_grad():
+        return model(**tokenizer(TEXT, return_tensors="pt")).logits.float()
+
+
+def relative_error(model, source, tokenizer):
+    reference = logits(source, tokenizer)
+    return (logits(model, tokenizer) - reference).abs().mean().item() / reference.std().item()
+
+
+def record(out):
+    return json.loads((out / "export.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def source(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.mark.skipif(not has["torchao"], reason="torchao is not installed (pip install 'tunestack[torchao]')")
+def test_int8_is_torchao_and_reloads_with_plain_transformers(tiny_model_dir, tiny_tokenizer, source, tmp_path):
+    from torchao.quantization import Int8Tensor
+    from transformers import AutoModelForCausalLM
+
+    out = export(tiny_model_dir, tmp_path / "int8", quant="int8")
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "torchao"
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert isinstance(reloaded.model.layers[0].mlp.down_proj.weight, Int8Tensor)
+    assert relative_error(reloaded, source, tiny_tokenizer) < 0.02  # measured 0.004
+    written = record(out)
+    assert written["quantization"]["method"] == "torchao" and written["quantization"]["bits"] == 8
+    assert written["quantization"]["unquantized_linear"] == ["lm_head"]  # transformers keeps the output layer
+    assert abs(written["perplexity"]["change_pct"]) < 1
+
+
+@pytest.mark.skipif(not has["optimum.quanto"], reason="optimum-quanto is not installed (pip install 'tunestack[quanto]')")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA int4 goes through torchao")
+def test_int4_on_cpu_says_it_used_optimum_quanto_and_infer_loads_it(tiny_model_dir, tiny_tokenizer, source,
+                                                                     tmp_path):
+    from optimum.quanto import QuantizedModelForCausalLM
+
+    result = cli("export", "--model", str(tiny_model_dir), "--quant", "int4", "--output_dir", str(tmp_path / "q4"))
+    assert "quantizing with optimum-quanto instead" in result.stderr
+    out = tmp_path / "q4"
+    written = record(out)
+    assert written["quantization"]["backend"] == "optimum-quanto" and written["quantization"]["bits"] == 4
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "quanto"
+    reloaded = QuantizedModelForCausalLM.from_pretrained(str(out))
+    assert relative_error(reloaded, source, tiny_tokenizer) < 0.15  # measured 0.05 on the random tiny model
+    assert "QuantizedModelForCausalLM" in (out / "README.md").read_text()
+    answer = cli("infer", "--model", str(out), "--prompt", "hi", "--max_new_tokens", "4")
+    assert answer.returncode == 0 and "model: local directory" in answer.stderr
+
+
+@pytest.mark.skipif(not has["gptqmodel"], reason="gptqmodel is not installed (pip install 'tunestack[gptq]')")
+def test_gptq_calibrates_on_the_runs_data_and_reloads(tiny_model_dir, tiny_tokenizer, source, tmp_path):
+    adapter = make_adapter(tiny_model_dir, tmp_path / "lora", seed=3)
+    result = cli("export", "--model", str(tiny_model_dir), "--adapter", str(adapter), "--quant", "gptq",
+                 "--calib_dataset", "arith", "--calib_samples", "16", "--output_dir", str(tmp_path / "gptq"))
+    assert result.stdout == f"{tmp_path / 'gptq'}\n" and "calibration data: arith" in result.stderr
+    out = tmp_path / "gptq"
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "gptq" and config["bits"] == 4
+    written = record(out)["quantization"]
+    assert written["calibration_examples"] == 16 and written["group_size"] == 64
+    assert abs(record(out)["perplexity"]["change_pct"]) < 10
+
+
+@cpu_only
+@pytest.mark.parametrize("quant", ["fp8", "awq"])
+def test_gpu_methods_say_so_in_one_line(quant, tiny_model_dir, tmp_path):
+    result = cli("export", "--model", str(tiny_model_dir), "--quant", quant, "--output_dir", str(tmp_path / "o"),
+                 check=False)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"--quant {quant} needs a CUDA GPU" in result.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("quant", "package", "extra"), [("int8", "torchao", "torchao"), ("gptq", "gptqmodel", "gptq")])
+def test_missing_library_names_the_extra(quant, package, extra, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, package, None)
+    with pytest.raises(MissingExtraError, match=rf"--quant {quant} export needs {package}.*tunestack\[{extra}\]"):
+        export(tiny_model_dir, tmp_path / "o", quant=quant)
+    assert not (tmp_path / "o").exists()
+
+
+def test_model_card_describes_the_run(trained_run, tmp_path):
+    out = export(trained_run, tmp_path / "card", eval_ppl=False)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers") and "- tunestack" in card
+    assert "| data | `" in card and "lora" in card and "| size |" in card
+    assert f'AutoModelForCausalLM.from_pretrained("{out.name}")' in card
+
+
+@pytest.mark.parametrize(("flags", "env", "expected"), [
+    (["--push_to_hub", "my-org/model"], {"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
+    (["--push_to_hub", "not a repo"], {}, "expected a repository name such as my-org/my-model"),
+    (["--push_to_hub", "my-org/model"], {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
+                                         "HF_TOKEN": "hf_test"}, "cannot reach the Hugging Face Hub"),
+], ids=["offline", "bad name", "unreachable"])
+def test_push_to_hub_fails_before_any_work(flags, env, expected, tiny_model_dir, tmp_path):
+    result = cli("export", "--model", str(tiny_model_dir), "--quant", "bnb8", *flags,
+                 "--output_dir", str(tmp_path / "o"), check=False, env=env)
+    assert result.returncode != 0 and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "o").exists()
