@@ -38,8 +38,9 @@ def logits(model, tokenizer):
         return model(**ids).logits
 
 
-def export(model, out, *adapters, weights=(), **flags):
-    export_args = ExportArgs(adapter=[str(a) for a in adapters], adapter_weights=list(weights), output_dir=str(out))
+def export(model, out, *adapters, weights=(), eval_ppl=True, **flags):
+    export_args = ExportArgs(adapter=[str(a) for a in adapters], adapter_weights=list(weights), output_dir=str(out),
+                             eval_ppl=eval_ppl)
     return run_export(ModelArgs(model=str(model), **flags), export_args)
 
 
@@ -218,3 +219,29 @@ def test_a_failed_write_leaves_no_half_export(failure, existing, adapters, tiny_
     assert [p.name for p in tmp_path.iterdir()] == (["merged"] if existing else [])
     if existing:
         assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+@pytest.mark.slow
+def test_embedded_model_merges_as_exactly_as_fp32_allows(tmp_path):
+    """On 30 layers fp32 rounding alone moves the logits by about 1e-4, so the merged model is held to the exact
+    result (base + adapter in float64): no further from it than base + adapter computed in fp32 itself."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunestack.hub import resolve_model
+
+    base = resolve_model("smollm2-135m-instruct").path
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    plain = logits(load(base), tokenizer)
+    for kind in ("lora", "dora"):
+        adapter = make_adapter(base, tmp_path / kind, seed=5, dora=kind == "dora")
+        out = export(base, tmp_path / f"merged-{kind}", adapter, eval_ppl=False)
+        fp32 = logits(with_adapters(base, adapter), tokenizer)
+        exact_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float64)
+        exact = logits(PeftModel.from_pretrained(exact_model, str(adapter)).eval(), tokenizer).float()
+        assert (fp32 - plain).abs().max() > 1e-2  # the adapter does something
+        merged = logits(load(out), tokenizer)
+        error, reference_error = ((merged - exact).abs().max().item(), (fp32 - exact).abs().max().item())
+        print(f"smollm2 {kind}: max |merged - exact| = {error:.2e}, |base + adapter in fp32 - exact| = "
+              f"{reference_error:.2e}, |merged - base + adapter in fp32| = {(merged - fp32).abs().max():.2e}")
+        assert error < max(1e-4, 1.5 * reference_error)
