@@ -21,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import subprocess
@@ -43,7 +44,8 @@ def export(method: str | None, dtype: str, out: Path) -> dict:
 
     folder = str(resolve_model(MODEL).path)  # a folder: exported as it is, with no adapter to merge
     try:
-        run_export(ModelArgs(model=folder, dtype=dtype), ExportArgs(output_dir=str(out), quant=method))
+        with contextlib.redirect_stdout(sys.stderr):  # the export prints its folder; stdout carries the table
+            run_export(ModelArgs(model=folder, dtype=dtype), ExportArgs(output_dir=str(out), quant=method))
     except TunestackError as error:
         return {"skipped": str(error).splitlines()[0]}
     return json.loads((out / "export.json").read_text())
