@@ -3,7 +3,8 @@
 Target on this CPU: int8 at most 55% of the bf16 size, with perplexity within 2% of the source.
 
 What runs. The embedded smollm2-135m-instruct is exported once per method with `tunestack export --quant METHOD`
-(the same code path as the command line), plus an fp32 and a bf16 export without quantization as the references.
+(the same code path as the command line, quantizing the bf16 weights), beside the source saved in fp32 and in bf16
+as the references.
 Methods whose library is not installed, or which need a GPU this machine lacks, are listed as skipped with the
 reason. Then each export is measured in its own subprocess, one after another in this run:
   - size: bytes of the weight files (*.safetensors) on disk;
@@ -35,7 +36,29 @@ METHODS = ["int8", "int4", "bnb8", "bnb4", "gptq", "awq", "fp8"]
 PROMPT = [{"role": "user", "content": "Write two sentences about the sea."}]
 
 
-def export(method: str | None, dtype: str, out: Path) -> dict:
+def reference(dtype: str, out: Path) -> dict:
+    """The unquantized source saved in `dtype`, with the size and perplexity an export would record."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunestack.export.perplexity import perplexity, read_text
+    from tunestack.hub import resolve_model
+
+    folder = resolve_model(MODEL).path
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype])
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    text = read_text(None)[0]
+    source = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    record = {"sizes": {"weights_bytes": sum(p.stat().st_size for p in out.glob("*.safetensors"))},
+              "perplexity": {"source": perplexity(source, tokenizer, text)[0],
+                             "export": perplexity(model, tokenizer, text)[0]}}
+    (out / "export.json").write_text(json.dumps(record))
+    return record
+
+
+def export(method: str, out: Path) -> dict:
     """Run the export in-process (the CLI's function); returns export.json, or why the method was skipped."""
     from tunestack.config import ExportArgs, ModelArgs
     from tunestack.errors import TunestackError
@@ -45,7 +68,7 @@ def export(method: str | None, dtype: str, out: Path) -> dict:
     folder = str(resolve_model(MODEL).path)  # a folder: exported as it is, with no adapter to merge
     try:
         with contextlib.redirect_stdout(sys.stderr):  # the export prints its folder; stdout carries the table
-            run_export(ModelArgs(model=folder, dtype=dtype), ExportArgs(output_dir=str(out), quant=method))
+            run_export(ModelArgs(model=folder, dtype="bf16"), ExportArgs(output_dir=str(out), quant=method))
     except TunestackError as error:
         return {"skipped": str(error).splitlines()[0]}
     return json.loads((out / "export.json").read_text())
@@ -88,10 +111,10 @@ def main() -> None:
         return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        plan = [("fp32", None, "fp32"), ("bf16", None, "bf16")] + [(m, m, "bf16") for m in args.methods.split(",")]
-        for name, method, dtype in plan:
+        for name in ["fp32", "bf16"] + args.methods.split(","):
             print(f"exporting {name} ...", file=sys.stderr, flush=True)
-            record = export(method, dtype, Path(tmp) / name)
+            folder = Path(tmp) / name
+            record = reference(name, folder) if name in ("fp32", "bf16") else export(name, folder)
             if "skipped" in record:
                 rows.append({"method": name, "skipped": record["skipped"]})
                 continue

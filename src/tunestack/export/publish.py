@@ -100,13 +100,14 @@ def model_card(folder: Path, record: dict, base_model: str | None, repo: str | N
 
 
 def _eval_lines(run_dir: Path) -> list[str]:
-    """Rows for the run's evaluation report, when it has one."""
-    reports = sorted(run_dir.glob("**/report.json"))
-    if not reports:
+    """Rows for the scores `tunestack sft --eval_tasks` wrote into the run (run/eval/report.json), if any."""
+    path = run_dir / "eval" / "report.json"
+    if not path.is_file():
         return []
-    report = read_json_object(reports[0])
     rows = []
-    for task, result in (report.get("tasks") or report.get("results") or {}).items():
-        if isinstance(result, dict) and isinstance(result.get("value"), (int, float)):
-            rows.append(f"| eval: {task} ({result.get('metric', 'score')}) | {result['value']:.4f} |")
+    for task, result in read_json_object(path).get("tasks", {}).items():
+        for name, metric in result.get("metrics", {}).items():
+            if isinstance(metric.get("value"), (int, float)):
+                error = f" ± {metric['stderr']:.4f}" if isinstance(metric.get("stderr"), (int, float)) else ""
+                rows.append(f"| eval: {task} {name} (n={result.get('n')}) | {metric['value']:.4f}{error} |")
     return rows
