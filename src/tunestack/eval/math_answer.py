@@ -94,6 +94,10 @@ def is_equiv(a: str, b: str) -> bool:
         return False
     if a == b:
         return True
+    import importlib.util
+
+    if importlib.util.find_spec("antlr4") is None:  # sympy's LaTeX parser needs it
+        return False
     try:
         from sympy import simplify
         from sympy.parsing.latex import parse_latex
