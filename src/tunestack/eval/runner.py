@@ -36,7 +36,11 @@ def evaluate(backend, specs: list[TaskSpec], args: EvalArgs) -> dict:
         result["seconds"] = round(time.perf_counter() - started, 2)
         result["questions_per_second"] = round(result["n"] / max(result["seconds"], 1e-9), 2)
         tasks[spec.name] = result
-    return {"model": backend.name, "tasks": tasks, "notes": list(backend.notes)}
+    notes = list(backend.notes)
+    errors = getattr(backend, "errors", [])
+    if errors:
+        notes.append(f"{len(errors)} server requests failed after {args.max_retries} retries; first: {errors[0]}")
+    return {"model": backend.name, "tasks": tasks, "notes": notes}
 
 
 def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -> dict:
