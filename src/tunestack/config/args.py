@@ -205,7 +205,9 @@ class EvalArgs:
                                   check=NON_NEGATIVE)
     subjects: list[str] = arg([], "subjects of MMLU-like tasks (mmlu, cmmlu, ceval) and bbh to run (default: all)")
     batch_size: int = arg(8, "questions scored or generated together", check=POSITIVE)
-    max_new_tokens: int = arg(256, "tokens generated per answer for generation tasks", check=POSITIVE)
+    max_new_tokens: int | None = arg(
+        None, "tokens generated per answer (default: the task's own: 1024 for humaneval, 256 otherwise)", check=POSITIVE
+    )
     seed: int = arg(1234, "seed for few-shot sampling and generation")
     output_dir: str | None = arg(None, "where report.json, report.md and samples/ go (default: evals/TIMESTAMP)")
     compare: list[str] = arg(

@@ -30,7 +30,9 @@ class LocalBackend:
     def generate(self, prompts: list[str], until: list[str], max_new_tokens: int,
                  progress: Callable[[int], None]) -> list[str]:
         """Greedy completions of raw prompts, cut at the first stop string (the harness's generate_until)."""
-        ids = [encode(self.tokenizer, p)[-(self.scorer.max_length - max_new_tokens):] for p in prompts]
+        max_new_tokens = min(max_new_tokens, self.scorer.max_length - 1)
+        keep = self.scorer.max_length - max_new_tokens  # the prompt is cut on the left to leave room to answer
+        ids = [encode(self.tokenizer, p)[-keep:] for p in prompts]
         return self._run(ids, until, max_new_tokens, progress)
 
     def chat(self, conversations: list[list[dict]], max_new_tokens: int, progress: Callable[[int], None]) -> list[str]:

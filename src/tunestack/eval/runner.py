@@ -12,6 +12,9 @@ from tunestack.eval.loading import read_local
 from tunestack.eval.prepare import prepare, task_data_paths
 from tunestack.eval.tasks import CHAT, CHOICE, CODE, TaskSpec
 
+DEFAULT_NEW_TOKENS = 256
+"""Tokens generated per answer when neither the task nor --max_new_tokens says otherwise (the harness's default)."""
+
 
 @contextmanager
 def progress_bar(task: str, total: int, per_question: float = 1.0):
@@ -48,7 +51,8 @@ def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
     notes: list[str] = []
     if spec.kind == CHAT:
         samples, extra = _run_chat(spec, backend, args, local_path)
-        settings.update(num_fewshot=0, max_new_tokens=args.max_new_tokens, source=local_path or "built-in")
+        settings.update(num_fewshot=0, max_new_tokens=args.max_new_tokens or DEFAULT_NEW_TOKENS,
+                        source=local_path or "built-in")
     else:
         prepared = prepare(spec, args, local_path)
         settings.update(num_fewshot=prepared.num_fewshot, source=prepared.source)
@@ -56,7 +60,7 @@ def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
             samples = _run_choices(spec, prepared, backend, notes)
             settings["scoring"] = "generated letter" if notes else "log-likelihood"
         else:
-            max_new = spec.max_new_tokens or args.max_new_tokens
+            max_new = args.max_new_tokens or spec.max_new_tokens or DEFAULT_NEW_TOKENS
             settings.update(max_new_tokens=max_new, until=list(spec.until))
             with progress_bar(spec.name, len(prepared.docs)) as advance:
                 outputs = backend.generate(prepared.contexts, list(spec.until), max_new, advance)
@@ -100,7 +104,7 @@ def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
             chat_tasks.custom_gen_items(rows)
     items = items[:args.limit] if args.limit else items
     with progress_bar(spec.name, len(items)) as advance:
-        outputs = backend.chat([i.messages for i in items], args.max_new_tokens, advance)
+        outputs = backend.chat([i.messages for i in items], args.max_new_tokens or DEFAULT_NEW_TOKENS, advance)
     samples = []
     for item, output in zip(items, outputs):
         sample = {"prompt": item.messages, "raw": output, "gold": item.gold}
