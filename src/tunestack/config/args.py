@@ -124,6 +124,11 @@ class TrainArgs:
     resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
     dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
+    eval_tasks: list[str] = arg(
+        [], "after training, evaluate final/ on these tasks (as `tunestack eval --tasks`); the report goes to eval/"
+    )
+    eval_task_data: list[str] = arg([], "TASK=PATH: local data for --eval_tasks (as `tunestack eval --task_data`)")
+    eval_limit: int | None = arg(None, "at most N questions per task for --eval_tasks", check=POSITIVE)
 
 
 @dataclass
