@@ -108,7 +108,11 @@ def run_harness(model_dir: str, include: Path, task: str, shots: int, batch_size
     start = time.perf_counter()
     out = simple_evaluate(model=lm, tasks=[task], num_fewshot=shots, task_manager=TaskManager(include_path=str(include)),
                           log_samples=True, bootstrap_iters=0)
-    return out["results"][task], sorted(out["samples"][task], key=lambda s: s["doc_id"]), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    by_doc = {}
+    for sample in out["samples"][task]:  # one record per doc and filter (strict-match, flexible-extract)
+        by_doc.setdefault(sample["doc_id"], sample)
+    return out["results"][task], [by_doc[d] for d in sorted(by_doc)], seconds
 
 
 def run_tunestack(model_dir: str, task: str, path: Path, shots: int, batch_size: int, max_gen: int, out: Path):
@@ -170,7 +174,7 @@ def compare(task, shots, theirs, their_samples, ours, our_samples, record) -> li
         pairs = [(f"exact_match,{f}", theirs[f"exact_match,{f}"], ours["metrics"][f"exact_match,{f}"]["value"])
                  for f in ("strict-match", "flexible-extract")]
         record["checks"].append({"task": task, "shots": shots, "harness_text": their_text, "tunestack_text": our_text})
-    return [{"task": task, "shots": shots, "metric": m, "harness": a, "tunestack": b, "same": abs(a - b) < 1e-9,
+    return [{"task": task, "shots": shots, "metric": m, "harness": float(a), "tunestack": float(b), "same": bool(abs(a - b) < 1e-9),
              "detail": detail} for m, a, b in pairs]
 
 

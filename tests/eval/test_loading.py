@@ -31,7 +31,7 @@ def test_split_names():
     from pathlib import Path
 
     assert [split_of(Path(n)) for n in ("val.jsonl", "mmlu_dev.csv", "train-0001.parquet", "questions.json")] == \
-        ["validation", "dev", "train", "test"]
+        ["val", "dev", "train", "test"]
 
 
 def test_fewshot_examples_come_from_the_subject_dev_split(tmp_path):

@@ -69,3 +69,21 @@ def test_mmlu_prompt_is_the_harness_template(tiny_model_dir, mmlu_file, tmp_path
     assert sample["prompt"] == ("The following are multiple choice questions (with answers) about virology.\n\n"
                                 "What is 2 + 2?\nA. 4\nB. 5\nC. 2\nD. 6\nAnswer:")
     assert sample["gold"] == 2 and sample["subject"] == "virology"
+
+
+def test_truthfulqa_mc1_and_mc2(tiny_model_dir, tmp_path):
+    import math
+
+    from helpers import write_jsonl
+
+    rows = [{"question": f"Is {x} green?", "mc1_targets": {"choices": ["No.", "Yes."], "labels": [1, 0]},
+             "mc2_targets": {"choices": ["No.", "It is not.", "Yes."], "labels": [1, 1, 0]}} for x in ("snow", "coal")]
+    data = write_jsonl(tmp_path / "tq.jsonl", rows)
+    summary = run_eval(ModelArgs(model=str(tiny_model_dir), dtype="fp32"),
+                       EvalArgs(tasks=["truthfulqa_mc"], task_data=[f"truthfulqa_mc={data}"]), tmp_path / "out")
+    samples = _samples(tmp_path / "out", "truthfulqa_mc")
+    for sample in samples:
+        probs = [math.exp(ll) for ll in sample["mc2_loglikelihoods"]]
+        assert sample["mc2"] == pytest.approx((probs[0] + probs[1]) / sum(probs))
+        assert sample["mc1"] == float(sample["loglikelihoods"][0] > sample["loglikelihoods"][1])
+    assert set(summary["tasks"]["truthfulqa_mc"]["metrics"]) == {"mc1", "mc2"}

@@ -44,7 +44,7 @@ def split_of(file: Path) -> str:
     """The split a file name announces (`dev-00000-of-00001.parquet` is dev); test when it names none."""
     for token in re.split(r"[-_.]", file.stem.lower()):
         if token in SPLITS:
-            return "validation" if token == "val" else token
+            return token
     return "test"
 
 

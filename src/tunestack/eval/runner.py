@@ -56,23 +56,27 @@ def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
     else:
         prepared = prepare(spec, args, local_path)
         settings.update(num_fewshot=prepared.num_fewshot, source=prepared.source)
+        extra = {}
         if spec.kind == CHOICE:
             samples = _run_choices(spec, prepared, backend, notes)
             settings["scoring"] = "generated letter" if notes else "log-likelihood"
         else:
-            max_new = args.max_new_tokens or spec.max_new_tokens or DEFAULT_NEW_TOKENS
-            settings.update(max_new_tokens=max_new, until=list(spec.until))
-            with progress_bar(spec.name, len(prepared.docs)) as advance:
-                outputs = backend.generate(prepared.contexts, list(spec.until), max_new, advance)
-            if spec.kind == CODE:
-                from tunestack.eval.sandbox import score_code
-
-                samples = score_code(prepared.docs, prepared.contexts, outputs, args.code_timeout)
-                settings["sandbox"] = samples[0].get("sandbox") if samples else None
-            else:
-                samples = scoring.score_generation(spec.name, prepared.docs, prepared.contexts, outputs)
-        extra = {}
+            samples = _run_generation(spec, prepared, backend, args, settings)
     return _summarise(samples, settings, notes, extra)
+
+
+def _run_generation(spec: TaskSpec, prepared, backend, args: EvalArgs, settings: dict) -> list[dict]:
+    """Greedy answers to the raw prompts, scored by the task's extraction (or, for code, by running them)."""
+    max_new = args.max_new_tokens or spec.max_new_tokens or DEFAULT_NEW_TOKENS
+    settings.update(max_new_tokens=max_new, until=list(spec.until))
+    with progress_bar(spec.name, len(prepared.docs)) as advance:
+        outputs = backend.generate(prepared.contexts, list(spec.until), max_new, advance)
+    if spec.kind != CODE:
+        return scoring.score_generation(spec.name, prepared.docs, prepared.contexts, outputs)
+    from tunestack.eval.sandbox import isolation, score_code
+
+    settings["sandbox"] = isolation()
+    return score_code(prepared.docs, prepared.contexts, outputs, args.code_timeout)
 
 
 def _run_choices(spec: TaskSpec, prepared, backend, notes: list[str]) -> list[dict]:

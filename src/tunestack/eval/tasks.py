@@ -47,7 +47,7 @@ TASKS = {spec.name: spec for spec in [
     TaskSpec("cmmlu", CHOICE, ("Question", "A", "B", "C", "D", "Answer"), b.cmmlu, "haonan-li/cmmlu", "*", "test",
              "dev", acc_norm=True, by_subject=True),
     TaskSpec("ceval", CHOICE, ("question", "A", "B", "C", "D", "answer"), b.ceval, "ceval/ceval-exam", "*",
-             "validation", "dev", acc_norm=True, by_subject=True),
+             "val", "dev", acc_norm=True, by_subject=True),
     TaskSpec("arc_easy", CHOICE, ("question", "choices", "answerKey"), b.arc, "allenai/ai2_arc", ("ARC-Easy",),
              "test", "train", acc_norm=True),
     TaskSpec("arc_challenge", CHOICE, ("question", "choices", "answerKey"), b.arc, "allenai/ai2_arc",
