@@ -87,3 +87,19 @@ def test_truthfulqa_mc1_and_mc2(tiny_model_dir, tmp_path):
         assert sample["mc2"] == pytest.approx((probs[0] + probs[1]) / sum(probs))
         assert sample["mc1"] == float(sample["loglikelihoods"][0] > sample["loglikelihoods"][1])
     assert set(summary["tasks"]["truthfulqa_mc"]["metrics"]) == {"mc1", "mc2"}
+
+
+@pytest.mark.slow
+def test_embedded_model_loglikelihoods_match_plain_transformers(mmlu_file, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunestack.hub import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct").path
+    args = EvalArgs(tasks=["mmlu"], task_data=[f"mmlu={mmlu_file}"], limit=2, num_fewshot=2, batch_size=4)
+    run_eval(ModelArgs(model="smollm2-135m-instruct", dtype="fp32"), args, tmp_path / "out")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    for sample in _samples(tmp_path / "out", "mmlu"):
+        expected = [_reference_loglik(model, tokenizer, sample["prompt"], " " + c) for c in sample["choices"]]
+        assert sample["loglikelihoods"] == pytest.approx(expected, abs=1e-3)
