@@ -57,12 +57,11 @@ def write_data(folder: Path, n: int) -> dict:
     return {"mmlu": subject.parent, "gsm8k": folder / "gsm8k"}
 
 
-def time_tunestack(model_dir: str, data: Path, batch_size: int, out: Path) -> tuple[float, float]:
-    from tunestack.config import EvalArgs
+def time_tunestack(model_dir: str, data: Path, batch_size: int) -> tuple[float, float]:
+    from tunestack.config import EvalArgs, ModelArgs
     from tunestack.eval.command import make_backend
     from tunestack.eval.runner import evaluate
     from tunestack.eval.tasks import resolve_tasks
-    from tunestack.config import ModelArgs
 
     args = EvalArgs(tasks=["mmlu"], task_data=[f"mmlu={data}"], num_fewshot=5, batch_size=batch_size)
     backend = make_backend(ModelArgs(model=model_dir, dtype="fp32"), args)
@@ -102,7 +101,7 @@ def main() -> None:
         data = write_data(folder, options.questions)
         include = harness_tasks(folder, data, 16)
         for _ in range(options.repeats):  # alternate, so that both sides see the same machine load
-            results["tunestack"].append(time_tunestack(model_dir, data["mmlu"], options.batch_size, folder / "out"))
+            results["tunestack"].append(time_tunestack(model_dir, data["mmlu"], options.batch_size))
             results["lm-eval"].append(time_harness(model_dir, include, options.batch_size))
     rows = []
     for tool, runs in results.items():

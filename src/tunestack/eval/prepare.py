@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tunestack.config import EvalArgs
 from tunestack.errors import ConfigError, DataError
 from tunestack.eval.benchmarks import Doc
-from tunestack.eval.loading import SUBSET, hub_subsets, read_hub, read_local
+from tunestack.eval.loading import hub_subsets, read_hub, read_local
 from tunestack.eval.tasks import TaskSpec, check_fields
 
 
