@@ -38,13 +38,12 @@ def task_data_paths(args: EvalArgs) -> dict[str, str]:
 
 def prepare(spec: TaskSpec, args: EvalArgs, local_path: str | None) -> Prepared:
     """The task's questions and prompts, from `local_path` when given, else from the hub."""
+    k = spec.num_fewshot if args.num_fewshot is None else args.num_fewshot
     if local_path:
         splits, source = read_local(local_path), local_path
-    else:
-        subsets = _hub_subset_list(spec, args)
-        splits = read_hub(spec.name, spec.hub, subsets, [spec.split] + ([spec.fewshot_split] if spec.fewshot_split
-                                                                       else []))
-        source = spec.hub
+    else:  # the few-shot split is read only when examples are shown
+        wanted = [spec.split] + ([spec.fewshot_split] if spec.fewshot_split and k > 0 else [])
+        splits, source = read_hub(spec.name, spec.hub, _hub_subset_list(spec, args), wanted), spec.hub
     rows = splits.get(spec.split) or (splits.get("test") if local_path else None)
     if not rows:
         raise DataError(f"task {spec.name}: {source} has no {spec.split} rows (found splits: "
@@ -62,7 +61,6 @@ def prepare(spec: TaskSpec, args: EvalArgs, local_path: str | None) -> Prepared:
         check_fields(spec, fewshot_rows)
     pool = [spec.to_doc(r) for r in fewshot_rows] if fewshot_rows else \
         [spec.to_doc(r) for r in spec.fixed_fewshot] if spec.fixed_fewshot else None
-    k = spec.num_fewshot if args.num_fewshot is None else args.num_fewshot
     contexts = fewshot_contexts(docs, k, pool, spec.by_subject, args.seed, first_n=bool(spec.fixed_fewshot))
     return Prepared(docs, contexts, source, k)
 
