@@ -32,7 +32,7 @@ def write_report(out: Path, report: dict) -> dict:
 
 
 def _json_default(value):
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
+    return str(value)  # paths and other objects in settings
 
 
 def _fmt(value) -> str:
