@@ -26,8 +26,9 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     validate_training(data_args, tuner_args, train_args)
     if train_args.eval_tasks:  # a bad task name fails now, not after training
         from tunestack.eval.command import validate_eval
+        from tunestack.train.setup import eval_args
 
-        validate_eval(_eval_args(data_args, train_args))
+        validate_eval(eval_args(data_args, train_args))
     run = RunDir(train_args.output_dir or f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     if train_args.resume and run.exists() and run.read_manifest().get("status") == "completed" \
@@ -58,30 +59,11 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
                final_loss=_last_loss(trainer.state.log_history))
     say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
     if train_args.eval_tasks:
+        from tunestack.train.setup import evaluate_final
+
         del trainer
-        _evaluate_final(run, model_args, data_args, train_args)
+        evaluate_final(run, model_args, data_args, train_args)
     return run
-
-
-def _eval_args(data_args: DataArgs, train_args: TrainArgs):
-    from tunestack.config import EvalArgs
-
-    return EvalArgs(tasks=train_args.eval_tasks, task_data=train_args.eval_task_data, limit=train_args.eval_limit,
-                    batch_size=train_args.per_device_eval_batch_size, seed=train_args.seed,
-                    model_name=data_args.model_name, model_author=data_args.model_author)
-
-
-def _evaluate_final(run: RunDir, model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs) -> None:
-    """Evaluate the finished run (base + adapter, or the full model) and write the report into run/eval/."""
-    import dataclasses
-
-    from tunestack.eval.command import run_eval
-
-    say(f"evaluating {run.final} on {', '.join(train_args.eval_tasks)}")
-    summary = run_eval(dataclasses.replace(model_args, model=str(run.path)), _eval_args(data_args, train_args),
-                       run.path / "eval")
-    run.update(eval={task: {name: metric["value"] for name, metric in result["metrics"].items()}
-                     for task, result in summary["tasks"].items()})
 
 
 def build_trainer(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs,
