@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from tunestack.config import (
     DataArgs,
     DownloadArgs,
+    EvalArgs,
     ExportArgs,
     InferArgs,
     ModelArgs,
@@ -102,6 +103,12 @@ def _export(model, export):
     run_export(model, export)
 
 
+def _eval(model, evaluation):
+    from tunestack.eval.command import run_eval
+
+    run_eval(model, evaluation)
+
+
 def _models():
     from tunestack.hub import list_models
 
@@ -147,6 +154,8 @@ COMMANDS = {
                 _infer),
         Command("export", "merge adapters into their base and write a plain Hugging Face model",
                 [ModelArgs, ExportArgs], _export),
+        Command("eval", "benchmarks (mmlu, gsm8k, ...) and your own tasks on a model, run directory or --url server",
+                [ModelArgs, EvalArgs], _eval),
         Command("models", "list model aliases and what they resolve to", [], _models),
         Command("datasets", "list built-in datasets", [], _datasets),
         Command("download", "fetch a model or dataset into the cache", [DownloadArgs], _download),

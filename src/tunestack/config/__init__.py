@@ -3,6 +3,7 @@
 from tunestack.config.args import (
     DataArgs,
     DownloadArgs,
+    EvalArgs,
     ExportArgs,
     InferArgs,
     ModelArgs,
@@ -15,6 +16,7 @@ from tunestack.config.parse import parse_groups
 __all__ = [
     "DataArgs",
     "DownloadArgs",
+    "EvalArgs",
     "ExportArgs",
     "InferArgs",
     "ModelArgs",

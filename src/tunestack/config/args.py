@@ -124,6 +124,11 @@ class TrainArgs:
     resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
     dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
+    eval_tasks: list[str] = arg(
+        [], "after training, evaluate final/ on these tasks (as `tunestack eval --tasks`); the report goes to eval/"
+    )
+    eval_task_data: list[str] = arg([], "TASK=PATH: local data for --eval_tasks (as `tunestack eval --task_data`)")
+    eval_limit: int | None = arg(None, "at most N questions per task for --eval_tasks", check=POSITIVE)
 
 
 @dataclass
@@ -196,3 +201,36 @@ class ExportArgs:
     private: bool = arg(False, "with --push_to_hub: create the repository as private")
     eval_ppl: bool = arg(True, "measure perplexity before and after the export on the same text, into export.json")
     ppl_text: str | None = arg(None, "UTF-8 .txt file --eval_ppl scores (default: a built-in held-out English passage)")
+
+
+@dataclass
+class EvalArgs:
+    """What to evaluate, on what data, and where the report goes."""
+
+    tasks: list[str] = arg(
+        [], "tasks: mmlu, cmmlu, ceval, gsm8k, arc_easy, arc_challenge, hellaswag, bbh, math, truthfulqa_mc, "
+        "humaneval, arith, self-cognition; custom_mcq:PATH, custom_qa:PATH, custom_gen:PATH; or a tasks YAML file"
+    )
+    url: str | None = arg(None, "evaluate a running OpenAI-compatible server at this base URL instead of --model")
+    api_key: str | None = arg(None, "API key for --url")
+    served_model_name: str | None = arg(None, "model name sent to --url (default: the first the server lists)")
+    task_data: list[str] = arg([], "TASK=PATH: read TASK from a local file or folder in the hub dataset's schema")
+    limit: int | None = arg(None, "evaluate at most N questions per task (per subject for MMLU-like tasks)",
+                            check=POSITIVE)
+    num_fewshot: int | None = arg(None, "few-shot examples in each prompt (default: the task's own)",
+                                  check=NON_NEGATIVE)
+    subjects: list[str] = arg([], "subjects of MMLU-like tasks (mmlu, cmmlu, ceval) and bbh to run (default: all)")
+    batch_size: int = arg(8, "questions scored or generated together", check=POSITIVE)
+    max_new_tokens: int | None = arg(
+        None, "tokens generated per answer (default: the task's own: 1024 for humaneval, 256 otherwise)", check=POSITIVE
+    )
+    seed: int = arg(1234, "seed for few-shot sampling and generation")
+    output_dir: str | None = arg(None, "where report.json, report.md and samples/ go (default: evals/TIMESTAMP)")
+    compare: list[str] = arg(
+        [], "RUN_A RUN_B: two models (or two earlier eval output folders) side by side, with the difference"
+    )
+    allow_code_execution: bool = arg(False, "let humaneval run model-written code (in a sandboxed subprocess)")
+    code_timeout: float = arg(10.0, "seconds each humaneval program may run", check=POSITIVE)
+    max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
+    model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
+    model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")

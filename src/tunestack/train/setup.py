@@ -1,10 +1,12 @@
-"""Checks and records shared by the training methods: flag validation, run manifest, fingerprints."""
+"""Checks and records shared by the training methods: flag validation, run manifest, fingerprints, and the
+evaluation of a finished run (--eval_tasks)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
 from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError
+from tunestack.run import RunDir
 
 
 def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs) -> None:
@@ -83,3 +86,26 @@ def new_manifest(command: str, model: ModelArgs, data: DataArgs, tuner: TunerArg
         "data": data_report,
         "versions": library_versions(),
     }
+
+
+def eval_args(data_args: DataArgs, train_args: TrainArgs):
+    """The `tunestack eval` flags that --eval_tasks, --eval_task_data and --eval_limit stand for."""
+    from tunestack.config import EvalArgs
+
+    return EvalArgs(tasks=train_args.eval_tasks, task_data=train_args.eval_task_data, limit=train_args.eval_limit,
+                    batch_size=train_args.per_device_eval_batch_size, seed=train_args.seed,
+                    model_name=data_args.model_name, model_author=data_args.model_author)
+
+
+def evaluate_final(run: RunDir, model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs) -> None:
+    """Evaluate the finished run (base + adapter, or the full model) and write the report into run/eval/."""
+    import dataclasses
+
+    from tunestack.eval.command import run_eval
+
+    print(f"evaluating {run.final} on {', '.join(train_args.eval_tasks)}", file=sys.stderr, flush=True)
+    summary = run_eval(dataclasses.replace(model_args, model=str(run.path)), eval_args(data_args, train_args),
+                       run.path / "eval")
+    run.update(eval={task: {name: metric["value"] for name, metric in result["metrics"].items()}
+                     for task, result in summary["tasks"].items()})
+

@@ -24,6 +24,11 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     from tunestack.train.setup import validate_training
 
     validate_training(data_args, tuner_args, train_args)
+    if train_args.eval_tasks:  # a bad task name fails now, not after training
+        from tunestack.eval.command import validate_eval
+        from tunestack.train.setup import eval_args
+
+        validate_eval(eval_args(data_args, train_args))
     run = RunDir(train_args.output_dir or f"runs/{task}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     if train_args.resume and run.exists() and run.read_manifest().get("status") == "completed" \
@@ -53,6 +58,11 @@ def run_sft(model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs, t
     run.update(status="completed", final_step=trainer.state.global_step,
                final_loss=_last_loss(trainer.state.log_history))
     say(f"done: {run.final}\nchat with it: tunestack infer --model {run.path}")
+    if train_args.eval_tasks:
+        from tunestack.train.setup import evaluate_final
+
+        del trainer
+        evaluate_final(run, model_args, data_args, train_args)
     return run
 
 

@@ -1,0 +1,67 @@
+"""The local backend: a loaded model scores continuations by its forward pass and generates through PtEngine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tunestack.eval.extract import truncate_at
+from tunestack.eval.loglik import LoglikScorer, encode
+
+
+class LocalBackend:
+    """Evaluation on a model in this process (a local directory, run directory, hub id or alias)."""
+
+    supports_loglikelihood = True
+
+    def __init__(self, loaded, batch_size: int, seed: int):
+        from tunestack.inference.engine import PtEngine
+
+        self.name = loaded.source
+        self.tokenizer = loaded.tokenizer
+        self.scorer = LoglikScorer(loaded.model, loaded.tokenizer, batch_size)
+        self.engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.notes: list[str] = []
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], progress: Callable[[int], None]):
+        return self.scorer.score(pairs, progress)
+
+    def generate(self, prompts: list[str], until: list[str], max_new_tokens: int,
+                 progress: Callable[[int], None]) -> list[str]:
+        """Greedy completions of raw prompts, cut at the first stop string (the harness's generate_until)."""
+        max_new_tokens = min(max_new_tokens, self.scorer.max_length - 1)
+        keep = self.scorer.max_length - max_new_tokens  # the prompt is cut on the left to leave room to answer
+        ids = [encode(self.tokenizer, p)[-keep:] for p in prompts]
+        return self._run(ids, until, max_new_tokens, progress)
+
+    def chat(self, conversations: list[list[dict]], max_new_tokens: int, progress: Callable[[int], None]) -> list[str]:
+        """Greedy answers to conversations, rendered with the tokenizer's chat template."""
+        ids = []
+        for messages in conversations:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return [text.strip() for text in self._run(ids, [], max_new_tokens, progress)]
+
+    def _run(self, ids: list[list[int]], until: list[str], max_new_tokens: int, progress) -> list[str]:
+        from tunestack.inference.engine import SamplingParams
+
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=self.seed,
+                                stop_token_ids=self._single_token_stops(until))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths together: less padding
+        outputs: list[str] = [""] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            for index, tokens in zip(batch, self.engine.generate([ids[i] for i in batch], params)):
+                outputs[index] = truncate_at(self.tokenizer.decode(tokens, skip_special_tokens=True), until)
+            progress(len(batch))
+        return outputs
+
+    def _single_token_stops(self, until: list[str]) -> list[int]:
+        """Stop strings that are one token of this vocabulary end generation early; the rest cut the text after."""
+        stops = []
+        for text in until:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) == 1 and self.tokenizer.decode(ids) == text:
+                stops.append(ids[0])
+        return stops
