@@ -129,3 +129,15 @@ def test_push_to_hub_fails_before_any_work(flags, env, expected, tiny_model_dir,
     assert result.returncode != 0 and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_model_card_carries_the_runs_eval_scores(tiny_model_dir, tmp_path):
+    from helpers import CHAT_ROWS, write_jsonl
+
+    run = tmp_path / "run"
+    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)),
+        "--max_steps", "1", "--output_dir", str(run), "--eval_tasks", "arith", "--eval_limit", "3")
+    report = json.loads((run / "eval" / "report.json").read_text())["tasks"]["arith"]
+    card = (export(run, tmp_path / "card", eval_ppl=False) / "README.md").read_text()
+    for name, metric in report["metrics"].items():
+        assert f"| eval: arith {name} (n=3) | {metric['value']:.4f}" in card
