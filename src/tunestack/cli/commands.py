@@ -152,7 +152,7 @@ COMMANDS = {
         Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
-        Command("export", "merge adapters into their base and write a plain Hugging Face model",
+        Command("export", "merge adapters, quantize (int8, int4, bnb, gptq, ...), write GGUF, upload to a hub",
                 [ModelArgs, ExportArgs], _export),
         Command("eval", "benchmarks (mmlu, gsm8k, ...) and your own tasks on a model, run directory or --url server",
                 [ModelArgs, EvalArgs], _eval),
