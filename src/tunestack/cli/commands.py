@@ -13,6 +13,7 @@ from tunestack.config import (
     InferArgs,
     ModelArgs,
     RuntimeArgs,
+    ServeArgs,
     TrainArgs,
     TunerArgs,
     parse_groups,
@@ -96,6 +97,12 @@ def _infer(model, infer):
     run_infer(model, infer)
 
 
+def _serve(model, serve):
+    from tunestack.serve.server import run_serve
+
+    run_serve(model, serve)
+
+
 def _export(model, export):
     from tunestack.export.merge import run_export
 
@@ -145,6 +152,8 @@ COMMANDS = {
         Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
+        Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],
+                _serve),
         Command("export", "merge adapters into their base and write a plain Hugging Face model",
                 [ModelArgs, ExportArgs], _export),
         Command("models", "list model aliases and what they resolve to", [], _models),

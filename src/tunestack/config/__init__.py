@@ -7,6 +7,7 @@ from tunestack.config.args import (
     InferArgs,
     ModelArgs,
     RuntimeArgs,
+    ServeArgs,
     TrainArgs,
     TunerArgs,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "InferArgs",
     "ModelArgs",
     "RuntimeArgs",
+    "ServeArgs",
     "TrainArgs",
     "TunerArgs",
     "parse_groups",
