@@ -2,49 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from contextlib import contextmanager
-
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_server(app):
-    """Run `app` under uvicorn in a background thread; yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def make_serving(model_dir, named_adapters=None, max_concurrency=8, max_queue=16, max_context=None):
-    from tunestack.config import ModelArgs
-    from tunestack.inference.backends import EngineOptions, create_engine
-    from tunestack.serve.serving import ServeLimits, Serving
-
-    options = EngineOptions(named_adapters=named_adapters or {}, max_batch=max_concurrency, max_context=max_context)
-    engine, tokenizer = create_engine(ModelArgs(model=str(model_dir), dtype="fp32"), "pt", options)
-    return Serving(engine, tokenizer, "tiny", ServeLimits(max_concurrency, max_queue, 64))
+from server_helpers import make_serving, running_server
 
 
 @pytest.fixture(scope="module")

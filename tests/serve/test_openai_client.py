@@ -109,7 +109,7 @@ def test_adapters_are_chosen_per_request(client, tiny_model_dir, tiny_tokenizer,
     outputs = {}
     for name in ("tiny", "alpha", "beta"):
         reply = client.chat.completions.create(model=name, messages=MESSAGES, max_tokens=8, temperature=0,
-                                               extra_body={"ignore_eos": True})
+                                               extra_body={"ignore_eos": True})  # a vLLM extension the server supports
         outputs[name] = reply.choices[0].message.content
     assert len(set(outputs.values())) == 3
     expected = reference_greedy(tiny_model_dir, ids, 8, adapter=adapters["alpha"])

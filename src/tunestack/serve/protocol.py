@@ -58,6 +58,7 @@ class _Sampling(_Request):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0)
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end token (benchmarks)
     seed: int | None = None
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None

@@ -12,9 +12,9 @@ from tunestack.errors import ConfigError
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 
 
-def parse_adapters(specs: list[str], served_name: str) -> dict[str, str]:
-    """NAME=PATH pairs, every problem gathered into one ConfigError."""
-    adapters, problems = {}, []
+def parse_adapters(specs: list[str], served_name: str, problems: list[str]) -> dict[str, str]:
+    """NAME=PATH pairs; each bad one adds a line to `problems`."""
+    adapters = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -27,27 +27,29 @@ def parse_adapters(specs: list[str], served_name: str) -> dict[str, str]:
             problems.append(f"--adapter {spec}: {path} does not exist")
         else:
             adapters[name] = path
-    if problems:
-        raise ConfigError(problems)
     return adapters
 
 
-def api_keys(args: ServeArgs) -> list[str]:
+def api_keys(args: ServeArgs, problems: list[str]) -> list[str]:
     keys = [args.api_key] if args.api_key else []
     if args.api_key_file:
         path = Path(args.api_key_file)
         if not path.is_file():
-            raise ConfigError([f"--api_key_file: file {path} does not exist"])
+            problems.append(f"--api_key_file: file {path} does not exist")
+            return keys
         keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if not keys:
-            raise ConfigError([f"--api_key_file: {path} holds no keys (one per line)"])
+            problems.append(f"--api_key_file: {path} holds no keys (one per line)")
     return keys
 
 
 def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     served_name = args.served_model_name or model_args.model
-    adapters = parse_adapters(args.adapter, served_name)
-    keys = api_keys(args)
+    problems: list[str] = []
+    adapters = parse_adapters(args.adapter, served_name, problems)
+    keys = api_keys(args, problems)
+    if problems:
+        raise ConfigError(problems)
     import uvicorn
 
     from tunestack.inference.backends import EngineOptions, create_engine

@@ -132,6 +132,7 @@ def sampling_params(request, max_tokens: int, index: int, logprobs: int | None, 
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         stop_token_ids=list(stop_token_ids),
+        ignore_eos=request.ignore_eos,
     )
 
 
