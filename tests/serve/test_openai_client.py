@@ -116,3 +116,49 @@ def test_adapters_are_chosen_per_request(client, tiny_model_dir, tiny_tokenizer,
     eos = tiny_tokenizer.eos_token_id
     expected = expected[:expected.index(eos)] if eos in expected else expected
     assert outputs["alpha"].startswith(tiny_tokenizer.decode(expected, skip_special_tokens=True))
+
+
+def test_concurrent_requests_for_different_adapters_share_batches_and_match(client, server):
+    """Requests for base and adapters running together give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(name, words):
+        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": words}],
+                                               max_tokens=20, temperature=0, extra_body={"ignore_eos": True})
+        return reply.choices[0].message.content
+
+    jobs = [(name, words) for name in ("tiny", "alpha", "beta") for words in ("hello", "What is 1 + 2?", "fox")]
+    alone = [ask(*job) for job in jobs]
+    engine = server[1].engine
+    widest = []
+    original = engine._decode
+
+    def watching_decode():
+        widest.append(len(engine._running))
+        original()
+
+    engine._decode = watching_decode
+    try:
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            together = list(pool.map(lambda job: ask(*job), jobs))
+    finally:
+        del engine._decode
+    assert together == alone
+    assert max(widest) > 3  # sequences of several adapters were decoded in one forward pass
+
+
+def test_json_mode_returns_one_json_object(client):
+    import json
+
+    for temperature in (0, 1.0):
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=60, seed=1,
+                                               temperature=temperature, response_format={"type": "json_object"})
+        choice = reply.choices[0]
+        text = choice.message.content
+        assert text.lstrip().startswith("{")
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(text), dict)
+        else:  # cut by max_tokens: still a valid beginning of an object
+            from tunestack.inference.json_mode import JsonPrefix
+
+            assert JsonPrefix().feed(text) is not None

@@ -141,6 +141,17 @@ def test_disconnect_frees_the_slot(narrow):
     assert reply.status_code == 200
 
 
+def test_disconnect_without_streaming_frees_the_slot(narrow):
+    url, serving = narrow
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/chat/completions", timeout=0.5,
+                   json={"model": "tiny", "messages": MESSAGES, "max_tokens": 2000})
+    deadline = time.time() + 5
+    while (serving.admitted or serving.engine.running()) and time.time() < deadline:
+        time.sleep(0.01)
+    assert serving.admitted == 0 and serving.engine.running() == 0
+
+
 def test_soak_mixed_good_and_bad_requests(server):
     """A few hundred requests from several clients; every answer is the right one and the server stays up."""
     url = server[0]

@@ -32,6 +32,9 @@ def _pt_engine(model_args: ModelArgs, options: EngineOptions):
     from tunestack.inference.pt import PtEngine
 
     loaded = load_for_inference(model_args, options.adapters, options.named_adapters)
-    engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids,
-                      max_batch=options.max_batch, max_context=options.max_context)
+    tokenizer = loaded.tokenizer
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    vocab = loaded.model.get_output_embeddings().weight.shape[0]
+    engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids, max_batch=options.max_batch,
+                      max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)))
     return engine, loaded.tokenizer

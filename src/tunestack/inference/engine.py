@@ -24,6 +24,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; k >= 0: the chosen token's logprob and the k most likely
     prompt_logprobs: int | None = None  # the same for every prompt token after the first
+    json_object: bool = False  # only tokens that keep the output a valid prefix of one JSON object
 
     @property
     def greedy(self) -> bool:

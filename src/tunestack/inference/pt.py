@@ -39,8 +39,9 @@ class PtEngine(Engine):
     """Continuous batching over a transformers model (optionally a PeftModel holding several named adapters)."""
 
     def __init__(self, model, pad_token_id: int | None, eos_token_ids: list[int], max_batch: int = 32,
-                 max_context: int | None = None, prefill_tokens: int = 4096):
+                 max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None):
         self.model = model.eval()
+        self.token_texts = token_texts  # each token's text, for JSON mode
         self.eos_token_ids = set(eos_token_ids)
         self.max_batch = max_batch
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -60,6 +61,8 @@ class PtEngine(Engine):
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.params.json_object and self.token_texts is None:
+            raise ValueError("JSON mode needs the engine built with token_texts")
         with self._wake:
             self._waiting.append(request)
             self._wake.notify()
@@ -137,7 +140,8 @@ class PtEngine(Engine):
         cache = DynamicCache(config=self.model.config)
         out = self._forward(ids, mask, positions, cache, [r.adapter for r in requests], 0 if want_prompt else 1)
         logits = out.logits.float()
-        sequences = [_Sequence(r, RowState(r.params, r.prompt, self.vocab_size, device)) for r in requests]
+        sequences = [_Sequence(r, RowState(r.params, r.prompt, self.vocab_size, device, self.token_texts))
+                     for r in requests]
         prompt_lps = [self._prompt_logprobs(logits[i, p:], r) if r.params.prompt_logprobs is not None else None
                       for i, (p, r) in enumerate(zip(pads, requests))]
         batch = KVBatch(out.past_key_values, pads)
@@ -166,7 +170,7 @@ class PtEngine(Engine):
 
     def _advance(self, logits, sequences: list[_Sequence], offset: int, prompt_lps=None) -> None:
         """Sample the next token for `sequences` (rows offset.. of the batch), emit it, retire finished rows."""
-        tokens = sample(logits, [s.state for s in sequences])
+        tokens = sample(logits, [s.state for s in sequences], min(self.eos_token_ids, default=None))
         logprobs = token_logprobs(logits, tokens, [s.request.params.logprobs for s in sequences])
         finished = []
         for i, (seq, token) in enumerate(zip(sequences, tokens)):

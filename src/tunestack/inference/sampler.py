@@ -5,13 +5,19 @@ from __future__ import annotations
 import torch
 
 from tunestack.inference.engine import SamplingParams, TokenLogprob
+from tunestack.inference.json_mode import JsonPrefix
+
+_JSON_CANDIDATES = 64  # JSON mode samples among the most likely tokens that keep the JSON valid
 
 
 class RowState:
     """What sampling needs to remember about one sequence: its random generator and the tokens seen so far."""
 
-    def __init__(self, params: SamplingParams, prompt: list[int], vocab_size: int, device):
+    def __init__(self, params: SamplingParams, prompt: list[int], vocab_size: int, device,
+                 token_texts: list[str] | None = None):
         self.params = params
+        self.json = JsonPrefix() if params.json_object else None
+        self.token_texts = token_texts
         self.generator = None
         if not params.greedy:
             self.generator = torch.Generator(device=device)
@@ -27,20 +33,43 @@ class RowState:
             self.seen[torch.tensor(prompt, device=device)] = True
 
     def record(self, token: int) -> None:
+        if self.json is not None:
+            self.json = self.json.feed(self.token_texts[token]) or self.json
         if self.penalized:
             self.counts[token] += 1
             self.seen[token] = True
 
 
-def sample(logits: torch.Tensor, rows: list[RowState]) -> list[int]:
-    """One token per row of `logits` ([rows, vocab], float32)."""
+def sample(logits: torch.Tensor, rows: list[RowState], end_token: int | None = None) -> list[int]:
+    """One token per row of `logits` ([rows, vocab], float32); `end_token` ends a finished JSON object."""
     tokens = logits.argmax(dim=-1).tolist()
     for index, row in enumerate(rows):
-        if row.params.greedy and not row.penalized:
+        if row.params.greedy and not row.penalized and row.json is None:
             continue
         scores = _penalize(logits[index], row) if row.penalized else logits[index]
+        if row.json is not None:
+            if row.json.done and end_token is not None:
+                tokens[index] = end_token
+                continue
+            scores = _json_only(scores, row, 1 if row.params.greedy else _JSON_CANDIDATES)
         tokens[index] = int(scores.argmax()) if row.params.greedy else _draw(scores, row)
     return tokens
+
+
+def _json_only(scores: torch.Tensor, row: RowState, wanted: int) -> torch.Tensor:
+    """`scores` with every token masked but the `wanted` most likely ones that keep the JSON valid."""
+    allowed = []
+    for token in scores.argsort(descending=True).tolist():
+        text = row.token_texts[token]
+        if text and row.json.feed(text) is not None:
+            allowed.append(token)
+            if len(allowed) == wanted:
+                break
+    masked = torch.full_like(scores, float("-inf"))
+    if allowed:
+        index = torch.tensor(allowed, device=scores.device)
+        masked[index] = scores[index]
+    return masked
 
 
 def _penalize(scores: torch.Tensor, row: RowState) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 
@@ -34,12 +35,12 @@ def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
     router = APIRouter(dependencies=[Depends(check_key)])
 
     @router.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
-        return await _answer(ChatCompletion(serving, body), body.stream)
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await _answer(ChatCompletion(serving, body), body.stream, request)
 
     @router.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await _answer(Completion(serving, body), body.stream)
+    async def completions(body: CompletionRequest, request: Request):
+        return await _answer(Completion(serving, body), body.stream, request)
 
     @router.get("/v1/models")
     async def models():
@@ -62,10 +63,16 @@ def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
     return app
 
 
-async def _answer(job, stream: bool):
-    if stream:
+async def _answer(job, stream: bool, request: Request):
+    if stream:  # starlette stops the stream when the client goes; closing it cancels the generation
         return StreamingResponse(job.stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return await job.response()
+    task = asyncio.ensure_future(job.response())
+    while not task.done():
+        await asyncio.wait([task], timeout=0.25)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()  # frees the slot; nobody is left to answer
+            return Response(status_code=499)
+    return task.result()
 
 
 def _add_error_handlers(app: FastAPI) -> None:
