@@ -22,9 +22,14 @@ def create_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOpt
     options = options or EngineOptions()
     if backend == "pt":
         return _pt_engine(model_args, options)
-    from tunestack.inference import remote_backends
+    import importlib
 
-    return remote_backends.create(model_args, backend, options)
+    module = importlib.import_module(f"tunestack.inference.{_MODULES[backend]}")
+    return module.build(model_args, options)
+
+
+_MODULES = {"vllm": "vllm_engine", "sglang": "sglang_engine", "lmdeploy": "lmdeploy_engine",
+            "llama.cpp": "llamacpp_engine"}
 
 
 def _pt_engine(model_args: ModelArgs, options: EngineOptions):

@@ -51,6 +51,10 @@ class StepOutput:
     error: BaseException | None = None
 
 
+class UnsupportedRequest(ValueError):
+    """A setting this backend cannot honour; the server answers 400 with the message."""
+
+
 _ids = itertools.count()
 
 

@@ -50,6 +50,10 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     keys = api_keys(args, problems)
     if problems:
         raise ConfigError(problems)
+    from tunestack.inference.async_engine import require
+
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, module, "serve", "tunestack serve")
     import uvicorn
 
     from tunestack.inference.backends import EngineOptions, create_engine

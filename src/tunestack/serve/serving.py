@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput
+from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
 from tunestack.serve.errors import BadRequest, EngineFailed, ModelNotFound, Overloaded
 from tunestack.serve.metrics import ServeMetrics
 
@@ -96,6 +96,8 @@ class Serving:
                 index, out = await outputs.get()
                 if index in done:
                     continue
+                if isinstance(out.error, UnsupportedRequest):
+                    raise BadRequest(str(out.error))
                 if out.error is not None:
                     raise EngineFailed(f"generation failed: {type(out.error).__name__}: {out.error}")
                 if out.token_id is not None:
