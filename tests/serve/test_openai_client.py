@@ -86,6 +86,12 @@ def test_chat_logprobs(client):
         assert entry.logprob <= 0
 
 
+def test_max_completion_tokens_and_top_k(client):
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_completion_tokens=3, temperature=1,
+                                           top_p=0.5, seed=2, extra_body={"top_k": 5, "ignore_eos": True})
+    assert reply.usage.completion_tokens == 3 and reply.choices[0].finish_reason == "length"
+
+
 def test_penalties_change_output(client):
     plain = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=24, temperature=0)
     penalized = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=24, temperature=0,

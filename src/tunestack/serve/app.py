@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import weakref
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,7 +66,9 @@ def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
 
 async def _answer(job, stream: bool, request: Request):
     if stream:  # starlette stops the stream when the client goes; closing it cancels the generation
-        return StreamingResponse(job.stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        body = job.stream()
+        weakref.finalize(body, job.admission.release)  # even if the client left before the stream started
+        return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     task = asyncio.ensure_future(job.response())
     while not task.done():
         await asyncio.wait([task], timeout=0.25)
