@@ -80,3 +80,13 @@ def test_stop_token_and_seeded_sampling(engine, tiny_model, tiny_tokenizer):
     assert engine.generate([ids], params) == engine.generate([ids], params)
     other = SamplingParams(max_new_tokens=12, temperature=1.0, top_k=20, top_p=0.9, seed=6, ignore_eos=True)
     assert engine.generate([ids], params) != engine.generate([ids], other)
+
+
+def test_a_failing_newcomer_does_not_end_the_running_batch(engine, tiny_model, tiny_tokenizer):
+    ids = tiny_tokenizer("hello")["input_ids"]
+    steps = engine.stream_steps(ids, SamplingParams(max_new_tokens=30, ignore_eos=True))
+    first = [next(steps).token_id for _ in range(3)]
+    with pytest.raises(IndexError):
+        engine.generate([[10**6]], SamplingParams(max_new_tokens=2))  # no such token: its prefill fails
+    rest = [out.token_id for out in steps]
+    assert first + rest == reference(tiny_model, ids, 30)

@@ -49,6 +49,9 @@ def test_api_keys(keyed):
     ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
     ({"model": "tiny", "messages": MESSAGES, "top_logprobs": 2}, 400, "logprobs"),
     ({"model": "tiny", "messages": MESSAGES, "presence_penalty": 5}, 400, "presence_penalty"),
+    ({"model": "tiny", "messages": MESSAGES, "seed": 2**70}, 400, "seed"),
+    ({"model": "tiny", "messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": MESSAGES, "response_format": {"type": "yaml"}}, 400, "response_format"),
     ([1, 2, 3], 400, "body"),
 ])
 def test_bad_chat_requests(server, body, status, words):
@@ -158,6 +161,7 @@ def test_soak_mixed_good_and_bad_requests(server):
     good = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "temperature": 0}
     cases = [(good, 200), ({**good, "model": "alpha"}, 200), ({**good, "stream": True}, 200),
              ({**good, "temperature": 9}, 400), ({**good, "model": "ghost"}, 404), ("{broken", 400),
+             ({**good, "temperature": 1e-9, "n": 2}, 200), ({**good, "seed": -1}, 400),
              ({"model": "tiny", "prompt": [5, 6, 7], "max_tokens": 0, "echo": True, "logprobs": 1}, 200)]
     failures, count = [], [0]
 

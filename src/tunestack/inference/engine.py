@@ -28,7 +28,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0
+        return self.temperature < 1e-5  # below this, dividing the logits would overflow: pick the most likely
 
 
 @dataclass

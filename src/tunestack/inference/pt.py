@@ -98,16 +98,28 @@ class PtEngine(Engine):
                 newcomers = self._take_newcomers()
             try:
                 with torch.inference_mode():
-                    self._drop([i for i, s in enumerate(self._running) if s.request.id in cancelled])
-                    if newcomers:
-                        self._prefill(newcomers)
-                    if self._running:
-                        self._decode()
+                    self._step(newcomers, cancelled)
             except Exception as exc:  # a failed step ends the sequences in it, never the engine
-                print(f"engine step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                for request in newcomers + [s.request for s in self._running]:
-                    request.emit(StepOutput(error=exc))
+                self._fail(newcomers + [s.request for s in self._running], exc)
                 self._running, self._batch = [], None
+
+    def _step(self, newcomers: list[GenerationRequest], cancelled: set[int]) -> None:
+        self._drop([i for i, s in enumerate(self._running) if s.request.id in cancelled])
+        if newcomers:
+            try:
+                self._prefill(newcomers)
+            except Exception as exc:
+                if any(s.request in newcomers for s in self._running):
+                    raise  # they had joined the batch: the whole batch is suspect
+                self._fail(newcomers, exc)  # the running batch is untouched and carries on
+        if self._running:
+            self._decode()
+
+    @staticmethod
+    def _fail(requests: list[GenerationRequest], exc: Exception) -> None:
+        print(f"engine step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for request in requests:
+            request.emit(StepOutput(error=exc))
 
     def _take_newcomers(self) -> list[GenerationRequest]:
         room = (self.max_batch if self._batchable else 1) - len(self._running)

@@ -59,7 +59,7 @@ class _Sampling(_Request):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     repetition_penalty: float | None = Field(None, gt=0)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end token (benchmarks)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63 - 64)  # choice i of n samples with seed + i
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = None
     stream: bool = False
