@@ -92,3 +92,29 @@ def test_content_parts_are_joined():
 
     message = ChatMessage(role="user", content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
     assert message.text() == "ab"
+
+
+def test_an_engine_failure_mid_stream_arrives_as_an_error_event(tiny_tokenizer):
+    import json
+
+    from tunestack.inference.engine import StepOutput
+    from tunestack.serve.chat import ChatCompletion
+    from tunestack.serve.protocol import ChatCompletionRequest
+
+    serving = _serving(tiny_tokenizer, [5], max_concurrency=2, max_queue=0)
+
+    def failing_submit(request):
+        request.emit(StepOutput(token_id=5))
+        request.emit(StepOutput(error=RuntimeError("device lost")))
+
+    serving.engine.submit = failing_submit
+    request = ChatCompletionRequest(model="fake", messages=[{"role": "user", "content": "x"}], stream=True)
+
+    async def collect():
+        return [event async for event in ChatCompletion(serving, request).stream()]
+
+    events = asyncio.run(collect())
+    assert events[-1] == "data: [DONE]\n\n"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert "device lost" in error["message"] and error["type"] == "server_error"
+    assert serving.admitted == 0

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from tunestack.serve.choice import ChoiceState
-from tunestack.serve.errors import BadRequest
+from tunestack.serve.errors import BadRequest, ServeError, error_body
 from tunestack.serve.protocol import ChatCompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
 
@@ -75,12 +75,15 @@ class ChatCompletion:
         for i in range(len(self.jobs)):
             yield self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                 "finish_reason": None}], include_usage)
-        async for index, text, entries in self._steps():
-            finish = self.choices[index].finish_reason
-            if text or entries or finish:
-                delta = {"content": text} if text else {}
-                yield self._chunk([{"index": index, "delta": delta, "logprobs": self._logprobs(entries),
-                                    "finish_reason": finish}], include_usage)
+        try:
+            async for index, text, entries in self._steps():
+                finish = self.choices[index].finish_reason
+                if text or entries or finish:
+                    delta = {"content": text} if text else {}
+                    yield self._chunk([{"index": index, "delta": delta, "logprobs": self._logprobs(entries),
+                                        "finish_reason": finish}], include_usage)
+        except ServeError as exc:  # the status line is long gone: the error travels as an event
+            yield _sse(error_body(str(exc), exc.type, exc.param))
         if include_usage:
             yield _sse({**self._base(), "choices": [], "usage": self._usage()})
         yield "data: [DONE]\n\n"

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from tunestack.serve.choice import ChoiceState
-from tunestack.serve.errors import BadRequest
+from tunestack.serve.errors import BadRequest, ServeError, error_body
 from tunestack.serve.protocol import CompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
 
@@ -95,15 +95,18 @@ class Completion:
     async def stream(self) -> AsyncIterator[str]:
         include_usage = bool(self.request.stream_options and self.request.stream_options.include_usage)
         offsets = [0] * len(self.choices)
-        async for index, text, before in self._steps():
-            choice = self.choices[index]
-            if not (text or choice.finish_reason):
-                continue
-            entries = [(lp.token_id, lp) for lp in choice.logprobs[before:]]
-            logprobs = self._logprobs(entries, offsets[index]) if self.request.logprobs is not None else None
-            offsets[index] += sum(len(self.serving.token_text(t)) for t, _ in entries)
-            chunk = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
-            yield _sse({**self._base(), "choices": [chunk], **({"usage": None} if include_usage else {})})
+        try:
+            async for index, text, before in self._steps():
+                choice = self.choices[index]
+                if not (text or choice.finish_reason):
+                    continue
+                entries = [(lp.token_id, lp) for lp in choice.logprobs[before:]]
+                logprobs = self._logprobs(entries, offsets[index]) if self.request.logprobs is not None else None
+                offsets[index] += sum(len(self.serving.token_text(t)) for t, _ in entries)
+                chunk = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+                yield _sse({**self._base(), "choices": [chunk], **({"usage": None} if include_usage else {})})
+        except ServeError as exc:  # the status line is long gone: the error travels as an event
+            yield _sse(error_body(str(exc), exc.type, exc.param))
         if include_usage:
             yield _sse({**self._base(), "choices": [], "usage": self._usage()})
         yield "data: [DONE]\n\n"
