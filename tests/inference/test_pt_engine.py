@@ -90,3 +90,19 @@ def test_a_failing_newcomer_does_not_end_the_running_batch(engine, tiny_model, t
         engine.generate([[10**6]], SamplingParams(max_new_tokens=2))  # no such token: its prefill fails
     rest = [out.token_id for out in steps]
     assert first + rest == reference(tiny_model, ids, 30)
+
+
+def test_sliding_window_models_run_one_sequence_at_a_time_and_stay_exact():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(vocab_size=120, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                             sliding_window=8)).eval()
+    engine = PtEngine(model, 0, [], max_batch=8)
+    try:
+        prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+        got = engine.generate(prompts, SamplingParams(max_new_tokens=12))
+        assert got == [reference(model, p, 12) for p in prompts]
+    finally:
+        engine.close()

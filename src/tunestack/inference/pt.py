@@ -26,6 +26,13 @@ from tunestack.inference.sampler import RowState, sample, token_logprobs
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 
 
+def _can_batch(model) -> bool:
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    return bool(cache.layers) and supports_batching(cache)
+
+
 class _Sequence:
     def __init__(self, request: GenerationRequest, state: RowState):
         self.request = request
@@ -56,7 +63,7 @@ class PtEngine(Engine):
         self._cancelled: set[int] = set()
         self._wake = threading.Condition()
         self._closed = False
-        self._batchable = True
+        self._batchable = _can_batch(model)  # sliding-window or other special caches: one sequence at a time
         self._thread = threading.Thread(target=self._loop, name="tunestack-pt-engine", daemon=True)
         self._thread.start()
 
@@ -157,7 +164,6 @@ class PtEngine(Engine):
         prompt_lps = [self._prompt_logprobs(logits[i, p:], r) if r.params.prompt_logprobs is not None else None
                       for i, (p, r) in enumerate(zip(pads, requests))]
         batch = KVBatch(out.past_key_values, pads)
-        self._batchable = self._batchable and supports_batching(batch.cache)
         if self._batch is None:
             self._batch = batch
         else:
