@@ -5,18 +5,20 @@ throughput, and it is at least as fast as `transformers serve` at every concurre
 
 What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX),
 greedy, `--max_tokens` new tokens per request, short chat prompts:
-  - sequential: `model.generate` on one prompt after another in this process (the chat template applied the same
-    way), no server.
+  - sequential: `model.generate` on `--sequential_prompts` prompts one after another in this process (the chat
+    template applied the same way), no server.
   - tunestack: `tunestack serve` in a subprocess (continuous batching, up to 32 sequences per forward pass).
   - transformers: `transformers serve MODEL_DIR` in a subprocess, in its default mode and, with
     `--transformers_cb`, with `--continuous-batching` as well.
-For each server and each concurrency (1, 4, 16, 32 clients by default), every client streams
-`--requests_per_client` chat completions one after another through HTTP on loopback, all clients at once.
+For each server and each concurrency (1, 4, 16, 32 clients by default), all clients at once stream chat
+completions one after another through HTTP on loopback for `--window` seconds; streams still open at the end of
+the window are closed, and what they had received counts.
 
 How it is measured, the same way for every side:
-  - output tokens/s: tokens of all answers (each answer's text re-tokenized with the model's tokenizer, so both
-    servers are counted alike) over the wall time from the first request sent to the last answer finished.
-  - time to first token: from sending a request to its first non-empty content chunk; p50 and p95 over requests.
+  - output tokens/s: tokens received in the window (each answer's text re-tokenized with the model's tokenizer, so
+    both servers are counted alike) over the window's wall time.
+  - time to first token: from sending a request to its first non-empty content chunk; p50 and p95 over the
+    requests that got one within the window (a server that queues requests shows few, and late, first tokens).
   - inter-token latency: the mean gap between content chunks within a request (chunks are tokens on both
     servers); p50 over requests.
 One untimed warm-up request per server precedes the timed runs. All servers are up at once and each concurrency
@@ -25,7 +27,7 @@ so that load from elsewhere on the machine hits every side alike.
 
 Usage:
     python benchmarks/serve_throughput.py                    # full run (a few minutes on an idle 2-core CPU)
-    python benchmarks/serve_throughput.py --quick            # 1 and 4 clients, 8 tokens: a smoke check
+    python benchmarks/serve_throughput.py --quick            # 1 and 4 clients, 8 tokens, 10 s: a smoke check
     python benchmarks/serve_throughput.py --concurrency 1,16 --max_tokens 64 --output /tmp/serve.json
 """
 
@@ -52,7 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", default="1,4,16,32")
     parser.add_argument("--max_tokens", type=int, default=32)
-    parser.add_argument("--requests_per_client", type=int, default=2)
+    parser.add_argument("--window", type=float, default=40.0, help="seconds each server and level is driven")
+    parser.add_argument("--sequential_prompts", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of N runs per server and level")
     parser.add_argument("--transformers_cb", action="store_true", help="also run `transformers serve "
                         "--continuous-batching`")
@@ -60,7 +63,7 @@ def main() -> None:
     parser.add_argument("--output", default="benchmarks/results/serve_throughput.json")
     args = parser.parse_args()
     if args.quick:
-        args.concurrency, args.max_tokens, args.requests_per_client = "1,4", 8, 1
+        args.concurrency, args.max_tokens, args.window, args.sequential_prompts = "1,4", 8, 10.0, 2
     levels = [int(c) for c in args.concurrency.split(",")]
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
 
@@ -71,7 +74,7 @@ def main() -> None:
     dtype = resolve_dtype("auto")
     dtype_name = str(dtype).removeprefix("torch.")
     results = {"model": MODEL, "dtype": dtype_name, "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
-               "platform": platform.platform(), "requests_per_client": args.requests_per_client, "runs": []}
+               "platform": platform.platform(), "window_s": args.window, "runs": []}
     servers = {"tunestack": [sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"],
                "transformers": [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
                                 "--dtype", dtype_name]}
@@ -80,7 +83,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    count = max(levels) * args.requests_per_client
+    count = args.sequential_prompts
     sequential = [run_sequential(model_dir, dtype, args.max_tokens, count)]
     started = {name: start_server(name, command, args) for name, command in servers.items()}
     try:
@@ -161,8 +164,8 @@ def wait_for(url: str, process, timeout: float = 300) -> None:
     raise RuntimeError("server did not come up")
 
 
-def stream_one(url: str, model: str, prompt: str, max_tokens: int) -> dict:
-    """One streamed chat completion: its text, time to first token and chunk arrival times."""
+def stream_one(url: str, model: str, prompt: str, max_tokens: int, deadline: float = float("inf")) -> dict:
+    """One streamed chat completion: the text received (until `deadline`), time to first token, chunk gaps."""
     import httpx
 
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
@@ -172,6 +175,8 @@ def stream_one(url: str, model: str, prompt: str, max_tokens: int) -> dict:
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as response:
         response.raise_for_status()
         for line in response.iter_lines():
+            if time.perf_counter() > deadline:
+                break  # the window is over: leaving closes the stream
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
@@ -179,35 +184,38 @@ def stream_one(url: str, model: str, prompt: str, max_tokens: int) -> dict:
             if piece:
                 arrivals.append(time.perf_counter())
                 text += piece
-    if not arrivals:
-        raise RuntimeError(f"no content streamed by {url}")
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    return {"text": text, "ttft": arrivals[0] - sent, "itl": statistics.mean(gaps) if gaps else None}
+    return {"text": text, "ttft": arrivals[0] - sent if arrivals else None,
+            "itl": statistics.mean(gaps) if gaps else None}
 
 
 def measure(name: str, url: str, model: str, clients: int, args, tokenizer) -> dict:
+    """Every client streams requests one after another for `--window` seconds; what arrived in it counts."""
     answers, errors = [], []
+    started = time.perf_counter()
+    deadline = started + args.window
 
     def client(index: int) -> None:
+        k = 0
         try:
-            for k in range(args.requests_per_client):
-                answers.append(stream_one(url, model, PROMPTS[(index + k) % len(PROMPTS)], args.max_tokens))
+            while time.perf_counter() < deadline:
+                answers.append(stream_one(url, model, PROMPTS[(index + k) % len(PROMPTS)], args.max_tokens, deadline))
+                k += 1
         except Exception as exc:  # reported in the table, the run goes on
             errors.append(repr(exc))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     seconds = time.perf_counter() - started
     tokens = sum(len(tokenizer(a["text"], add_special_tokens=False)["input_ids"]) for a in answers)
-    ttfts = sorted(a["ttft"] for a in answers)
+    ttfts = sorted(a["ttft"] for a in answers if a["ttft"] is not None)
     itls = [a["itl"] for a in answers if a["itl"] is not None]
     run = {"server": name, "clients": clients, "requests": len(answers), "errors": errors, "tokens": tokens,
            "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
-           "ttft_p50": percentile(ttfts, 50), "ttft_p95": percentile(ttfts, 95),
+           "first_tokens": len(ttfts), "ttft_p50": percentile(ttfts, 50), "ttft_p95": percentile(ttfts, 95),
            "itl_p50": statistics.median(itls) if itls else None}
     print(f"{name} x{clients}: {run['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
     return run
@@ -224,12 +232,13 @@ def report(results: dict) -> None:
     base = results["sequential"]["tokens_per_s"]
     print(f"\n{results['model']} ({results['dtype']}), {results['max_tokens']} new tokens per request, greedy; "
           f"sequential model.generate: {base:.1f} tokens/s\n")
-    print("| server | clients | output tokens/s | vs sequential | TTFT p50 ms | TTFT p95 ms | ITL p50 ms | errors |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | clients | output tokens/s | vs sequential | first tokens | TTFT p50 ms | TTFT p95 ms | ITL p50 ms "
+          "| errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     ms = lambda v: f"{v * 1000:.0f}" if v is not None else "-"  # noqa: E731
     for run in results["runs"]:
         print(f"| {run['server']} | {run['clients']} | {run['tokens_per_s']:.1f} | {run['tokens_per_s'] / base:.2f}x | "
-              f"{ms(run['ttft_p50'])} | {ms(run['ttft_p95'])} | {ms(run['itl_p50'])} | {len(run['errors'])} |")
+              f"{run['first_tokens']} | {ms(run['ttft_p50'])} | {ms(run['ttft_p95'])} | {ms(run['itl_p50'])} | {len(run['errors'])} |")
     ours = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == "tunestack"}
     theirs = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == "transformers"}
     if 16 in ours:
