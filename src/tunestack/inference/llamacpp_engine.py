@@ -1,5 +1,5 @@
 """The llama.cpp backend for GGUF files (llama-cpp-python): one sequence at a time on token ids, with tunestack's
-sampling settings, logprobs and JSON mode (llama.cpp's JSON grammar); the serving layer applies the template."""
+sampling settings and JSON mode (llama.cpp's JSON grammar); the serving layer applies the template."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from tunestack.config import ModelArgs
 from tunestack.errors import ConfigError
 from tunestack.inference.async_engine import require
-from tunestack.inference.engine import UnsupportedRequest, Engine, GenerationRequest, SamplingParams, StepOutput, TokenLogprob
+from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
 
 
 def sample_kwargs(params: SamplingParams) -> dict:
@@ -92,11 +92,11 @@ class LlamaCppEngine(Engine):
                     self._cancelled.discard(request.id)
 
     def _run(self, request: GenerationRequest) -> None:
-        import numpy as np
-
         params = request.params
-        if params.prompt_logprobs is not None:
-            raise UnsupportedRequest("--backend llama.cpp cannot score prompt tokens (echo with logprobs)")
+        if params.prompt_logprobs is not None or params.logprobs is not None:
+            # llama-cpp-python keeps logits only with logits_all, a context-by-vocabulary array (1.6 GB for the
+            # embedded model's 8k context): too much to hold for every server.
+            raise UnsupportedRequest("--backend llama.cpp does not report logprobs; use --backend pt or vllm")
         if params.seed is not None:
             self.llama.set_seed(params.seed)
         grammar = None
@@ -115,15 +115,9 @@ class LlamaCppEngine(Engine):
             if token in stops:
                 request.emit(StepOutput(finish_reason="stop"))
                 return
-            logprob = None
-            if params.logprobs is not None:
-                row = np.asarray(self.llama.scores[self.llama.n_tokens - 1], dtype=np.float64)
-                logprobs = row - row.max() - np.log(np.exp(row - row.max()).sum())
-                top = np.argsort(-logprobs)[:params.logprobs]
-                logprob = TokenLogprob(token, float(logprobs[token]), [(int(t), float(logprobs[t])) for t in top])
             count += 1
             full = count >= params.max_new_tokens or len(request.prompt) + count >= self.max_context
-            request.emit(StepOutput(token_id=token, logprob=logprob, finish_reason="length" if full else None))
+            request.emit(StepOutput(token_id=token, finish_reason="length" if full else None))
             if full:
                 return
 

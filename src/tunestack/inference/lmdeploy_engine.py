@@ -7,7 +7,7 @@ import itertools
 
 from tunestack.config import ModelArgs
 from tunestack.inference.async_engine import AsyncLoopEngine, emit_tokens, finish_name, require
-from tunestack.inference.engine import UnsupportedRequest, GenerationRequest, SamplingParams, StepOutput, TokenLogprob
+from tunestack.inference.engine import GenerationRequest, SamplingParams, StepOutput, TokenLogprob, UnsupportedRequest
 
 DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 _sessions = itertools.count(1)
