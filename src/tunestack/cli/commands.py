@@ -14,6 +14,7 @@ from tunestack.config import (
     InferArgs,
     ModelArgs,
     RuntimeArgs,
+    ServeArgs,
     TrainArgs,
     TunerArgs,
     parse_groups,
@@ -97,6 +98,12 @@ def _infer(model, infer):
     run_infer(model, infer)
 
 
+def _serve(model, serve):
+    from tunestack.serve.server import run_serve
+
+    run_serve(model, serve)
+
+
 def _export(model, export):
     from tunestack.export.merge import run_export
 
@@ -152,6 +159,8 @@ COMMANDS = {
         Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
+        Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],
+                _serve),
         Command("export", "merge adapters, quantize (int8, int4, bnb, gptq, ...), write GGUF, upload to a hub",
                 [ModelArgs, ExportArgs], _export),
         Command("eval", "benchmarks (mmlu, gsm8k, ...) and your own tasks on a model, run directory or --url server",

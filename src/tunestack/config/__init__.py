@@ -8,6 +8,7 @@ from tunestack.config.args import (
     InferArgs,
     ModelArgs,
     RuntimeArgs,
+    ServeArgs,
     TrainArgs,
     TunerArgs,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "InferArgs",
     "ModelArgs",
     "RuntimeArgs",
+    "ServeArgs",
     "TrainArgs",
     "TunerArgs",
     "parse_groups",

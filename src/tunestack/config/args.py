@@ -11,6 +11,8 @@ POSITIVE = (lambda v: v > 0, "a positive number")
 NON_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 FRACTION = (lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 PROBABILITY = (lambda v: 0 < v <= 1, "a number in (0, 1]")
+PORT = (lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
+BACKENDS = ("pt", "vllm", "sglang", "lmdeploy", "llama.cpp")
 SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE) is not None,
               "a size such as 2GB, 500MB or 4GiB")
 
@@ -146,8 +148,29 @@ class InferArgs:
     top_k: int = arg(0, "sample from the k most likely tokens (0: no limit)", check=NON_NEGATIVE)
     repetition_penalty: float = arg(1.0, "penalty on repeated tokens (1.0: none)", check=POSITIVE)
     seed: int = arg(42, "random seed for sampling")
-    backend: str = arg("pt", "inference engine", choices=("pt",))
+    backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
+                       choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+
+
+@dataclass
+class ServeArgs:
+    """The OpenAI-compatible HTTP server."""
+
+    adapter: list[str] = arg(
+        [], "LoRA adapters served beside the base model, each as NAME=PATH (adapter or run directory); a request "
+        "picks one with `model: NAME`")
+    host: str = arg("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
+    port: int = arg(8000, "port to listen on", check=PORT)
+    api_key: str | None = arg(None, "require `Authorization: Bearer KEY` on every endpoint but /health")
+    api_key_file: str | None = arg(None, "file of accepted API keys, one per line (with or instead of --api_key)")
+    served_model_name: str | None = arg(None, "the name clients send as `model` (default: --model as given)")
+    backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
+                       choices=BACKENDS)
+    max_concurrency: int = arg(32, "sequences generated together in one batch", check=POSITIVE)
+    max_queue: int = arg(64, "sequences waiting for a batch slot; beyond it requests get 429", check=NON_NEGATIVE)
+    max_model_len: int | None = arg(None, "context length (prompt + completion); default: the model's", check=POSITIVE)
+    default_max_tokens: int = arg(512, "completion tokens when a request gives no max_tokens", check=POSITIVE)
 
 
 @dataclass

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from tunestack.config import InferArgs, ModelArgs
 from tunestack.errors import DataError
-from tunestack.inference.engine import PtEngine, SamplingParams
+from tunestack.inference.engine import Engine, SamplingParams
 
 
 class Chat:
     """Text in, text out over an engine on token ids, with the tokenizer's chat template."""
 
-    def __init__(self, engine: PtEngine, tokenizer, system: str | None = None):
+    def __init__(self, engine: Engine, tokenizer, system: str | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.system = system
@@ -94,18 +94,21 @@ def _row_to_messages(row, path: str, number: int) -> list[dict]:
 def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     validate_infer(args)
     prompts = read_prompts(args.input) if args.input else None
-    from tunestack.inference.loading import load_for_inference
+    from tunestack.inference.backends import EngineOptions, create_engine
 
-    loaded = load_for_inference(model_args, args.adapter)
-    engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids)
-    chat = Chat(engine, loaded.tokenizer, args.system)
+    engine, tokenizer = create_engine(model_args, args.backend,
+                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size))
+    chat = Chat(engine, tokenizer, args.system)
     params = sampling(args)
-    if args.prompt is not None:
-        print(chat.answer([[{"role": "user", "content": args.prompt}]], params)[0], flush=True)
-    elif prompts is not None:
-        _answer_file(chat, prompts, args, params)
-    else:
-        _interactive(chat, params)
+    try:
+        if args.prompt is not None:
+            print(chat.answer([[{"role": "user", "content": args.prompt}]], params)[0], flush=True)
+        elif prompts is not None:
+            _answer_file(chat, prompts, args, params)
+        else:
+            _interactive(chat, params)
+    finally:
+        engine.close()
 
 
 def _answer_file(chat: Chat, prompts: list[list[dict]], args: InferArgs, params: SamplingParams) -> None:

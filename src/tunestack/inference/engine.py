@@ -1,115 +1,141 @@
-"""The engine interface on token ids and its transformers (pt) backend; tokenization stays outside."""
+"""The engine interface on token ids: requests in, generated tokens (with logprobs) out; tokenization stays outside."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import itertools
+import queue
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 
 @dataclass
 class SamplingParams:
-    """How to pick tokens; temperature 0 is greedy."""
+    """How to pick tokens; temperature 0 is greedy. Penalties follow OpenAI (presence, frequency) and HF (repetition)."""
 
     max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    logprobs: int | None = None  # None: none; k >= 0: the chosen token's logprob and the k most likely
+    prompt_logprobs: int | None = None  # the same for every prompt token after the first
+    json_object: bool = False  # only tokens that keep the output a valid prefix of one JSON object
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < 1e-5  # below this, dividing the logits would overflow: pick the most likely
 
 
-class PtEngine:
-    """Generation with transformers' `generate` on a loaded model; prompts and outputs are token ids."""
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model and the most likely alternatives at its position."""
 
-    def __init__(self, model, pad_token_id: int, eos_token_ids: list[int]):
-        self.model = model.eval()
-        self.pad_token_id = pad_token_id
-        self.eos_token_ids = list(eos_token_ids)
-        self._lock = threading.Lock()
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
 
-    def _generate_kwargs(self, params: SamplingParams) -> dict:
-        from transformers import GenerationConfig
 
-        sample = params.temperature > 0
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            temperature=params.temperature if sample else None,
-            top_p=params.top_p if sample else None,
-            top_k=(params.top_k or None) if sample else None,
-            repetition_penalty=params.repetition_penalty,
-            eos_token_id=self.eos_token_ids + list(params.stop_token_ids),
-            pad_token_id=self.pad_token_id,
-        )
-        return {"generation_config": config}
+@dataclass
+class StepOutput:
+    """What one engine step produced for one request: at most one new token, or the end."""
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        """Completions (token ids, stop token excluded) for a batch of prompts, generated together."""
-        import torch
+    token_id: int | None = None
+    logprob: TokenLogprob | None = None
+    finish_reason: str | None = None  # "stop" (end token) or "length"
+    prompt_logprobs: list[TokenLogprob] | None = None  # on the first output, when asked
+    error: BaseException | None = None
 
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        device = self.model.device
-        # no_grad, not inference_mode: optimum-quanto's int4 weights fail inside inference mode.
-        with self._lock, torch.no_grad():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      **self._generate_kwargs(params))
-        return [self._trim(row[width:].tolist(), params) for row in out]
 
-    def stream(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yield completion token ids one at a time as they are generated."""
-        import queue
+class UnsupportedRequest(ValueError):
+    """A setting this backend cannot honour; the server answers 400 with the message."""
 
-        import torch
-        from transformers.generation.streamers import BaseStreamer
 
-        tokens: queue.Queue = queue.Queue()
-        done = object()
+_ids = itertools.count()
 
-        class _Streamer(BaseStreamer):
-            first = True
 
-            def put(self, value):
-                if self.first:  # generate() first hands over the prompt itself
-                    self.first = False
+@dataclass
+class GenerationRequest:
+    """One sequence to generate; `emit` is called from the engine's thread with each StepOutput."""
+
+    prompt: list[int]
+    params: SamplingParams
+    emit: Callable[[StepOutput], None]
+    adapter: str | None = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+
+class Engine:
+    """What every backend provides. `submit` never blocks; outputs arrive through the request's `emit`."""
+
+    max_context: int = 2048
+    adapters: tuple[str, ...] = ()
+    mixed_adapter_batches: bool = False
+
+    def submit(self, request: GenerationRequest) -> None:
+        raise NotImplementedError
+
+    def cancel(self, request_id: int) -> None:
+        """Stop a request and free its slot; a no-op for a finished or unknown one."""
+        raise NotImplementedError
+
+    def waiting(self) -> int:
+        """Requests submitted but not yet running."""
+        return 0
+
+    def running(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def stream_steps(self, prompt: list[int], params: SamplingParams, adapter: str | None = None
+                     ) -> Iterator[StepOutput]:
+        """Blocking iterator over one request's outputs; leaving it early cancels the request."""
+        outputs: queue.Queue = queue.Queue()
+        request = GenerationRequest(prompt, params, outputs.put, adapter)
+        self.submit(request)
+        try:
+            while True:
+                out = outputs.get()
+                if out.error is not None:
+                    raise out.error
+                yield out
+                if out.finish_reason is not None:
                     return
-                for token in value.reshape(-1).tolist():
-                    tokens.put(token)
+        finally:
+            self.cancel(request.id)
 
-            def end(self):
-                tokens.put(done)
+    def stream(self, prompt: list[int], params: SamplingParams, adapter: str | None = None) -> Iterator[int]:
+        """Yield completion token ids one at a time as they are generated."""
+        for out in self.stream_steps(prompt, params, adapter):
+            if out.token_id is not None:
+                yield out.token_id
 
-        def work():
-            try:
-                with self._lock, torch.no_grad():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    ids = torch.tensor([prompt], device=self.model.device)
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=_Streamer(),
-                                        **self._generate_kwargs(params))
-            except BaseException as exc:  # surfaced to the consumer below
-                tokens.put(exc)
-                tokens.put(done)
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        stops = set(self.eos_token_ids) | set(params.stop_token_ids)
-        while (item := tokens.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            if item in stops:
-                continue
-            yield item
-        thread.join()
-
-    def _trim(self, tokens: list[int], params: SamplingParams) -> list[int]:
-        stops = set(self.eos_token_ids) | set(params.stop_token_ids)
-        for index, token in enumerate(tokens):
-            if token in stops:
-                return tokens[:index]
+    def generate(self, prompts: list[list[int]], params: SamplingParams, adapter: str | None = None
+                 ) -> list[list[int]]:
+        """Completions (token ids, stop token excluded) for prompts generated together."""
+        outputs: queue.Queue = queue.Queue()
+        requests = []
+        for index, prompt in enumerate(prompts):
+            requests.append(GenerationRequest(prompt, params, lambda out, i=index: outputs.put((i, out)), adapter))
+        for request in requests:
+            self.submit(request)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        remaining = len(prompts)
+        try:
+            while remaining:
+                index, out = outputs.get()
+                if out.error is not None:
+                    raise out.error
+                if out.token_id is not None:
+                    tokens[index].append(out.token_id)
+                remaining -= out.finish_reason is not None
+        finally:
+            for request in requests:
+                self.cancel(request.id)
         return tokens

@@ -25,11 +25,10 @@ class LoadedModel:
         return sorted(i for i in ids if i is not None)
 
 
-def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> LoadedModel:
-    """Resolve, load and (for adapters) merge a model in the fastest precision for this device."""
+def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
+    """(resolved model, adapter directories to apply in order, tokenizer with the run's chat template)."""
     from tunestack.hub import resolve_model
-    from tunestack.model.load import load_model, load_tokenizer
-    from tunestack.model.precision import resolve_dtype
+    from tunestack.model.load import load_tokenizer
 
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
     adapter_dirs = ([resolved.adapter] if resolved.adapter else []) + [Path(a) for a in adapters]
@@ -39,6 +38,20 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> Loade
     tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template, model_args.trust_remote_code,
                                   fallback_template=resolved.template)
     tokenizer.padding_side = "left"
+    return resolved, adapter_dirs, tokenizer
+
+
+def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
+                       named_adapters: dict[str, str] | None = None) -> LoadedModel:
+    """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
+
+    `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
+    can pick one (peft's `adapter_names=`), the base model staying available under its own name.
+    """
+    from tunestack.model.load import load_model
+    from tunestack.model.precision import resolve_dtype
+
+    resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
                        trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
     if adapter_dirs:
@@ -46,5 +59,34 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = ()) -> Loade
 
         for adapter in adapter_dirs:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters), file=sys.stderr)
+    if named_adapters:
+        model = _attach_named(model, named_adapters)
+    print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters)
+          + "".join(f", adapter {n} = {p}" for n, p in (named_adapters or {}).items()), file=sys.stderr)
     return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)
+
+
+def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
+    """Each named adapter's PEFT folder (a run directory keeps it in final/); raises for one that is none."""
+    from tunestack.errors import ConfigError
+
+    folders = {n: Path(p) / "final" if (Path(p) / "final" / "adapter_config.json").is_file() else Path(p)
+               for n, p in named_adapters.items()}
+    problems = [f"--adapter {name}={path}: no adapter_config.json in {path} (expected a LoRA adapter or run directory)"
+                for name, path in folders.items() if not (path / "adapter_config.json").is_file()]
+    if problems:
+        raise ConfigError(problems)
+    return folders
+
+
+def _attach_named(model, named_adapters: dict[str, str]):
+    from peft import PeftModel
+
+    named_adapters = adapter_folders(named_adapters)
+    peft_model = None
+    for name, path in named_adapters.items():
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(path), adapter_name=name)
+        else:
+            peft_model.load_adapter(str(path), adapter_name=name)
+    return peft_model.eval()

@@ -1,0 +1,253 @@
+"""Serving throughput of `tunestack serve` against sequential `model.generate` and `transformers serve`, on this CPU.
+
+Target: with 16 concurrent clients, tunestack's server reaches at least 4x the sequential `model.generate`
+throughput, and it is at least as fast as `transformers serve` at every concurrency.
+
+What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX),
+greedy, `--max_tokens` new tokens per request, short chat prompts:
+  - sequential: `model.generate` on `--sequential_prompts` prompts one after another in this process (the chat
+    template applied the same way), no server.
+  - tunestack: `tunestack serve` in a subprocess (continuous batching, up to 32 sequences per forward pass).
+  - transformers: `transformers serve MODEL_DIR` in a subprocess, in its default mode and, with
+    `--transformers_cb`, with `--continuous-batching` as well.
+For each server and each concurrency (1, 4, 16, 32 clients by default), all clients at once stream chat
+completions one after another through HTTP on loopback for `--window` seconds; streams still open at the end of
+the window are closed, and what they had received counts.
+
+How it is measured, the same way for every side:
+  - output tokens/s: tokens received in the window (each answer's text re-tokenized with the model's tokenizer, so
+    both servers are counted alike) over the window's wall time.
+  - time to first token: from sending a request to its first non-empty content chunk; p50 and p95 over the
+    requests that got one within the window (a server that queues requests shows few, and late, first tokens).
+  - inter-token latency: the mean gap between content chunks within a request (chunks are tokens on both
+    servers); p50 over requests.
+One untimed warm-up request per server precedes the timed runs. All servers are up at once and each concurrency
+level runs on every server back to back (sequential `model.generate` runs before and after; the faster counts),
+so that load from elsewhere on the machine hits every side alike.
+
+Usage:
+    python benchmarks/serve_throughput.py                    # full run (a few minutes on an idle 2-core CPU)
+    python benchmarks/serve_throughput.py --quick            # 1 and 4 clients, 8 tokens, 10 s: a smoke check
+    python benchmarks/serve_throughput.py --concurrency 1,16 --max_tokens 64 --output /tmp/serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+MODEL = "smollm2-135m-instruct"
+PROMPTS = ["Name three primary colors.", "What is the capital of France?", "Write a haiku about the sea.",
+           "Explain what a CPU does in one sentence.", "Give me two tips for learning Python.",
+           "What is 12 times 7?", "Describe a cat to someone who has never seen one.", "Why is the sky blue?"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--concurrency", default="1,4,16,32")
+    parser.add_argument("--max_tokens", type=int, default=32)
+    parser.add_argument("--window", type=float, default=40.0, help="seconds each server and level is driven")
+    parser.add_argument("--sequential_prompts", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of N runs per server and level")
+    parser.add_argument("--transformers_cb", action="store_true", help="also run `transformers serve "
+                        "--continuous-batching`")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--output", default="benchmarks/results/serve_throughput.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.concurrency, args.max_tokens, args.window, args.sequential_prompts = "1,4", 8, 10.0, 2
+    levels = [int(c) for c in args.concurrency.split(",")]
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+
+    from tunestack.hub import resolve_model
+    from tunestack.model.precision import resolve_dtype
+
+    model_dir = resolve_model(MODEL).path
+    dtype = resolve_dtype("auto")
+    dtype_name = str(dtype).removeprefix("torch.")
+    results = {"model": MODEL, "dtype": dtype_name, "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
+               "platform": platform.platform(), "window_s": args.window, "runs": []}
+    servers = {"tunestack": [sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"],
+               "transformers": [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
+                                "--dtype", dtype_name]}
+    if args.transformers_cb:
+        servers["transformers-cb"] = servers["transformers"] + ["--continuous-batching"]
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    count = args.sequential_prompts
+    sequential = [run_sequential(model_dir, dtype, args.max_tokens, count)]
+    started = {name: start_server(name, command, args) for name, command in servers.items()}
+    try:
+        # Every server is up at once and each concurrency level runs on all of them back to back, so that load
+        # from elsewhere on the machine hits the sides alike; the best of --repeats is kept per cell.
+        for clients in levels:
+            for name, (url, _) in started.items():
+                model = MODEL if name == "tunestack" else str(model_dir)
+                tries = [measure(name, url, model, clients, args, tokenizer) for _ in range(args.repeats)]
+                results["runs"].append(max(tries, key=lambda r: r["tokens_per_s"]))
+    finally:
+        for _, process in started.values():
+            process.terminate()
+            process.wait(timeout=30)
+    sequential.append(run_sequential(model_dir, dtype, args.max_tokens, count))
+    results["sequential"] = max(sequential, key=lambda r: r["tokens_per_s"])
+    results["sequential_runs"] = sequential
+    report(results)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten: {args.output}")
+
+
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def run_sequential(model_dir, dtype, max_tokens: int, count: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    prompts = [chat_ids(tokenizer, PROMPTS[i % len(PROMPTS)]) for i in range(count)]
+    with torch.inference_mode():
+        model.generate(torch.tensor([prompts[0]]), max_new_tokens=4, do_sample=False)  # warm-up
+        tokens, started = 0, time.perf_counter()
+        for ids in prompts:
+            out = model.generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False)
+            tokens += len(tokenizer(tokenizer.decode(out[0, len(ids):], skip_special_tokens=True),
+                                    add_special_tokens=False)["input_ids"])
+        seconds = time.perf_counter() - started
+    print(f"sequential model.generate: {tokens} tokens in {seconds:.1f} s", file=sys.stderr)
+    return {"requests": count, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
+
+
+def start_server(name: str, command: list[str], args) -> tuple[str, subprocess.Popen]:
+    """Start a server on a free loopback port, wait for /health and send one untimed warm-up request."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(Path(args.output).with_suffix(f".{name}.log"), "w")
+    process = subprocess.Popen(command + ["--host", "127.0.0.1", "--port", str(port)], stdout=log,
+                               stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url, process)
+    model = MODEL if name == "tunestack" else command[2]
+    stream_one(url, model, PROMPTS[0], args.max_tokens)
+    return url, process
+
+
+def wait_for(url: str, process, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server did not come up")
+
+
+def stream_one(url: str, model: str, prompt: str, max_tokens: int, deadline: float = float("inf")) -> dict:
+    """One streamed chat completion: the text received (until `deadline`), time to first token, chunk gaps."""
+    import httpx
+
+    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+            "temperature": 0, "stream": True}
+    sent = time.perf_counter()
+    arrivals, text = [], ""
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if time.perf_counter() > deadline:
+                break  # the window is over: leaving closes the stream
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            piece = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content")
+            if piece:
+                arrivals.append(time.perf_counter())
+                text += piece
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return {"text": text, "ttft": arrivals[0] - sent if arrivals else None,
+            "itl": statistics.mean(gaps) if gaps else None}
+
+
+def measure(name: str, url: str, model: str, clients: int, args, tokenizer) -> dict:
+    """Every client streams requests one after another for `--window` seconds; what arrived in it counts."""
+    answers, errors = [], []
+    started = time.perf_counter()
+    deadline = started + args.window
+
+    def client(index: int) -> None:
+        k = 0
+        try:
+            while time.perf_counter() < deadline:
+                answers.append(stream_one(url, model, PROMPTS[(index + k) % len(PROMPTS)], args.max_tokens, deadline))
+                k += 1
+        except Exception as exc:  # reported in the table, the run goes on
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    tokens = sum(len(tokenizer(a["text"], add_special_tokens=False)["input_ids"]) for a in answers)
+    ttfts = sorted(a["ttft"] for a in answers if a["ttft"] is not None)
+    itls = [a["itl"] for a in answers if a["itl"] is not None]
+    run = {"server": name, "clients": clients, "requests": len(answers), "errors": errors, "tokens": tokens,
+           "seconds": seconds, "tokens_per_s": tokens / seconds if seconds else 0.0,
+           "first_tokens": len(ttfts), "ttft_p50": percentile(ttfts, 50), "ttft_p95": percentile(ttfts, 95),
+           "itl_p50": statistics.median(itls) if itls else None}
+    print(f"{name} x{clients}: {run['tokens_per_s']:.1f} tokens/s", file=sys.stderr)
+    return run
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    index = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+    return sorted(values)[index]
+
+
+def report(results: dict) -> None:
+    base = results["sequential"]["tokens_per_s"]
+    print(f"\n{results['model']} ({results['dtype']}), {results['max_tokens']} new tokens per request, greedy; "
+          f"sequential model.generate: {base:.1f} tokens/s\n")
+    print("| server | clients | output tokens/s | vs sequential | first tokens | TTFT p50 ms | TTFT p95 ms | ITL p50 ms "
+          "| errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ms = lambda v: f"{v * 1000:.0f}" if v is not None else "-"  # noqa: E731
+    for run in results["runs"]:
+        print(f"| {run['server']} | {run['clients']} | {run['tokens_per_s']:.1f} | {run['tokens_per_s'] / base:.2f}x | "
+              f"{run['first_tokens']} | {ms(run['ttft_p50'])} | {ms(run['ttft_p95'])} | {ms(run['itl_p50'])} | {len(run['errors'])} |")
+    ours = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == "tunestack"}
+    theirs = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == "transformers"}
+    if 16 in ours:
+        verdict = "meets" if ours[16] >= 4 * base else "misses"
+        print(f"\n16 clients: {ours[16] / base:.1f}x sequential ({verdict} the 4x target)")
+    slower = [c for c in ours if c in theirs and ours[c] < theirs[c]]
+    print("tunestack >= transformers serve at every concurrency" if not slower else
+          f"tunestack slower than transformers serve at {slower} clients")
+
+
+if __name__ == "__main__":
+    main()

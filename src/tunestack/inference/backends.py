@@ -1,0 +1,45 @@
+"""Build an engine for a backend name: the one factory `tunestack infer`, `tunestack serve` and evaluation use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunestack.config import ModelArgs
+
+
+@dataclass
+class EngineOptions:
+    """Backend-independent engine settings."""
+
+    adapters: list[str] = field(default_factory=list)  # merged into the weights
+    named_adapters: dict[str, str] = field(default_factory=dict)  # served side by side, picked per request
+    max_batch: int = 32
+    max_context: int | None = None
+
+
+def create_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOptions | None = None):
+    """(engine, tokenizer) for `backend`; tokenization stays with the caller, the engine works on token ids."""
+    options = options or EngineOptions()
+    if backend == "pt":
+        return _pt_engine(model_args, options)
+    import importlib
+
+    module = importlib.import_module(f"tunestack.inference.{_MODULES[backend]}")
+    return module.build(model_args, options)
+
+
+_MODULES = {"vllm": "vllm_engine", "sglang": "sglang_engine", "lmdeploy": "lmdeploy_engine",
+            "llama.cpp": "llamacpp_engine"}
+
+
+def _pt_engine(model_args: ModelArgs, options: EngineOptions):
+    from tunestack.inference.loading import load_for_inference
+    from tunestack.inference.pt import PtEngine
+
+    loaded = load_for_inference(model_args, options.adapters, options.named_adapters)
+    tokenizer = loaded.tokenizer
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    vocab = loaded.model.get_output_embeddings().weight.shape[0]
+    engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids, max_batch=options.max_batch,
+                      max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)))
+    return engine, loaded.tokenizer

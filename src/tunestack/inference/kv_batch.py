@@ -1,0 +1,76 @@
+"""A left-padded batch of KV caches that sequences join and leave between decoding steps."""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVBatch:
+    """The running batch's cache (a transformers DynamicCache) with each row's count of left-padding slots.
+
+    Row i holds `pads[i]` empty slots and then its real tokens, so every row ends at the same column and one
+    forward pass extends all of them; the attention mask hides the empty slots.
+    """
+
+    def __init__(self, cache, pads: list[int]):
+        self.cache = cache
+        self.pads = list(pads)
+
+    @property
+    def width(self) -> int:
+        return self.cache.get_seq_length()
+
+    def __len__(self) -> int:
+        return len(self.pads)
+
+    def attention_mask(self, new_tokens: int, device) -> torch.Tensor:
+        """Mask over the cached columns plus `new_tokens` about to be appended."""
+        columns = torch.arange(self.width + new_tokens, device=device)
+        return (columns[None, :] >= torch.tensor(self.pads, device=device)[:, None]).long()
+
+    def positions(self, device) -> torch.Tensor:
+        """Position id of the next token of each row (its count of real tokens so far)."""
+        return (self.width - torch.tensor(self.pads, device=device))[:, None]
+
+    def keep(self, rows: list[int]) -> None:
+        """Drop every row not in `rows`, then the leading columns that are padding in all remaining rows."""
+        index = torch.tensor(rows, device=self._device())
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.pads = [self.pads[r] for r in rows]
+        self._trim()
+
+    def extend(self, other: KVBatch) -> None:
+        """Append the rows of `other`, padding whichever side is shorter on the left."""
+        width, other_width = self.width, other.width
+        target = max(width, other_width)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, target - width), _pad_left(theirs.keys, target - other_width)])
+            mine.values = torch.cat(
+                [_pad_left(mine.values, target - width), _pad_left(theirs.values, target - other_width)])
+        self.pads = [p + target - width for p in self.pads] + [p + target - other_width for p in other.pads]
+
+    def _trim(self) -> None:
+        shared = min(self.pads, default=0)
+        if shared:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, shared:], layer.values[:, :, shared:]
+            self.pads = [p - shared for p in self.pads]
+
+    def _device(self):
+        return self.cache.layers[0].keys.device
+
+
+def supports_batching(cache) -> bool:
+    """Only plain full-attention layers can be padded and merged this way (not sliding windows or quantized)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def _pad_left(tensor: torch.Tensor, amount: int) -> torch.Tensor:
+    if amount == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[-2] = amount
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=-2)

@@ -1,0 +1,223 @@
+"""The transformers (pt) engine: continuous batching of every running sequence in one forward pass per step.
+
+A scheduler thread loops: admit waiting requests (one left-padded prefill for the newcomers), then one decoding
+forward for all running sequences together, each with its own sampling settings, seed and LoRA adapter; finished
+or cancelled sequences leave the batch between steps and new ones join at once.
+
+transformers' own continuous batching (`generate_batch`, `init_continuous_batching` with its paged cache) does run
+on CPU, but a request there carries only temperature, top-k and top-p: no seed, presence/frequency penalties,
+alternatives' logprobs, prompt logprobs or per-request LoRA adapter, all of which the OpenAI API needs; and its
+first call on a tiny model took about 25 s on this CPU. So this engine keeps a padded DynamicCache of its own
+(`kv_batch.KVBatch`).
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import threading
+
+import torch
+
+from tunestack.inference.engine import Engine, GenerationRequest, StepOutput
+from tunestack.inference.kv_batch import KVBatch, supports_batching
+from tunestack.inference.sampler import RowState, sample, token_logprobs
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+def _can_batch(model) -> bool:
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    return bool(cache.layers) and supports_batching(cache)
+
+
+class _Sequence:
+    def __init__(self, request: GenerationRequest, state: RowState):
+        self.request = request
+        self.state = state
+        self.generated = 0
+        self.last_token: int | None = None
+        self.length = len(request.prompt)
+
+
+class PtEngine(Engine):
+    """Continuous batching over a transformers model (optionally a PeftModel holding several named adapters)."""
+
+    def __init__(self, model, pad_token_id: int | None, eos_token_ids: list[int], max_batch: int = 32,
+                 max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None):
+        self.model = model.eval()
+        self.token_texts = token_texts  # each token's text, for JSON mode
+        self.eos_token_ids = set(eos_token_ids)
+        self.max_batch = max_batch
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.max_context = max_context or getattr(config, "max_position_embeddings", None) or 2048
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.prefill_tokens = prefill_tokens
+        self.adapters = tuple(n for n in getattr(model, "peft_config", {}) if n != BASE)
+        self.mixed_adapter_batches = True
+        self._waiting: collections.deque[GenerationRequest] = collections.deque()
+        self._running: list[_Sequence] = []
+        self._batch: KVBatch | None = None
+        self._cancelled: set[int] = set()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._batchable = _can_batch(model)  # sliding-window or other special caches: one sequence at a time
+        self._thread = threading.Thread(target=self._loop, name="tunestack-pt-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        if request.params.json_object and self.token_texts is None:
+            raise ValueError("JSON mode needs the engine built with token_texts")
+        with self._wake:
+            self._waiting.append(request)
+            self._wake.notify()
+
+    def cancel(self, request_id: int) -> None:
+        with self._wake:
+            self._cancelled.add(request_id)
+            self._wake.notify()
+
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def running(self) -> int:
+        return len(self._running)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=5)
+
+    # ---- the scheduler thread ----
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._waiting and not self._running:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                cancelled, self._cancelled = self._cancelled, set()
+                self._waiting = collections.deque(r for r in self._waiting if r.id not in cancelled)
+                newcomers = self._take_newcomers()
+            try:
+                with torch.no_grad():  # not inference_mode: optimum-quanto's int4 weights fail inside it
+                    self._step(newcomers, cancelled)
+            except Exception as exc:  # a failed step ends the sequences in it, never the engine
+                self._fail(newcomers + [s.request for s in self._running], exc)
+                self._running, self._batch = [], None
+
+    def _step(self, newcomers: list[GenerationRequest], cancelled: set[int]) -> None:
+        self._drop([i for i, s in enumerate(self._running) if s.request.id in cancelled])
+        if newcomers:
+            try:
+                self._prefill(newcomers)
+            except Exception as exc:
+                if any(s.request in newcomers for s in self._running):
+                    raise  # they had joined the batch: the whole batch is suspect
+                self._fail(newcomers, exc)  # the running batch is untouched and carries on
+        if self._running:
+            self._decode()
+
+    @staticmethod
+    def _fail(requests: list[GenerationRequest], exc: Exception) -> None:
+        print(f"engine step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        for request in requests:
+            request.emit(StepOutput(error=exc))
+
+    def _take_newcomers(self) -> list[GenerationRequest]:
+        room = (self.max_batch if self._batchable else 1) - len(self._running)
+        taken, tokens = [], 0
+        while self._waiting and len(taken) < room:
+            cost = len(self._waiting[0].prompt)
+            if taken and tokens + cost > self.prefill_tokens:
+                break
+            taken.append(self._waiting.popleft())
+            tokens += cost
+        return taken
+
+    def _forward(self, ids, mask, positions, cache, adapters: list[str | None], logits_to_keep: int):
+        kwargs = {}
+        if self.adapters:
+            kwargs["adapter_names"] = [a or BASE for a in adapters]
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        from transformers import DynamicCache
+
+        device = self.model.device
+        width = max(len(r.prompt) for r in requests)
+        pads = [width - len(r.prompt) for r in requests]
+        ids = torch.tensor([[0] * p + r.prompt for p, r in zip(pads, requests)], device=device)
+        mask = torch.tensor([[0] * p + [1] * len(r.prompt) for p, r in zip(pads, requests)], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        want_prompt = any(r.params.prompt_logprobs is not None for r in requests)
+        cache = DynamicCache(config=self.model.config)
+        out = self._forward(ids, mask, positions, cache, [r.adapter for r in requests], 0 if want_prompt else 1)
+        logits = out.logits.float()
+        sequences = [_Sequence(r, RowState(r.params, r.prompt, self.vocab_size, device, self.token_texts))
+                     for r in requests]
+        prompt_lps = [self._prompt_logprobs(logits[i, p:], r) if r.params.prompt_logprobs is not None else None
+                      for i, (p, r) in enumerate(zip(pads, requests))]
+        batch = KVBatch(out.past_key_values, pads)
+        if self._batch is None:
+            self._batch = batch
+        else:
+            self._batch.extend(batch)
+        self._running.extend(sequences)
+        self._advance(logits[:, -1], sequences, len(self._running) - len(sequences), prompt_lps)
+
+    def _prompt_logprobs(self, logits: torch.Tensor, request: GenerationRequest) -> list:
+        """Logprob of each prompt token after the first, given the ones before it."""
+        prompt = request.prompt
+        k = request.params.prompt_logprobs
+        return token_logprobs(logits[:-1], prompt[1:], [k] * (len(prompt) - 1))
+
+    def _decode(self) -> None:
+        device = self.model.device
+        ids = torch.tensor([[s.last_token] for s in self._running], device=device)
+        mask = self._batch.attention_mask(1, device)
+        positions = self._batch.positions(device)
+        out = self._forward(ids, mask, positions, self._batch.cache, [s.request.adapter for s in self._running], 1)
+        self._batch.cache = out.past_key_values
+        self._advance(out.logits[:, -1].float(), self._running, 0)
+
+    def _advance(self, logits, sequences: list[_Sequence], offset: int, prompt_lps=None) -> None:
+        """Sample the next token for `sequences` (rows offset.. of the batch), emit it, retire finished rows."""
+        tokens = sample(logits, [s.state for s in sequences], min(self.eos_token_ids, default=None))
+        logprobs = token_logprobs(logits, tokens, [s.request.params.logprobs for s in sequences])
+        finished = []
+        for i, (seq, token) in enumerate(zip(sequences, tokens)):
+            params = seq.request.params
+            out = StepOutput(prompt_logprobs=prompt_lps[i] if prompt_lps else None)
+            if params.max_new_tokens <= 0:
+                out.finish_reason = "length"
+            elif (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+                out.finish_reason = "stop"
+            else:
+                out.token_id, out.logprob = token, logprobs[i]
+                seq.state.record(token)
+                seq.generated += 1
+                seq.length += 1
+                seq.last_token = token
+                if seq.generated >= params.max_new_tokens or seq.length >= self.max_context:
+                    out.finish_reason = "length"
+            seq.request.emit(out)
+            if out.finish_reason:
+                finished.append(offset + i)
+        self._drop(finished)
+
+    def _drop(self, rows: list[int]) -> None:
+        if not rows:
+            return
+        gone = set(rows)
+        keep = [i for i in range(len(self._running)) if i not in gone]
+        self._running = [self._running[i] for i in keep]
+        if keep:
+            self._batch.keep(keep)
+        else:
+            self._batch = None

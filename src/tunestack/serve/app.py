@@ -1,0 +1,124 @@
+"""The HTTP router: OpenAI routes over the serving layer, API keys, and every error as OpenAI's error JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import weakref
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from tunestack.serve.chat import ChatCompletion
+from tunestack.serve.completions import Completion
+from tunestack.serve.errors import ServeError, Unauthorized, error_body
+from tunestack.serve.protocol import ChatCompletionRequest, CompletionRequest
+from tunestack.serve.serving import Serving
+
+logger = logging.getLogger("tunestack.serve")
+_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
+
+
+def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
+    app = FastAPI(title="tunestack", docs_url=None, redoc_url=None, openapi_url=None)
+    keys = [k.encode() for k in api_keys]
+
+    def check_key(request: Request) -> None:
+        if not keys:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.strip().encode(), k) for k in keys):
+            raise Unauthorized("Missing or wrong API key: send the header `Authorization: Bearer KEY`.")
+
+    router = APIRouter(dependencies=[Depends(check_key)])
+
+    @router.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await _answer(ChatCompletion(serving, body), body.stream, request)
+
+    @router.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        return await _answer(Completion(serving, body), body.stream, request)
+
+    @router.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": serving.created, "owned_by": "tunestack",
+             "root": serving.model_name, "parent": None if name == serving.model_name else serving.model_name}
+            for name in serving.model_names()]}
+
+    @router.get("/metrics")
+    async def metrics():
+        return Response(serving.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    app.include_router(router)
+    _add_error_handlers(app)
+    app.add_middleware(_CountRequests, serving=serving)
+    return app
+
+
+async def _answer(job, stream: bool, request: Request):
+    if stream:  # starlette stops the stream when the client goes; closing it cancels the generation
+        body = job.stream()
+        weakref.finalize(body, job.admission.release)  # even if the client left before the stream started
+        return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    task = asyncio.ensure_future(job.response())
+    while not task.done():
+        await asyncio.wait([task], timeout=0.25)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()  # frees the slot; nobody is left to answer
+            return Response(status_code=499)
+    return task.result()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError):
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return JSONResponse(error_body(str(exc), exc.type, exc.param), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
+            problems.append("body: not valid JSON" if error.get("type") == "json_invalid" else f"{where}: {error['msg']}")
+        param = next((str(e["loc"][1]) for e in exc.errors() if len(e.get("loc", ())) > 1), None)
+        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", param), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        logger.exception("request failed")
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"),
+                            status_code=500)
+
+
+class _CountRequests:
+    """ASGI middleware counting answered requests by route and status (streams pass through untouched)."""
+
+    def __init__(self, app, serving: Serving):
+        self.app = app
+        self.serving = serving
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"] if scope["path"] in _ROUTES else "other"
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                self.serving.metrics.requests.labels(path, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)

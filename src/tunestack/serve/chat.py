@@ -1,0 +1,106 @@
+"""`/v1/chat/completions`: the tokenizer's chat template, n choices, stop strings, logprobs, streaming, usage."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from tunestack.serve.choice import ChoiceState
+from tunestack.serve.errors import BadRequest, ServeError, error_body
+from tunestack.serve.protocol import ChatCompletionRequest
+from tunestack.serve.serving import Admission, Serving, sampling_params, usage
+
+
+def chat_prompt(serving: Serving, request: ChatCompletionRequest) -> list[int]:
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in request.messages]
+    try:
+        text = serving.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # the template itself refuses (say, roles that do not alternate)
+        raise BadRequest(f"messages: the model's chat template rejected them: {exc}", param="messages") from None
+    return serving.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class ChatCompletion:
+    """One chat request from admission to its last byte, as a JSON body or a stream of SSE events."""
+
+    def __init__(self, serving: Serving, request: ChatCompletionRequest):
+        self.serving = serving
+        self.request = request
+        adapter = serving.adapter_for(request.model)
+        self.prompt = chat_prompt(serving, request)
+        max_tokens = serving.check_length(self.prompt, request.token_limit())
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        self.jobs = [(self.prompt, sampling_params(request, max_tokens, i, logprobs), adapter)
+                     for i in range(request.n)]
+        self.choices = [ChoiceState(serving.tokenizer, request.stop_strings()) for _ in self.jobs]
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.admission: Admission = serving.admit(len(self.jobs))
+
+    async def _steps(self) -> AsyncIterator[tuple[int, str, list]]:
+        done: set[int] = set()
+        try:
+            async for index, out in self.serving.generate(self.jobs, done):
+                choice = self.choices[index]
+                before = len(choice.logprobs)
+                text = choice.step(out)
+                if choice.finish_reason is not None:
+                    done.add(index)
+                yield index, text, choice.logprobs[before:]
+        finally:
+            self.admission.release()
+
+    def _usage(self) -> dict:
+        return usage(len(self.prompt), sum(c.tokens for c in self.choices))
+
+    def _logprobs(self, entries) -> dict | None:
+        if not self.request.logprobs:
+            return None
+        return {"content": [_entry(self.serving, e, self.request.top_logprobs or 0) for e in entries]}
+
+    async def response(self) -> dict:
+        async for _ in self._steps():
+            pass
+        choices = [{"index": i, "message": {"role": "assistant", "content": c.text},
+                    "logprobs": self._logprobs(c.logprobs), "finish_reason": c.finish_reason}
+                   for i, c in enumerate(self.choices)]
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.request.model,
+                "choices": choices, "usage": self._usage()}
+
+    async def stream(self) -> AsyncIterator[str]:
+        include_usage = bool(self.request.stream_options and self.request.stream_options.include_usage)
+        for i in range(len(self.jobs)):
+            yield self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                "finish_reason": None}], include_usage)
+        try:
+            async for index, text, entries in self._steps():
+                finish = self.choices[index].finish_reason
+                if text or entries or finish:
+                    delta = {"content": text} if text else {}
+                    yield self._chunk([{"index": index, "delta": delta, "logprobs": self._logprobs(entries),
+                                        "finish_reason": finish}], include_usage)
+        except ServeError as exc:  # the status line is long gone: the error travels as an event
+            yield _sse(error_body(str(exc), exc.type, exc.param))
+        if include_usage:
+            yield _sse({**self._base(), "choices": [], "usage": self._usage()})
+        yield "data: [DONE]\n\n"
+
+    def _base(self) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.request.model}
+
+    def _chunk(self, choices: list[dict], include_usage: bool) -> str:
+        return _sse({**self._base(), "choices": choices, **({"usage": None} if include_usage else {})})
+
+
+def _entry(serving: Serving, logprob, top: int) -> dict:
+    text = serving.token_text(logprob.token_id)
+    alternatives = [(serving.token_text(t), lp) for t, lp in logprob.top[:top]]
+    return {"token": text, "logprob": logprob.logprob, "bytes": list(text.encode()),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives]}
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

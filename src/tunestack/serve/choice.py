@@ -1,0 +1,38 @@
+"""One choice of a response as its tokens arrive: text so far, stop strings, logprobs, token count, why it ended."""
+
+from __future__ import annotations
+
+from tunestack.inference.engine import StepOutput, TokenLogprob
+from tunestack.serve.detokenize import Detokenizer, StopScanner
+
+
+class ChoiceState:
+    """Feeds engine outputs through the detokenizer and stop strings; `step` returns the newly visible text."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.detokenizer = Detokenizer(tokenizer)
+        self.scanner = StopScanner(stops)
+        self.text = ""
+        self.tokens = 0
+        self.logprobs: list[TokenLogprob] = []
+        self.prompt_logprobs: list[TokenLogprob] | None = None
+        self.finish_reason: str | None = None
+
+    def step(self, out: StepOutput) -> str:
+        if out.prompt_logprobs is not None:
+            self.prompt_logprobs = out.prompt_logprobs
+        piece = ""
+        if out.token_id is not None:
+            self.tokens += 1
+            piece = self.detokenizer.add(out.token_id)
+            if out.logprob is not None and not self.scanner.stopped:
+                self.logprobs.append(out.logprob)
+        if out.finish_reason is not None:
+            piece += self.detokenizer.flush()
+        visible = self.scanner.push(piece, final=out.finish_reason is not None)
+        self.text += visible
+        if self.scanner.stopped:
+            self.finish_reason = "stop"
+        elif out.finish_reason is not None:
+            self.finish_reason = out.finish_reason
+        return visible

@@ -1,0 +1,119 @@
+"""`/v1/completions`: text or token-id prompts (one or a list), n, stop strings, logprobs, and `echo` scoring of
+the prompt itself (what lm-evaluation-harness's `local-completions` model uses for log-likelihoods)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from tunestack.serve.choice import ChoiceState
+from tunestack.serve.errors import BadRequest, ServeError, error_body
+from tunestack.serve.protocol import CompletionRequest
+from tunestack.serve.serving import Admission, Serving, sampling_params, usage
+
+
+class Completion:
+    """One completion request (every prompt times n choices) as a JSON body or a stream of SSE events."""
+
+    def __init__(self, serving: Serving, request: CompletionRequest):
+        self.serving = serving
+        self.request = request
+        adapter = serving.adapter_for(request.model)
+        vocab = serving.engine_vocab
+        self.prompts, self.texts = [], []
+        for prompt in request.prompts():
+            self.texts.append(serving.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt)
+            if isinstance(prompt, list) and any(not 0 <= t < vocab for t in prompt):
+                raise BadRequest(f"prompt: token ids must lie in [0, {vocab})", param="prompt")
+            self.prompts.append(prompt if isinstance(prompt, list) else
+                                serving.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        top = request.logprobs
+        self.jobs = []
+        for ids in self.prompts:
+            max_tokens = serving.check_length(ids, request.max_tokens)
+            for i in range(request.n):
+                params = sampling_params(request, max_tokens, i, top, prompt_logprobs=top if request.echo else None)
+                self.jobs.append((ids, params, adapter))
+        if request.echo and request.stream:
+            raise BadRequest("echo: not supported together with stream", param="echo")
+        self.choices = [ChoiceState(serving.tokenizer, request.stop_strings()) for _ in self.jobs]
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.admission: Admission = serving.admit(len(self.jobs))
+
+    async def _steps(self) -> AsyncIterator[tuple[int, str, int]]:
+        done: set[int] = set()
+        try:
+            async for index, out in self.serving.generate(self.jobs, done):
+                choice = self.choices[index]
+                before = len(choice.logprobs)
+                text = choice.step(out)
+                if choice.finish_reason is not None:
+                    done.add(index)
+                yield index, text, before
+        finally:
+            self.admission.release()
+
+    def _usage(self) -> dict:
+        return usage(sum(len(p) for p in self.prompts), sum(c.tokens for c in self.choices))
+
+    async def response(self) -> dict:
+        async for _ in self._steps():
+            pass
+        choices = []
+        for index, choice in enumerate(self.choices):
+            prompt, prompt_text = self.jobs[index][0], self.texts[index // self.request.n]
+            text, entries = choice.text, [(lp.token_id, lp) for lp in choice.logprobs]
+            if self.request.echo:
+                text = prompt_text + text
+                entries = [(prompt[0], None)] + [(lp.token_id, lp) for lp in choice.prompt_logprobs or []] + entries
+            logprobs = self._logprobs(entries) if self.request.logprobs is not None else None
+            choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason})
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.request.model,
+                "choices": choices, "usage": self._usage()}
+
+    def _logprobs(self, entries: list, offset: int = 0) -> dict:
+        """OpenAI's legacy shape: parallel lists of tokens, logprobs, top-k dicts and character offsets."""
+        top = self.request.logprobs
+        result = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for token, logprob in entries:
+            text = self.serving.token_text(token)
+            result["tokens"].append(text)
+            result["text_offset"].append(offset)
+            offset += len(text)
+            result["token_logprobs"].append(None if logprob is None else logprob.logprob)
+            if logprob is None:
+                result["top_logprobs"].append(None)
+                continue
+            alternatives = {self.serving.token_text(t): lp for t, lp in logprob.top[:top]}
+            alternatives.setdefault(text, logprob.logprob)
+            result["top_logprobs"].append(alternatives)
+        return result
+
+    async def stream(self) -> AsyncIterator[str]:
+        include_usage = bool(self.request.stream_options and self.request.stream_options.include_usage)
+        offsets = [0] * len(self.choices)
+        try:
+            async for index, text, before in self._steps():
+                choice = self.choices[index]
+                if not (text or choice.finish_reason):
+                    continue
+                entries = [(lp.token_id, lp) for lp in choice.logprobs[before:]]
+                logprobs = self._logprobs(entries, offsets[index]) if self.request.logprobs is not None else None
+                offsets[index] += sum(len(self.serving.token_text(t)) for t, _ in entries)
+                chunk = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
+                yield _sse({**self._base(), "choices": [chunk], **({"usage": None} if include_usage else {})})
+        except ServeError as exc:  # the status line is long gone: the error travels as an event
+            yield _sse(error_body(str(exc), exc.type, exc.param))
+        if include_usage:
+            yield _sse({**self._base(), "choices": [], "usage": self._usage()})
+        yield "data: [DONE]\n\n"
+
+    def _base(self) -> dict:
+        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.request.model}
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

@@ -1,0 +1,74 @@
+"""`tunestack serve`: check the flags, build the engine and run the HTTP app under uvicorn."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from tunestack.config import ModelArgs, ServeArgs
+from tunestack.errors import ConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+
+
+def parse_adapters(specs: list[str], served_name: str, problems: list[str]) -> dict[str, str]:
+    """NAME=PATH pairs; each bad one adds a line to `problems`."""
+    adapters = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            problems.append(f"--adapter {spec}: expected NAME=PATH, e.g. --adapter math=runs/sft-math")
+        elif not _NAME.fullmatch(name):
+            problems.append(f"--adapter {spec}: the name may hold letters, digits and . _ : / -")
+        elif name in adapters or name == served_name:
+            problems.append(f"--adapter {spec}: the name {name} is already taken")
+        elif not Path(path).exists():
+            problems.append(f"--adapter {spec}: {path} does not exist")
+        else:
+            adapters[name] = path
+    return adapters
+
+
+def api_keys(args: ServeArgs, problems: list[str]) -> list[str]:
+    keys = [args.api_key] if args.api_key else []
+    if args.api_key_file:
+        path = Path(args.api_key_file)
+        if not path.is_file():
+            problems.append(f"--api_key_file: file {path} does not exist")
+            return keys
+        keys += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not keys:
+            problems.append(f"--api_key_file: {path} holds no keys (one per line)")
+    return keys
+
+
+def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
+    served_name = args.served_model_name or model_args.model
+    problems: list[str] = []
+    adapters = parse_adapters(args.adapter, served_name, problems)
+    keys = api_keys(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    from tunestack.inference.async_engine import require
+
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, module, "serve", "tunestack serve")
+    import uvicorn
+
+    from tunestack.inference.backends import EngineOptions, create_engine
+    from tunestack.serve.app import build_app
+    from tunestack.serve.serving import ServeLimits, Serving
+
+    options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len)
+    engine, tokenizer = create_engine(model_args, args.backend, options)
+    limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens)
+    app = build_app(Serving(engine, tokenizer, served_name, limits), keys)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
+          + (" (API key required)" if keys else ""), file=sys.stderr, flush=True)
+    try:
+        server.run()
+    finally:
+        engine.close()

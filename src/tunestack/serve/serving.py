@@ -1,0 +1,156 @@
+"""The engine-agnostic serving core: model names, prompt limits, admission to a bounded queue, and the bridge
+from the engine's thread to asyncio that cancels a request as soon as its consumer goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
+from tunestack.serve.errors import BadRequest, EngineFailed, ModelNotFound, Overloaded
+from tunestack.serve.metrics import ServeMetrics
+
+
+@dataclass
+class ServeLimits:
+    max_concurrency: int = 32
+    max_queue: int = 64
+    default_max_tokens: int = 512
+
+
+class Serving:
+    """What the chat and completion handlers share: one engine, its tokenizer, names, limits and metrics."""
+
+    def __init__(self, engine: Engine, tokenizer, model_name: str, limits: ServeLimits):
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.model_name = model_name
+        self.limits = limits
+        self.admitted = 0
+        self.metrics = ServeMetrics(engine, lambda: self.admitted)
+        self.created = int(time.time())
+        self._token_text: dict[int, str] = {}
+        self.engine_vocab = getattr(engine, "vocab_size", None) or len(tokenizer)
+
+    def model_names(self) -> list[str]:
+        return [self.model_name, *self.engine.adapters]
+
+    def adapter_for(self, model: str) -> str | None:
+        """The adapter a request's `model` names (None: the base model); unknown names are a 404."""
+        if model == self.model_name:
+            return None
+        if model in self.engine.adapters:
+            return model
+        raise ModelNotFound(f"The model `{model}` does not exist. Served models: {', '.join(self.model_names())}",
+                            param="model")
+
+    def token_text(self, token: int) -> str:
+        if token not in self._token_text:
+            self._token_text[token] = self.tokenizer.decode([token])
+        return self._token_text[token]
+
+    def check_length(self, prompt: list[int], max_tokens: int | None) -> int:
+        """The number of tokens to generate, after checking the prompt and limit fit in the context."""
+        limit = self.engine.max_context
+        if len(prompt) >= limit and not (max_tokens == 0 and len(prompt) <= limit):
+            raise BadRequest(f"This model's maximum context length is {limit} tokens. However, your prompt has "
+                             f"{len(prompt)} tokens. Please shorten it.", param="messages")
+        room = limit - len(prompt)
+        if max_tokens is None:
+            return min(room, self.limits.default_max_tokens)
+        if max_tokens > room:
+            raise BadRequest(f"This model's maximum context length is {limit} tokens. However, you requested "
+                             f"{len(prompt) + max_tokens} tokens ({len(prompt)} in the prompt, {max_tokens} for the "
+                             f"completion). Please reduce the prompt or max_tokens.", param="max_tokens")
+        return max_tokens
+
+    def admit(self, sequences: int) -> Admission:
+        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds."""
+        bound = self.limits.max_concurrency + self.limits.max_queue
+        if self.admitted + sequences > bound:
+            self.metrics.rejected.inc()
+            raise Overloaded(f"The server is busy ({self.admitted} sequences running or queued, at most {bound}); "
+                             "retry shortly.")
+        self.admitted += sequences
+        return Admission(self, sequences)
+
+    async def generate(self, jobs: list[tuple[list[int], SamplingParams, str | None]], done: set[int]
+                       ) -> AsyncIterator[tuple[int, StepOutput]]:
+        """Run the jobs in the engine; yields (job index, output) until every job has finished. The consumer adds
+        a job's index to `done` to end it early (a stop string); leaving early (a client that disconnected)
+        cancels the unfinished ones at once."""
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue = asyncio.Queue()
+        requests = [GenerationRequest(prompt, params, lambda out, i=i: loop.call_soon_threadsafe(
+            outputs.put_nowait, (i, out)), adapter) for i, (prompt, params, adapter) in enumerate(jobs)]
+        started = time.perf_counter()
+        last: dict[int, float] = {}
+        open_jobs = set(range(len(jobs)))
+        for request in requests:
+            self.metrics.prompt_tokens.inc(len(request.prompt))
+            self.engine.submit(request)
+        try:
+            while open_jobs - done:
+                index, out = await outputs.get()
+                if index in done:
+                    continue
+                if isinstance(out.error, UnsupportedRequest):
+                    raise BadRequest(str(out.error))
+                if out.error is not None:
+                    raise EngineFailed(f"generation failed: {type(out.error).__name__}: {out.error}")
+                if out.token_id is not None:
+                    now = time.perf_counter()
+                    if index in last:
+                        self.metrics.token_gap.observe(now - last[index])
+                    else:
+                        self.metrics.first_token.observe(now - started)
+                    last[index] = now
+                    self.metrics.generation_tokens.inc()
+                if out.finish_reason is not None:
+                    open_jobs.discard(index)
+                yield index, out
+                if index in done and index in open_jobs:
+                    self.engine.cancel(requests[index].id)
+            self.metrics.latency.observe(time.perf_counter() - started)
+        finally:
+            for request in requests:
+                self.engine.cancel(request.id)
+
+
+def sampling_params(request, max_tokens: int, index: int, logprobs: int | None, prompt_logprobs: int | None = None,
+                    stop_token_ids: list[int] = ()) -> SamplingParams:
+    """Engine settings for choice `index` of a request (choice i of n samples with seed + i)."""
+    return SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        top_k=max(request.top_k or 0, 0),
+        repetition_penalty=request.repetition_penalty or 1.0,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        seed=None if request.seed is None else request.seed + index,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        stop_token_ids=list(stop_token_ids),
+        ignore_eos=request.ignore_eos,
+        json_object=getattr(request, "response_format", None) is not None and request.response_format.type == "json_object",
+    )
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class Admission:
+    """A reservation of queue room, released exactly once."""
+
+    def __init__(self, serving: Serving, sequences: int):
+        self.serving = serving
+        self.sequences = sequences
+
+    def release(self) -> None:
+        self.serving.admitted -= self.sequences
+        self.sequences = 0

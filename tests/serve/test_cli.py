@@ -1,0 +1,65 @@
+"""`tunestack serve` as a user runs it: a real subprocess, flags checked before loading, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+
+from helpers import cli
+from server_helpers import free_port
+
+
+def test_serve_subprocess_with_key_and_adapter(tiny_model_dir, adapters, tmp_path):
+    port = free_port()
+    keys = tmp_path / "keys.txt"
+    keys.write_text("first-key\nsecond-key\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunestack", "serve", "--model", str(tiny_model_dir), "--port", str(port),
+         "--api_key_file", str(keys), "--adapter", f"alpha={adapters['alpha']}", "--served_model_name", "tiny",
+         "--dtype", "fp32"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "server did not come up"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=url + "/v1", api_key="second-key", max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["tiny", "alpha"]
+        reply = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=3)
+        assert reply.usage.completion_tokens <= 3
+        assert httpx.get(url + "/v1/models").status_code == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert "serving tiny, alpha on http://127.0.0.1" in process.stderr.read()
+
+
+def test_bad_flags_fail_in_one_line_each_before_loading(tmp_path):
+    result = cli("serve", "--model", "nowhere", "--adapter", "noequals", "--adapter", f"x={tmp_path}/missing",
+                 "--api_key_file", str(tmp_path / "none.txt"), check=False)
+    assert result.returncode == 2 and "3 problems" in result.stderr
+    for words in ("--adapter noequals: expected NAME=PATH", f"x={tmp_path}/missing: {tmp_path}/missing does not",
+                  "--api_key_file: file"):
+        assert words in result.stderr
+    port = cli("serve", "--port", "70000", "--backend", "tgi", check=False)
+    assert port.returncode == 2 and "--port: expected a port number" in port.stderr and "--backend" in port.stderr
+    assert "Traceback" not in result.stderr + port.stderr
+
+
+def test_help_lists_serve_without_torch():
+    assert "serve" in cli("--help").stdout
+    out = cli("serve", "--help").stdout
+    assert "--adapter" in out and "--max_queue" in out and "--api_key" in out
