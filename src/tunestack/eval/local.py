@@ -14,12 +14,13 @@ class LocalBackend:
     supports_loglikelihood = True
 
     def __init__(self, loaded, batch_size: int, seed: int):
-        from tunestack.inference.engine import PtEngine
+        from tunestack.inference.pt import PtEngine
 
         self.name = loaded.source
         self.tokenizer = loaded.tokenizer
         self.scorer = LoglikScorer(loaded.model, loaded.tokenizer, batch_size)
-        self.engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids)
+        self.engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids,
+                               max_batch=batch_size)
         self.batch_size = batch_size
         self.seed = seed
         self.notes: list[str] = []
