@@ -141,3 +141,29 @@ def test_model_card_carries_the_runs_eval_scores(tiny_model_dir, tmp_path):
     card = (export(run, tmp_path / "card", eval_ppl=False) / "README.md").read_text()
     for name, metric in report["metrics"].items():
         assert f"| eval: arith {name} (n=3) | {metric['value']:.4f}" in card
+
+
+@pytest.mark.skipif(not has["torchao"], reason="torchao is not installed (pip install 'tunestack[torchao]')")
+def test_serve_takes_a_quantized_export_as_model(tiny_model_dir, tiny_tokenizer, tmp_path):
+    import openai
+    from torchao.quantization import Int8Tensor
+
+    from server_helpers import make_serving, running_server
+    from tunestack.serve.app import build_app
+
+    out = export(tiny_model_dir, tmp_path / "int8", quant="int8", eval_ppl=False)
+    serving = make_serving(out)
+    assert isinstance(serving.engine.model.model.layers[0].mlp.down_proj.weight, Int8Tensor)
+    prompt = [{"role": "user", "content": "What is 12 + 30?"}]
+    with running_server(build_app(serving)) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        answer = client.chat.completions.create(model="tiny", messages=prompt, max_tokens=6, temperature=0)
+    serving.engine.close()
+    ids = tiny_tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(out).generate(**ids, max_new_tokens=6, do_sample=False)
+    expected_ids = expected[0, ids["input_ids"].shape[1]:].tolist()
+    assert answer.usage.completion_tokens == len(expected_ids)
+    assert answer.choices[0].message.content == tiny_tokenizer.decode(expected_ids, skip_special_tokens=True)
