@@ -6,8 +6,9 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from tunestack.serve.choice import ChoiceState
+from tunestack.serve.choice import ChoiceState, step_choices
 from tunestack.serve.errors import BadRequest, ServeError, error_body
 from tunestack.serve.protocol import ChatCompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
@@ -41,17 +42,9 @@ class ChatCompletion:
         self.admission: Admission = serving.admit(len(self.jobs))
 
     async def _steps(self) -> AsyncIterator[tuple[int, str, list]]:
-        done: set[int] = set()
-        try:
-            async for index, out in self.serving.generate(self.jobs, done):
-                choice = self.choices[index]
-                before = len(choice.logprobs)
-                text = choice.step(out)
-                if choice.finish_reason is not None:
-                    done.add(index)
-                yield index, text, choice.logprobs[before:]
-        finally:
-            self.admission.release()
+        async with aclosing(step_choices(self.serving, self.jobs, self.choices, self.admission)) as steps:
+            async for index, text, before in steps:  # closed with this generator: the admission frees at once
+                yield index, text, self.choices[index].logprobs[before:]
 
     def _usage(self) -> dict:
         return usage(len(self.prompt), sum(c.tokens for c in self.choices))

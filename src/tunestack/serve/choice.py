@@ -36,3 +36,19 @@ class ChoiceState:
         elif out.finish_reason is not None:
             self.finish_reason = out.finish_reason
         return visible
+
+
+async def step_choices(serving, jobs: list, choices: list[ChoiceState], admission):
+    """Feed each engine step to its choice; yield (choice index, new text, logprob entries before this step).
+    The admission is released however the caller stops iterating."""
+    done: set[int] = set()
+    try:
+        async for index, out in serving.generate(jobs, done):
+            choice = choices[index]
+            before = len(choice.logprobs)
+            text = choice.step(out)
+            if choice.finish_reason is not None:
+                done.add(index)
+            yield index, text, before
+    finally:
+        admission.release()

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from tunestack.serve.choice import ChoiceState
+from tunestack.serve.choice import ChoiceState, step_choices
 from tunestack.serve.errors import BadRequest, ServeError, error_body
 from tunestack.serve.protocol import CompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
@@ -43,18 +43,8 @@ class Completion:
         self.created = int(time.time())
         self.admission: Admission = serving.admit(len(self.jobs))
 
-    async def _steps(self) -> AsyncIterator[tuple[int, str, int]]:
-        done: set[int] = set()
-        try:
-            async for index, out in self.serving.generate(self.jobs, done):
-                choice = self.choices[index]
-                before = len(choice.logprobs)
-                text = choice.step(out)
-                if choice.finish_reason is not None:
-                    done.add(index)
-                yield index, text, before
-        finally:
-            self.admission.release()
+    def _steps(self) -> AsyncIterator[tuple[int, str, int]]:
+        return step_choices(self.serving, self.jobs, self.choices, self.admission)
 
     def _usage(self) -> dict:
         return usage(sum(len(p) for p in self.prompts), sum(c.tokens for c in self.choices))
