@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,6 +90,7 @@ def test_gptq_calibrates_on_the_runs_data_and_reloads(tiny_model_dir, tiny_token
     assert config["quant_method"] == "gptq" and config["bits"] == 4
     written = record(out)["quantization"]
     assert written["calibration_examples"] == 16 and written["group_size"] == 64
+    assert not (Path.cwd() / "logs").exists() and not (out / "logs").exists()  # gptqmodel's own log folder
     assert abs(record(out)["perplexity"]["change_pct"]) < 10
 
 

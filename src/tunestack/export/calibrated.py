@@ -61,8 +61,13 @@ def architecture_problem(model_type: str, quant: str) -> str | None:
 def write_calibrated(scratch: Path, folder: Path, quant: str, calibration: list, max_shard_size: int) -> dict:
     """Quantize the full-precision model (and tokenizer) in `scratch` with gptqmodel on `calibration` and save it
     to `folder`."""
-    with redirect_stdout(sys.stderr):
-        return _write_calibrated(scratch, folder, quant, calibration, max_shard_size)
+    cwd, scratch, folder = os.getcwd(), scratch.absolute(), folder.absolute()
+    os.chdir(scratch)  # gptqmodel writes a logs/ folder into the working directory; keep it in the scratch copy
+    try:
+        with redirect_stdout(sys.stderr):
+            return _write_calibrated(scratch, folder, quant, calibration, max_shard_size)
+    finally:
+        os.chdir(cwd)
 
 
 def _write_calibrated(scratch: Path, folder: Path, quant: str, calibration: list, max_shard_size: int) -> dict:
