@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -245,3 +246,24 @@ def test_embedded_model_merges_as_exactly_as_fp32_allows(tmp_path):
         print(f"smollm2 {kind}: max |merged - exact| = {error:.2e}, |base + adapter in fp32 - exact| = "
               f"{reference_error:.2e}, |merged - base + adapter in fp32| = {(merged - fp32).abs().max():.2e}")
         assert error < max(1e-4, 1.5 * reference_error)
+
+
+def test_base_fingerprint_ignores_the_transformers_version(trained_run, tiny_model_dir, tmp_path):
+    import shutil
+
+    from tunestack.train.setup import model_fingerprint
+
+    resaved = tmp_path / "resaved"
+    shutil.copytree(tiny_model_dir, resaved)
+    config = json.loads((resaved / "config.json").read_text())
+    (resaved / "config.json").write_text(json.dumps({**config, "transformers_version": "9.9.9"}, indent=4))
+    assert model_fingerprint(resaved) == model_fingerprint(tiny_model_dir)
+    assert model_fingerprint(resaved, legacy=True) != model_fingerprint(tiny_model_dir, legacy=True)
+    # a run recorded with the earlier fingerprint (the config file's bytes) still exports
+    old_run = tmp_path / "old-run"
+    shutil.copytree(trained_run, old_run)
+    manifest = json.loads((old_run / "run.json").read_text())
+    base = json.loads((old_run / "run.json").read_text())["config"]["model"]["model"]
+    manifest["base_model_fingerprint"] = model_fingerprint(Path(base), legacy=True)
+    (old_run / "run.json").write_text(json.dumps(manifest))
+    assert (export(old_run, tmp_path / "out", eval_ppl=False) / "config.json").is_file()

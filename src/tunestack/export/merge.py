@@ -16,6 +16,7 @@ from tunestack.export.perplexity import perplexity, read_text
 from tunestack.export.publish import model_card
 from tunestack.export.quantize import METHODS
 from tunestack.export.sources import ExportPlan, plan_export
+from tunestack.jsonfile import read_json_object
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
@@ -108,12 +109,19 @@ def _compare(folder: Path, tokenizer, text: tuple[str, str], source: dict, quant
 
 
 def _base_name(plan: ExportPlan) -> str | None:
-    """The base model's hub id where one is known, for the model card's metadata."""
+    """The base model's hub id where one is known (an alias stands for its hub id), for the model card."""
     from tunestack.hub.fetch import looks_like_hub_id
+    from tunestack.hub.registry import lookup_alias
 
-    names = [a.config.get("base_model_name_or_path") for a in plan.adapters] + [plan.resolved.name]
-    return next((str(n) for n in names if n and not Path(str(n)).expanduser().exists() and looks_like_hub_id(str(n))),
-                None)
+    run = plan.resolved.run_dir
+    trained_from = read_json_object(run / "run.json").get("config", {}).get("model", {}).get("model") if run else None
+    names = [a.config.get("base_model_name_or_path") for a in plan.adapters] + [trained_from, plan.resolved.name]
+    for name in map(str, filter(None, names)):
+        if alias := lookup_alias(name):
+            return alias.hf
+        if not Path(name).expanduser().exists() and looks_like_hub_id(name):
+            return name
+    return None
 
 
 def _tokenizer(plan: ExportPlan, model_args: ModelArgs):

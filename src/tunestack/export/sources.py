@@ -160,6 +160,8 @@ def _adapter(given: str, run_dir: Path | None, path: Path) -> Adapter:
 
 def _base_problem(adapter: Adapter, model: str, base_path: Path, fingerprint: str) -> str | None:
     """Why `adapter` does not belong on --model, or None; a base that is not on this machine gets a warning."""
+    from tunestack.train.setup import model_fingerprint
+
     trained_on, what = adapter.run_base_fingerprint, "run.json"
     if trained_on is None:
         base = adapter.config.get("base_model_name_or_path")
@@ -169,10 +171,8 @@ def _base_problem(adapter: Adapter, model: str, base_path: Path, fingerprint: st
                 print(f"warning: adapter {adapter.given} names base model {base}, which is not on this machine; "
                       f"cannot check that it matches --model {model}", file=sys.stderr)
             return None
-        from tunestack.train.setup import model_fingerprint
-
         trained_on, what = model_fingerprint(Path(local)), f"base_model_name_or_path {base}"
-    if trained_on == fingerprint:
+    if trained_on in (fingerprint, model_fingerprint(Path(base_path), legacy=True)):
         return None
     return (f"adapter {adapter.given} was trained on base with fingerprint {trained_on} ({what}); --model {model} "
             f"has {fingerprint} ({base_path}); pass the base model it was trained on")

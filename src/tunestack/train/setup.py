@@ -36,12 +36,18 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs) -> Non
         raise ConfigError(problems)
 
 
-def model_fingerprint(path: Path) -> str:
-    """A short hash of a model folder's config and weight file names and sizes: identifies the base model."""
+def model_fingerprint(path: Path, legacy: bool = False) -> str:
+    """A short hash of a model folder's config and weight file names and sizes: identifies the base model.
+
+    The config's `transformers_version` is left out: the same weights converted or saved by another transformers
+    release are the same base. `legacy` hashes the config file as it is, as runs recorded before did."""
     digest = hashlib.sha256()
     config = path / "config.json"
-    if config.is_file():
+    if config.is_file() and legacy:
         digest.update(config.read_bytes())
+    elif config.is_file():
+        settings = {k: v for k, v in json.loads(config.read_text()).items() if k != "transformers_version"}
+        digest.update(json.dumps(settings, sort_keys=True).encode())
     for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
         digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
     return digest.hexdigest()[:16]
