@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from tunestack.serve.choice import ChoiceState, step_choices
-from tunestack.serve.errors import BadRequest, ServeError, error_body
+from tunestack.serve.choice import ChoiceState, sse_events, step_choices
+from tunestack.serve.errors import BadRequest
 from tunestack.serve.protocol import ChatCompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
 
@@ -63,29 +62,28 @@ class ChatCompletion:
         return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.request.model,
                 "choices": choices, "usage": self._usage()}
 
-    async def stream(self) -> AsyncIterator[str]:
+    def stream(self) -> AsyncIterator[str]:
         include_usage = bool(self.request.stream_options and self.request.stream_options.include_usage)
+        usage_chunk = (lambda: {**self._base(), "choices": [], "usage": self._usage()}) if include_usage else None
+        return sse_events(self._chunks(include_usage), usage_chunk)
+
+    async def _chunks(self, include_usage: bool) -> AsyncIterator[dict]:
         for i in range(len(self.jobs)):
             yield self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                 "finish_reason": None}], include_usage)
-        try:
-            async for index, text, entries in self._steps():
+        async with aclosing(self._steps()) as steps:
+            async for index, text, entries in steps:
                 finish = self.choices[index].finish_reason
                 if text or entries or finish:
                     delta = {"content": text} if text else {}
                     yield self._chunk([{"index": index, "delta": delta, "logprobs": self._logprobs(entries),
                                         "finish_reason": finish}], include_usage)
-        except ServeError as exc:  # the status line is long gone: the error travels as an event
-            yield _sse(error_body(str(exc), exc.type, exc.param))
-        if include_usage:
-            yield _sse({**self._base(), "choices": [], "usage": self._usage()})
-        yield "data: [DONE]\n\n"
 
     def _base(self) -> dict:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.request.model}
 
-    def _chunk(self, choices: list[dict], include_usage: bool) -> str:
-        return _sse({**self._base(), "choices": choices, **({"usage": None} if include_usage else {})})
+    def _chunk(self, choices: list[dict], include_usage: bool) -> dict:
+        return {**self._base(), "choices": choices, **({"usage": None} if include_usage else {})}
 
 
 def _entry(serving: Serving, logprob, top: int) -> dict:
@@ -94,6 +92,3 @@ def _entry(serving: Serving, logprob, top: int) -> dict:
     return {"token": text, "logprob": logprob.logprob, "bytes": list(text.encode()),
             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in alternatives]}
 
-
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

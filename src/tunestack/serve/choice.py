@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+
 from tunestack.inference.engine import StepOutput, TokenLogprob
 from tunestack.serve.detokenize import Detokenizer, StopScanner
+from tunestack.serve.errors import ServeError, error_body
 
 
 class ChoiceState:
@@ -52,3 +57,21 @@ async def step_choices(serving, jobs: list, choices: list[ChoiceState], admissio
             yield index, text, before
     finally:
         admission.release()
+
+
+def sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+async def sse_events(chunks: AsyncIterator[dict], usage_chunk: Callable[[], dict] | None) -> AsyncIterator[str]:
+    """A stream's server-sent events: each chunk; an engine failure after the stream started as an error event
+    (the status line is long gone); the usage chunk when one is asked for; then [DONE]."""
+    async with aclosing(chunks):  # a client that leaves closes the chunks, which frees the request's room
+        try:
+            async for payload in chunks:
+                yield sse(payload)
+        except ServeError as exc:
+            yield sse(error_body(str(exc), exc.type, exc.param))
+    if usage_chunk is not None:
+        yield sse(usage_chunk())
+    yield "data: [DONE]\n\n"

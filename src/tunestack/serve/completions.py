@@ -3,13 +3,13 @@ the prompt itself (what lm-evaluation-harness's `local-completions` model uses f
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
-from tunestack.serve.choice import ChoiceState, step_choices
-from tunestack.serve.errors import BadRequest, ServeError, error_body
+from tunestack.serve.choice import ChoiceState, sse_events, step_choices
+from tunestack.serve.errors import BadRequest
 from tunestack.serve.protocol import CompletionRequest
 from tunestack.serve.serving import Admission, Serving, sampling_params, usage
 
@@ -82,11 +82,15 @@ class Completion:
             result["top_logprobs"].append(alternatives)
         return result
 
-    async def stream(self) -> AsyncIterator[str]:
+    def stream(self) -> AsyncIterator[str]:
         include_usage = bool(self.request.stream_options and self.request.stream_options.include_usage)
+        usage_chunk = (lambda: {**self._base(), "choices": [], "usage": self._usage()}) if include_usage else None
+        return sse_events(self._chunks(include_usage), usage_chunk)
+
+    async def _chunks(self, include_usage: bool) -> AsyncIterator[dict]:
         offsets = [0] * len(self.choices)
-        try:
-            async for index, text, before in self._steps():
+        async with aclosing(self._steps()) as steps:
+            async for index, text, before in steps:
                 choice = self.choices[index]
                 if not (text or choice.finish_reason):
                     continue
@@ -94,16 +98,8 @@ class Completion:
                 logprobs = self._logprobs(entries, offsets[index]) if self.request.logprobs is not None else None
                 offsets[index] += sum(len(self.serving.token_text(t)) for t, _ in entries)
                 chunk = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.finish_reason}
-                yield _sse({**self._base(), "choices": [chunk], **({"usage": None} if include_usage else {})})
-        except ServeError as exc:  # the status line is long gone: the error travels as an event
-            yield _sse(error_body(str(exc), exc.type, exc.param))
-        if include_usage:
-            yield _sse({**self._base(), "choices": [], "usage": self._usage()})
-        yield "data: [DONE]\n\n"
+                yield {**self._base(), "choices": [chunk], **({"usage": None} if include_usage else {})}
 
     def _base(self) -> dict:
         return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.request.model}
 
-
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
