@@ -52,11 +52,15 @@ def quant_problems(quant: str | None) -> list[str]:
 
 def require_backend(quant: str) -> None:
     """Raise the one-line install hint when the method's library is missing."""
-    method = METHODS[quant]
-    if quant == "int4" and not _cuda_capability((8, 0)):
-        method = QuantMethod("int4", "optimum.quanto", "quanto", method.summary)
-    if importlib.util.find_spec(method.package) is None:
-        raise MissingExtraError(method.package.replace(".", "-"), method.extra, f"--quant {quant} export")
+    package, extra = ("optimum.quanto", "quanto") if _int4_through_quanto(quant) else \
+        (METHODS[quant].package, METHODS[quant].extra)
+    if importlib.util.find_spec(package) is None:
+        raise MissingExtraError(package.replace(".", "-"), extra, f"--quant {quant} export")
+
+
+def _int4_through_quanto(quant: str) -> bool:
+    """int4 goes through optimum-quanto where torchao's int4 kernels (CUDA, Ampere or newer) are missing."""
+    return quant == "int4" and not _cuda_capability((8, 0))
 
 
 def _cuda_capability(least: tuple[int, int]) -> bool:
@@ -110,7 +114,7 @@ def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard
     Most methods quantize while transformers loads the full-precision copy from a scratch folder; int4 without a
     CUDA GPU (torchao's int4 kernels need one) uses optimum-quanto; gptq and awq calibrate on `calibration`."""
     require_backend(quant)
-    if quant == "int4" and not _cuda_capability((8, 0)):
+    if _int4_through_quanto(quant):
         from tunestack.export.quanto import write_quanto_int4
 
         return write_quanto_int4(model, folder, max_shard_size)
