@@ -52,12 +52,48 @@ def test_int8_is_torchao_and_reloads_with_plain_transformers(tiny_model_dir, tin
     out = export(tiny_model_dir, tmp_path / "int8", quant="int8")
     assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "torchao"
     reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
-    assert isinstance(reloaded.model.layers[0].mlp.down_proj.weight, Int8Tensor)
+    for weight in (reloaded.model.layers[0].mlp.down_proj.weight, reloaded.model.embed_tokens.weight,
+                   reloaded.lm_head.weight):
+        assert isinstance(weight, Int8Tensor)
+    assert reloaded.model.layers[0].input_layernorm.weight.dtype == torch.float32
     assert relative_error(reloaded, source, tiny_tokenizer) < 0.02  # measured 0.004
     written = record(out)
     assert written["quantization"]["method"] == "torchao" and written["quantization"]["bits"] == 8
-    assert written["quantization"]["unquantized_linear"] == ["lm_head"]  # transformers keeps the output layer
+    assert written["quantization"]["unquantized_linear"] == [] and written["quantization"]["embeddings"]
     assert abs(written["perplexity"]["change_pct"]) < 1
+
+
+@pytest.mark.skipif(not has["torchao"], reason="torchao is not installed (pip install 'tunestack[torchao]')")
+def test_int8_writes_a_tied_embedding_once_and_transformers_ties_it_back(tiny_tokenizer, tmp_path):
+    import subprocess
+
+    from safetensors import safe_open
+
+    from helpers import build_model
+
+    tied = build_model(tiny_tokenizer, seed=1)
+    tied.config.tie_word_embeddings = True
+    tied.tie_weights()
+    tied.save_pretrained(tmp_path / "tied")
+    tiny_tokenizer.save_pretrained(tmp_path / "tied")
+    out = export(tmp_path / "tied", tmp_path / "int8", quant="int8")
+    with safe_open(out / "model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert any(n.startswith("model.embed_tokens._weight_qdata") for n in names)
+    assert not [n for n in names if n.startswith("lm_head")]
+    # The bf16 embedding alone is 2 bytes a parameter; the int8 file holds every matrix once at about 1 byte each.
+    parameters = sum(p.numel() for p in tied.parameters())
+    assert record(out)["sizes"]["weights_bytes"] < 1.2 * parameters
+    script = (f"import sys, torch, transformers\n"
+              f"m = transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})\n"
+              f"assert m.lm_head.weight is m.model.embed_tokens.weight, 'untied'\n"
+              f"assert type(m.lm_head.weight).__name__ == 'Int8Tensor', type(m.lm_head.weight)\n"
+              f"print(m(torch.tensor([[1, 2, 3]])).logits[0, -1].tolist())")
+    reloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    with torch.no_grad():
+        expected = tied.eval()(torch.tensor([[1, 2, 3]])).logits[0, -1]
+    got = torch.tensor(json.loads(reloaded.stdout.strip().splitlines()[-1]))
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()  # measured 0.0045
 
 
 @pytest.mark.skipif(not has["optimum.quanto"], reason="optimum-quanto is not installed (pip install 'tunestack[quanto]')")

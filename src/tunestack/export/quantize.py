@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ class QuantMethod:
 
 
 METHODS = {m.name: m for m in [
-    QuantMethod("int8", "torchao", "torchao", "int8 weight-only, per channel, through torchao"),
+    QuantMethod("int8", "torchao", "torchao", "int8 weight-only, per channel, through torchao: every linear layer and the "
+                "embedding matrix (a tied output layer shares it)"),
     QuantMethod("int4", "torchao", "torchao", "int4 weight-only through torchao on CUDA; optimum-quanto elsewhere"),
     QuantMethod("bnb8", "bitsandbytes", "qlora", "LLM.int8 through bitsandbytes"),
     QuantMethod("bnb4", "bitsandbytes", "qlora", "NF4 with double quantization through bitsandbytes"),
@@ -80,8 +82,9 @@ def bnb_config(quant: str):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def transformers_config(quant: str):
-    """The transformers quantization config that quantizes a model as it loads, and what export.json says of it."""
+def transformers_config(quant: str, model=None):
+    """The transformers quantization config that quantizes a model as it loads, and what export.json says of it
+    (int8 names the weights of `model`, the full-precision model, that it quantizes)."""
     if quant in ("bnb4", "bnb8"):
         config = bnb_config(quant)
         if quant == "bnb4":
@@ -94,7 +97,8 @@ def transformers_config(quant: str):
         from transformers import TorchAoConfig
 
         if quant == "int8":
-            return TorchAoConfig(Int8WeightOnlyConfig()), {"method": "torchao", "bits": 8, "granularity": "per channel"}
+            return int8_config(model), {"method": "torchao", "bits": 8, "granularity": "per channel",
+                                        "embeddings": True}
         return TorchAoConfig(Int4WeightOnlyConfig(group_size=128)), {"method": "torchao", "bits": 4, "group_size": 128}
     if quant == "hqq":
         from transformers import HqqConfig
@@ -126,21 +130,45 @@ def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard
             from tunestack.export.calibrated import write_calibrated
 
             return write_calibrated(scratch, folder, quant, calibration, max_shard_size)
-        return _quantize_on_load(scratch, folder, quant, dtype, max_shard_size)
+        return _quantize_on_load(scratch, folder, quant, dtype, max_shard_size, model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _quantize_on_load(scratch: Path, folder: Path, quant: str, dtype, max_shard_size: int) -> dict:
+def _quantize_on_load(scratch: Path, folder: Path, quant: str, dtype, max_shard_size: int, model) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    config, settings = transformers_config(quant)
+    from tunestack.compat import torchao_tied_weights_saved_once
+
+    config, settings = transformers_config(quant, model)
     device = {"": 0} if torch.cuda.is_available() else ({"": "cpu"} if quant.startswith("bnb") else None)
     quantized = AutoModelForCausalLM.from_pretrained(scratch, dtype=dtype, quantization_config=config,
                                                      device_map=device)
-    quantized.save_pretrained(folder, max_shard_size=max_shard_size)
+    with torchao_tied_weights_saved_once(quantized):
+        quantized.save_pretrained(folder, max_shard_size=max_shard_size)
     return {**settings, "type": quant, "backend": settings["method"], "unquantized_linear": unquantized(quantized)}
+
+
+def int8_config(model):
+    """torchao int8 weight-only, per output channel, for every linear weight and the input embedding's weight.
+
+    The weights are named by one pattern over parameter names (layer numbers generalised), so biases and norms
+    stay in full precision; a tied output layer is quantized with the embedding it shares. The embedding is a
+    fifth of a small model's weights, so leaving it out (transformers' default) costs a tenth of the size."""
+    import torch
+    from torchao.quantization import FqnToConfig, Int8WeightOnlyConfig
+    from transformers import TorchAoConfig
+
+    embedding = model.get_input_embeddings()
+    owners = sorted({_name_pattern(name) for name, module in model.named_modules()
+                     if isinstance(module, torch.nn.Linear) or module is embedding})
+    pattern = "re:(" + "|".join(owners) + r")\.weight"
+    return TorchAoConfig(FqnToConfig({pattern: Int8WeightOnlyConfig()}), include_input_output_embeddings=True)
+
+
+def _name_pattern(name: str) -> str:
+    return r"\.".join(r"\d+" if part.isdigit() else re.escape(part) for part in name.split("."))
 
 
 def unquantized(model) -> list[str]:

@@ -1,0 +1,43 @@
+"""Workarounds for defects in the libraries tunestack builds on, each applied only where the defect shows."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+def tied_copies(model) -> set[str]:
+    """Names under which the input embedding matrix is shared by another module (a tied output layer)."""
+    embedding = model.get_input_embeddings().weight
+    names = [name for name, param in model.named_parameters(remove_duplicate=False) if param is embedding]
+    owner = next(f"{name}.weight" for name, module in model.named_modules() if module is model.get_input_embeddings())
+    return set(names) - {owner}
+
+
+@contextmanager
+def torchao_tied_weights_saved_once(model):
+    """While saving, write a torchao-quantized embedding once even when the output layer is tied to it.
+
+    transformers (5.23, 5.24) removes tied duplicates by their parameter names, but torchao's flattening renames
+    them (`lm_head._weight_qdata`), so the int8 matrix is written twice and the reload then fails comparing the two
+    (`aten.equal` is not implemented for Int8Tensor). Leaving the tied names out of the flattened state dict writes
+    it once; loading ties the output layer back to it, as for any tied model."""
+    tied = tied_copies(model)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if not tied or quantizer is None or not _is_subclass(model.get_input_embeddings().weight):
+        yield
+        return
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    quantizer.get_state_dict_and_metadata = lambda m: flatten_tensor_state_dict(
+        {name: tensor for name, tensor in m.state_dict().items() if name not in tied})
+    try:
+        yield
+    finally:
+        del quantizer.get_state_dict_and_metadata  # the class's own method again
+
+
+def _is_subclass(tensor) -> bool:
+    import torch
+
+    data = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
+    return type(data) is not torch.Tensor
