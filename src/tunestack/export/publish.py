@@ -17,8 +17,7 @@ def check_push(repo: str, hub: str) -> None:
     if not _REPO.fullmatch(repo):
         raise TunestackError(f"--push_to_hub {repo}: expected a repository name such as my-org/my-model")
     if hub == "modelscope":
-        if importlib.util.find_spec("modelscope") is None:
-            raise MissingExtraError("modelscope", "modelscope", "--push_to_hub with --hub modelscope")
+        _check_modelscope(repo)
         return
     from huggingface_hub import HfApi, constants
 
@@ -40,8 +39,12 @@ def push(folder: Path, repo: str, hub: str, private: bool) -> str:
         if hub == "modelscope":
             from modelscope.hub.api import HubApi as ModelScopeApi
 
-            ModelScopeApi().upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
-            return f"https://modelscope.cn/models/{repo}"
+            api = ModelScopeApi()
+            # upload_folder would create a missing repository as public, so create it first with the visibility asked
+            api.create_repo(repo, visibility="private" if private else "public", exist_ok=True)
+            # use_cache=False: its resume record would otherwise be written into the export folder
+            api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message, use_cache=False)
+            return f"{api.endpoint}/models/{repo}"
         from huggingface_hub import HfApi
 
         api = HfApi()
@@ -49,8 +52,23 @@ def push(folder: Path, repo: str, hub: str, private: bool) -> str:
         api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
         return str(url)
     except Exception as error:
+        retry = f"modelscope upload {repo} {folder}" if hub == "modelscope" else f"hf upload {repo} {folder}"
         raise TunestackError(f"--push_to_hub {repo}: upload failed ({_reason(error)}); the export itself is complete "
-                             f"in {folder}; retry with `hf upload {repo} {folder}`") from None
+                             f"in {folder}; retry with `{retry}`") from None
+
+
+def _check_modelscope(repo: str) -> None:
+    """The ModelScope side of check_push: the library is installed and its token is accepted."""
+    if importlib.util.find_spec("modelscope") is None:
+        raise MissingExtraError("modelscope", "modelscope", "--push_to_hub with --hub modelscope")
+    from modelscope.hub.api import HubApi as ModelScopeApi
+
+    try:
+        ModelScopeApi().whoami()
+    except Exception as error:  # no token, a rejected token, or no route to ModelScope
+        raise TunestackError(f"--push_to_hub {repo}: cannot reach ModelScope as a logged-in user ({_reason(error)}); "
+                             "log in with `modelscope login --token TOKEN` or set MODELSCOPE_API_TOKEN, check "
+                             "MODELSCOPE_ENDPOINT and the network, or export without --push_to_hub") from None
 
 
 def _reason(error: Exception) -> str:
