@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 MODEL = "smollm2-135m-instruct"
-METHODS = ["int8", "int4", "bnb8", "bnb4", "gptq", "awq", "fp8"]
+METHODS = ["int8", "int4", "bnb8", "bnb4", "hqq", "gptq", "awq", "fp8"]
 PROMPT = [{"role": "user", "content": "Write two sentences about the sea."}]
 
 

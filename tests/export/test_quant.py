@@ -121,7 +121,7 @@ def tokenizer_ids(model_dir, text):
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["--quant", "bnb4", "--to", "gguf"], ["--quant bnb4 with --to gguf", "choose one"]),
-    (["--quant", "bnb2"], ["--quant: expected one of int8, int4, bnb8, bnb4, gptq, awq, fp8"]),
+    (["--quant", "bnb2"], ["--quant: expected one of int8, int4, bnb8, bnb4, hqq, gptq, awq, fp8"]),
     (["--ppl_text", "missing.txt"], ["--ppl_text missing.txt: no such file"]),
 ], ids=["with gguf", "unknown", "missing text"])
 def test_errors_are_one_line(args, expected, tiny_model_dir, tmp_path):

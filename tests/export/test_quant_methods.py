@@ -1,4 +1,4 @@
-"""`tunestack export --quant int8|int4|gptq|awq|fp8`, the model card and `--push_to_hub`'s checks."""
+"""`tunestack export --quant int8|int4|hqq|gptq|awq|fp8`, the model card and `--push_to_hub`'s checks."""
 
 import importlib.util
 import json
@@ -115,6 +115,27 @@ def test_int4_on_cpu_says_it_used_optimum_quanto_and_infer_loads_it(tiny_model_d
     assert answer.returncode == 0 and "model: local directory" in answer.stderr
 
 
+@pytest.mark.skipif(not has["optimum.quanto"], reason="optimum-quanto is not installed (pip install 'tunestack[quanto]')")
+def test_hqq_fits_scale_and_zero_with_optimum_quantos_hqq_optimizer_and_infer_loads_it(tiny_model_dir, tiny_tokenizer,
+                                                                                        source, tmp_path):
+    from optimum.quanto import QuantizedModelForCausalLM
+
+    out = tmp_path / "hqq"
+    result = cli("export", "--model", str(tiny_model_dir), "--quant", "hqq", "--output_dir", str(out))
+    assert "hqq: transformers' HQQ quantizer" in result.stderr
+    assert "quantizing with optimum-quanto's HQQ optimizer" in result.stderr
+    written = record(out)["quantization"]
+    assert (written["method"], written["backend"], written["bits"]) == ("hqq", "optimum-quanto", 4)
+    assert written["group_size"] == [64, 128]  # the tiny model's layers are narrower than a group: one group a row
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "quanto" and config["optimizer"] == "hqq"
+    reloaded = QuantizedModelForCausalLM.from_pretrained(str(out))
+    assert relative_error(reloaded, source, tiny_tokenizer) < 0.06  # measured 0.054; int4's min-max fit gives 0.069
+    assert abs(record(out)["perplexity"]["change_pct"]) < 5  # measured -0.32%
+    answer = cli("infer", "--model", str(out), "--prompt", "hi", "--max_new_tokens", "4")
+    assert answer.returncode == 0 and "model: local directory" in answer.stderr
+
+
 @pytest.mark.skipif(not has["gptqmodel"], reason="gptqmodel is not installed (pip install 'tunestack[gptq]')")
 def test_gptq_calibrates_on_the_runs_data_and_reloads(tiny_model_dir, tiny_tokenizer, source, tmp_path):
     adapter = make_adapter(tiny_model_dir, tmp_path / "lora", seed=3)
@@ -139,7 +160,8 @@ def test_gpu_methods_say_so_in_one_line(quant, tiny_model_dir, tmp_path):
     assert f"--quant {quant} needs a CUDA GPU" in result.stderr and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(("quant", "package", "extra"), [("int8", "torchao", "torchao"), ("gptq", "gptqmodel", "gptq")])
+@pytest.mark.parametrize(("quant", "package", "extra"), [("int8", "torchao", "torchao"), ("gptq", "gptqmodel", "gptq"),
+                                                         ("hqq", "optimum.quanto", "quanto")])
 def test_missing_library_names_the_extra(quant, package, extra, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, package, None)
     with pytest.raises(MissingExtraError, match=rf"--quant {quant} export needs {package}.*tunestack\[{extra}\]"):

@@ -161,7 +161,7 @@ COMMANDS = {
                 _infer),
         Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],
                 _serve),
-        Command("export", "merge adapters, quantize (int8, int4, bnb, gptq, ...), write GGUF, upload to a hub",
+        Command("export", "merge adapters, quantize (int8, int4, bnb, hqq, gptq, ...), write GGUF, upload to a hub",
                 [ModelArgs, ExportArgs], _export),
         Command("eval", "benchmarks (mmlu, gsm8k, ...) and your own tasks on a model, run directory or --url server",
                 [ModelArgs, EvalArgs], _eval),

@@ -32,7 +32,8 @@ METHODS = {m.name: m for m in [
     QuantMethod("int4", "torchao", "torchao", "int4 weight-only through torchao on CUDA; optimum-quanto elsewhere"),
     QuantMethod("bnb8", "bitsandbytes", "qlora", "LLM.int8 through bitsandbytes"),
     QuantMethod("bnb4", "bitsandbytes", "qlora", "NF4 with double quantization through bitsandbytes"),
-    QuantMethod("hqq", "hqq", "hqq", "4-bit half-quadratic quantization (group 64), calibration-free"),
+    QuantMethod("hqq", "optimum.quanto", "quanto", "4-bit half-quadratic quantization (HQQ), calibration-free, "
+                "through optimum-quanto's HQQ optimizer (group 128 or the largest multiple of 32 below it)"),
     QuantMethod("gptq", "gptqmodel", "gptq", "4-bit GPTQ (group 128) through gptqmodel", calibrated=True),
     QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel; its AWQ kernels need CUDA",
                 cuda=(7, 5), calibrated=True),
@@ -48,21 +49,22 @@ def quant_problems(quant: str | None) -> list[str]:
     method = METHODS[quant]
     if method.cuda and not _cuda_capability(method.cuda):
         return [f"--quant {quant} needs a CUDA GPU with compute capability {'.'.join(map(str, method.cuda))} or "
-                "newer; this machine has none. On CPU use --quant int8, int4, bnb8, bnb4 or gptq"]
+                "newer; this machine has none. On CPU use --quant int8, int4, bnb8, bnb4, hqq or gptq"]
     return []
 
 
 def require_backend(quant: str) -> None:
     """Raise the one-line install hint when the method's library is missing."""
-    package, extra = ("optimum.quanto", "quanto") if _int4_through_quanto(quant) else \
+    package, extra = ("optimum.quanto", "quanto") if _through_quanto(quant) else \
         (METHODS[quant].package, METHODS[quant].extra)
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package.replace(".", "-"), extra, f"--quant {quant} export")
 
 
-def _int4_through_quanto(quant: str) -> bool:
-    """int4 goes through optimum-quanto where torchao's int4 kernels (CUDA, Ampere or newer) are missing."""
-    return quant == "int4" and not _cuda_capability((8, 0))
+def _through_quanto(quant: str) -> bool:
+    """hqq always goes through optimum-quanto (transformers' HQQ quantizer has no quantize or load step); int4 where
+    torchao's int4 kernels (CUDA, Ampere or newer) are missing."""
+    return quant == "hqq" or (quant == "int4" and not _cuda_capability((8, 0)))
 
 
 def _cuda_capability(least: tuple[int, int]) -> bool:
@@ -100,10 +102,6 @@ def transformers_config(quant: str, model=None):
             return int8_config(model), {"method": "torchao", "bits": 8, "granularity": "per channel",
                                         "embeddings": True}
         return TorchAoConfig(Int4WeightOnlyConfig(group_size=128)), {"method": "torchao", "bits": 4, "group_size": 128}
-    if quant == "hqq":
-        from transformers import HqqConfig
-
-        return HqqConfig(nbits=4, group_size=64), {"method": "hqq", "bits": 4, "group_size": 64}
     if quant == "fp8":
         from transformers import FineGrainedFP8Config
 
@@ -115,13 +113,14 @@ def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard
                     calibration=None) -> dict:
     """Write `model` (full precision) to `folder` quantized by `quant`. Returns what export.json records about it.
 
-    Most methods quantize while transformers loads the full-precision copy from a scratch folder; int4 without a
-    CUDA GPU (torchao's int4 kernels need one) uses optimum-quanto; gptq and awq calibrate on `calibration`."""
+    Most methods quantize while transformers loads the full-precision copy from a scratch folder; hqq, and int4
+    without a CUDA GPU (torchao's int4 kernels need one), go through optimum-quanto; gptq and awq calibrate on
+    `calibration`."""
     require_backend(quant)
-    if _int4_through_quanto(quant):
-        from tunestack.export.quanto import write_quanto_int4
+    if _through_quanto(quant):
+        from tunestack.export.quanto import write_quanto
 
-        return write_quanto_int4(model, folder, max_shard_size)
+        return write_quanto(model, folder, max_shard_size, quant)
     scratch = folder / "unquantized"
     model.save_pretrained(scratch, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(scratch)
@@ -172,8 +171,8 @@ def _name_pattern(name: str) -> str:
 
 
 def unquantized(model) -> list[str]:
-    """Linear layers still holding plain floating-point weights (bitsandbytes and hqq swap the module class,
-    torchao the weight's tensor class)."""
+    """Linear layers still holding plain floating-point weights (bitsandbytes swaps the module class, torchao the
+    weight's tensor class)."""
     import torch
 
     return sorted(name for name, module in model.named_modules() if type(module) is torch.nn.Linear

@@ -131,7 +131,7 @@ def load_exported(path, quantized: bool = True):
 
     if is_quanto_folder(path):
         if importlib.util.find_spec("optimum.quanto") is None:
-            raise MissingExtraError("optimum-quanto", "quanto", f"loading the int4 model in {path}")
+            raise MissingExtraError("optimum-quanto", "quanto", f"loading the optimum-quanto model in {path}")
         from optimum.quanto import QuantizedModelForCausalLM
 
         return QuantizedModelForCausalLM.from_pretrained(str(path))
