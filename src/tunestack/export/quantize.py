@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +33,9 @@ METHODS = {m.name: m for m in [
     QuantMethod("bnb4", "bitsandbytes", "qlora", "NF4 with double quantization through bitsandbytes"),
     QuantMethod("hqq", "hqq", "hqq", "4-bit half-quadratic quantization (group 64), calibration-free"),
     QuantMethod("gptq", "gptqmodel", "gptq", "4-bit GPTQ (group 128) through gptqmodel", calibrated=True),
-    QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel; its AWQ kernels need CUDA",
-                cuda=(7, 5), calibrated=True),
-    QuantMethod("fp8", "torch", "torchao", "fp8 e4m3 weights, block-wise, through transformers", cuda=(8, 9)),
+    QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel", calibrated=True),
+    QuantMethod("fp8", "torch", "torchao", "fp8 e4m3 weights: block-wise through transformers on CUDA 8.9+, "
+                "weight-only per row through torchao elsewhere"),
 ]}
 QUANT_TYPES = tuple(METHODS)
 
@@ -45,15 +46,16 @@ def quant_problems(quant: str | None) -> list[str]:
         return []
     method = METHODS[quant]
     if method.cuda and not _cuda_capability(method.cuda):
+        cpu = [name for name, m in METHODS.items() if m.cuda is None]
         return [f"--quant {quant} needs a CUDA GPU with compute capability {'.'.join(map(str, method.cuda))} or "
-                "newer; this machine has none. On CPU use --quant int8, int4, bnb8, bnb4 or gptq"]
+                f"newer; this machine has none. On CPU use --quant {', '.join(cpu[:-1])} or {cpu[-1]}"]
     return []
 
 
 def require_backend(quant: str) -> None:
     """Raise the one-line install hint when the method's library is missing."""
     package, extra = ("optimum.quanto", "quanto") if _int4_through_quanto(quant) else \
-        (METHODS[quant].package, METHODS[quant].extra)
+        ("torchao", "torchao") if _fp8_through_torchao(quant) else (METHODS[quant].package, METHODS[quant].extra)
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package.replace(".", "-"), extra, f"--quant {quant} export")
 
@@ -61,6 +63,11 @@ def require_backend(quant: str) -> None:
 def _int4_through_quanto(quant: str) -> bool:
     """int4 goes through optimum-quanto where torchao's int4 kernels (CUDA, Ampere or newer) are missing."""
     return quant == "int4" and not _cuda_capability((8, 0))
+
+
+def _fp8_through_torchao(quant: str) -> bool:
+    """fp8 goes through torchao (weight-only) where transformers' fine-grained fp8 kernels (CUDA 8.9+) are missing."""
+    return quant == "fp8" and not _cuda_capability((8, 9))
 
 
 def _cuda_capability(least: tuple[int, int]) -> bool:
@@ -100,10 +107,20 @@ def transformers_config(quant: str):
         from transformers import HqqConfig
 
         return HqqConfig(nbits=4, group_size=64), {"method": "hqq", "bits": 4, "group_size": 64}
-    if quant == "fp8":
-        from transformers import FineGrainedFP8Config
+    if quant == "fp8" and _fp8_through_torchao(quant):
+        from torchao import __version__
+        from torchao.quantization import Float8WeightOnlyConfig
+        from transformers import TorchAoConfig
 
-        return FineGrainedFP8Config(), {"method": "fp8", "weights": "float8_e4m3fn", "block": [128, 128]}
+        return TorchAoConfig(Float8WeightOnlyConfig()), {
+            "method": "torchao", "backend": f"torchao {__version__}", "bits": 8, "weights": "float8_e4m3fn",
+            "granularity": "per row", "scheme": "fp8 weight-only (activations stay in the model's dtype)"}
+    if quant == "fp8":
+        from transformers import FineGrainedFP8Config, __version__
+
+        return FineGrainedFP8Config(), {"method": "fp8", "backend": f"transformers {__version__}", "bits": 8,
+                                        "weights": "float8_e4m3fn", "block": [128, 128],
+                                        "scheme": "fp8 weights and dynamic fp8 activations"}
     raise TunestackError(f"--quant {quant} is not quantized while loading")  # gptq/awq go through calibrated.py
 
 
@@ -112,8 +129,12 @@ def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard
     """Write `model` (full precision) to `folder` quantized by `quant`. Returns what export.json records about it.
 
     Most methods quantize while transformers loads the full-precision copy from a scratch folder; int4 without a
-    CUDA GPU (torchao's int4 kernels need one) uses optimum-quanto; gptq and awq calibrate on `calibration`."""
+    CUDA GPU (torchao's int4 kernels need one) uses optimum-quanto; fp8 without a CUDA GPU of compute capability 8.9
+    uses torchao's weight-only float8; gptq and awq calibrate on `calibration`."""
     require_backend(quant)
+    if _fp8_through_torchao(quant):
+        print("fp8: transformers' fp8 kernels need a CUDA GPU with compute capability 8.9; quantizing the weights "
+              "only, per row, with torchao instead", file=sys.stderr)
     if _int4_through_quanto(quant):
         from tunestack.export.quanto import write_quanto_int4
 
@@ -140,7 +161,7 @@ def _quantize_on_load(scratch: Path, folder: Path, quant: str, dtype, max_shard_
     quantized = AutoModelForCausalLM.from_pretrained(scratch, dtype=dtype, quantization_config=config,
                                                      device_map=device)
     quantized.save_pretrained(folder, max_shard_size=max_shard_size)
-    return {**settings, "type": quant, "backend": settings["method"], "unquantized_linear": unquantized(quantized)}
+    return {"type": quant, "backend": settings["method"], **settings, "unquantized_linear": unquantized(quantized)}
 
 
 def unquantized(model) -> list[str]:

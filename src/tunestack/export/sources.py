@@ -89,8 +89,8 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     if export.quant and METHODS[export.quant].calibrated:
         from tunestack.export.calibrated import architecture_problem
 
-        model_type = read_json_object(Path(resolved.path) / "config.json").get("model_type", "unknown")
-        problems += [p for p in [architecture_problem(model_type, export.quant)] if p]
+        problems += [p for p in [architecture_problem(read_json_object(Path(resolved.path) / "config.json"),
+                                                      export.quant)] if p]
     for source in [resolved.path, resolved.run_dir] + [a.path for a in adapters]:
         if source is not None and output.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
             problems.append(f"--output_dir {output} holds the model or adapter being exported ({source}); "
