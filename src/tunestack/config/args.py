@@ -209,8 +209,8 @@ class ExportArgs:
     quant: str | None = arg(
         None, "quantize the Hugging Face model: int8 (torchao, weight-only), int4 (torchao on CUDA, else "
         "optimum-quanto), bnb8 / bnb4 (bitsandbytes LLM.int8 / NF4), hqq (4-bit half-quadratic, calibration-free, "
-        "through optimum-quanto), gptq or awq (gptqmodel, calibrated on --calib_dataset; awq needs CUDA), fp8 (CUDA, "
-        "compute capability 8.9+); a model without adapters is quantized as it is",
+        "through optimum-quanto), gptq or awq (gptqmodel, calibrated on --calib_dataset), fp8 (transformers on CUDA "
+        "8.9+, else torchao); a model without adapters is quantized as it is",
         choices=("int8", "int4", "bnb8", "bnb4", "hqq", "gptq", "awq", "fp8"),
     )
     calib_dataset: list[str] = arg(

@@ -10,6 +10,8 @@ from pathlib import Path
 from tunestack.errors import DataError, TunestackError
 
 GROUP_SIZES = (128, 64, 32)
+AWQ_OUTPUT_MULTIPLE = 64
+"""gptqmodel's AWQ clipping search walks each layer's output rows in batches of 256 or 64."""
 
 
 def calibration_texts(tokenizer, datasets: list[str], samples: int, run_dir: Path | None = None,
@@ -47,15 +49,28 @@ def group_size(config) -> int:
     raise TunestackError(f"--quant: no group size in {GROUP_SIZES} divides the layer widths {widths} of this model")
 
 
-def architecture_problem(model_type: str, quant: str) -> str | None:
-    """Why gptqmodel cannot quantize this architecture, or None."""
+def architecture_problem(config: dict, quant: str) -> str | None:
+    """Why gptqmodel cannot quantize this model (its config.json as a dict), or None."""
     with redirect_stdout(sys.stderr):  # gptqmodel prints a banner on import; stdout carries only the export's path
         from gptqmodel.models.auto import MODEL_MAP
 
-    if model_type in MODEL_MAP:
-        return None
-    return (f"--quant {quant}: gptqmodel does not support the {model_type!r} architecture; use --quant int8, int4, "
-            "bnb8 or bnb4, which quantize any linear layers")
+    model_type = config.get("model_type", "unknown")
+    if model_type not in MODEL_MAP:
+        return (f"--quant {quant}: gptqmodel does not support the {model_type!r} architecture; use --quant int8, "
+                "int4, bnb8 or bnb4, which quantize any linear layers")
+    widths = _output_widths(config)
+    if quant == "awq" and any(w % AWQ_OUTPUT_MULTIPLE for w in widths):
+        return (f"--quant awq: gptqmodel's AWQ needs every linear layer's output width to be a multiple of "
+                f"{AWQ_OUTPUT_MULTIPLE}; this model has {sorted(set(widths))}; use --quant gptq")
+    return None
+
+
+def _output_widths(config: dict) -> list[int]:
+    """Output widths of a decoder layer's attention and MLP projections, from config.json."""
+    hidden, heads = config.get("hidden_size") or 0, config.get("num_attention_heads") or 1
+    head_dim = config.get("head_dim") or hidden // heads
+    return [hidden, heads * head_dim, (config.get("num_key_value_heads") or heads) * head_dim,
+            config.get("intermediate_size") or hidden]
 
 
 def write_calibrated(scratch: Path, folder: Path, quant: str, calibration: list, max_shard_size: int) -> dict:
@@ -73,20 +88,26 @@ def write_calibrated(scratch: Path, folder: Path, quant: str, calibration: list,
 def _write_calibrated(scratch: Path, folder: Path, quant: str, calibration: list, max_shard_size: int) -> dict:
     # gptqmodel sizes its CPU worker pool from this variable; its default asks for more than a 2-core machine has.
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(4, os.cpu_count() or 1))))
-    from gptqmodel import GPTQModel, QuantizeConfig
+    import torch
+    from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
     from gptqmodel.quantization import FORMAT, METHOD
     from transformers import AutoConfig
 
     group = group_size(AutoConfig.from_pretrained(scratch))
-    method, fmt = (METHOD.AWQ, FORMAT.GEMM) if quant == "awq" else (METHOD.GPTQ, FORMAT.GPTQ)
-    config = QuantizeConfig(bits=4, group_size=group, method=method, format=fmt, offload_to_disk=False)
+    awq = quant == "awq"
+    method, fmt = (METHOD.AWQ, FORMAT.GEMM) if awq else (METHOD.GPTQ, FORMAT.GPTQ)
+    # AWQ with zero points is the GEMM layout AutoAWQ writes and vLLM serves; gptqmodel packs it with its portable
+    # torch kernel where its CUDA AWQ kernels are missing.
+    config = QuantizeConfig(bits=4, group_size=group, method=method, format=fmt, sym=not awq, offload_to_disk=False)
+    backend = BACKEND.AWQ_TORCH if awq and not torch.cuda.is_available() else BACKEND.AUTO
     print(f"{quant}: calibrating on {len(calibration)} examples (group size {group})", file=sys.stderr)
     model = GPTQModel.load(str(scratch), config)
-    model.quantize(calibration, batch_size=4)
+    model.quantize(calibration, batch_size=4, backend=backend)
     model.save(str(folder), max_shard_size=max_shard_size)
     for leftover in ("quant_log.csv",):
         (folder / leftover).unlink(missing_ok=True)
     from gptqmodel import __version__
 
     return {"method": quant, "backend": f"gptqmodel {__version__}", "type": quant, "bits": 4, "group_size": group,
-            "format": fmt.value, "calibration_examples": len(calibration)}
+            "format": fmt.value, "scheme": f"int4 weights ({'asymmetric' if awq else 'symmetric'}), 16-bit activations",
+            "calibration_examples": len(calibration)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,15 +14,14 @@ from tunestack.errors import MissingExtraError, TunestackError
 
 @dataclass(frozen=True)
 class QuantMethod:
-    """One `--quant` choice: the library that does it, the extra that installs it, what it needs."""
+    """One `--quant` choice: the library that does it, the extra that installs it, whether it calibrates. Every
+    method runs on CPU; where a faster CUDA path exists (torchao int4, transformers' fp8) it is taken there."""
 
     name: str
     package: str
     """Import name checked before any model loads."""
     extra: str
     summary: str
-    cuda: tuple[int, int] | None = None
-    """The CUDA compute capability the method needs, or None when it runs on CPU."""
     calibrated: bool = False
     """Needs calibration text (--calib_dataset)."""
 
@@ -35,28 +35,17 @@ METHODS = {m.name: m for m in [
     QuantMethod("hqq", "optimum.quanto", "quanto", "4-bit half-quadratic quantization (HQQ), calibration-free, "
                 "through optimum-quanto's HQQ optimizer (group 128 or the largest multiple of 32 below it)"),
     QuantMethod("gptq", "gptqmodel", "gptq", "4-bit GPTQ (group 128) through gptqmodel", calibrated=True),
-    QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel; its AWQ kernels need CUDA",
-                cuda=(7, 5), calibrated=True),
-    QuantMethod("fp8", "torch", "torchao", "fp8 e4m3 weights, block-wise, through transformers", cuda=(8, 9)),
+    QuantMethod("awq", "gptqmodel", "gptq", "4-bit AWQ (group 128) through gptqmodel", calibrated=True),
+    QuantMethod("fp8", "torch", "torchao", "fp8 e4m3 weights: block-wise through transformers on CUDA 8.9+, "
+                "weight-only per row through torchao elsewhere"),
 ]}
 QUANT_TYPES = tuple(METHODS)
-
-
-def quant_problems(quant: str | None) -> list[str]:
-    """What stops `--quant` on this machine, checked before anything loads: hardware, then the library."""
-    if quant is None:
-        return []
-    method = METHODS[quant]
-    if method.cuda and not _cuda_capability(method.cuda):
-        return [f"--quant {quant} needs a CUDA GPU with compute capability {'.'.join(map(str, method.cuda))} or "
-                "newer; this machine has none. On CPU use --quant int8, int4, bnb8, bnb4, hqq or gptq"]
-    return []
 
 
 def require_backend(quant: str) -> None:
     """Raise the one-line install hint when the method's library is missing."""
     package, extra = ("optimum.quanto", "quanto") if _through_quanto(quant) else \
-        (METHODS[quant].package, METHODS[quant].extra)
+        ("torchao", "torchao") if _fp8_through_torchao(quant) else (METHODS[quant].package, METHODS[quant].extra)
     if importlib.util.find_spec(package) is None:
         raise MissingExtraError(package.replace(".", "-"), extra, f"--quant {quant} export")
 
@@ -65,6 +54,11 @@ def _through_quanto(quant: str) -> bool:
     """hqq always goes through optimum-quanto (transformers' HQQ quantizer has no quantize or load step); int4 where
     torchao's int4 kernels (CUDA, Ampere or newer) are missing."""
     return quant == "hqq" or (quant == "int4" and not _cuda_capability((8, 0)))
+
+
+def _fp8_through_torchao(quant: str) -> bool:
+    """fp8 goes through torchao (weight-only) where transformers' fine-grained fp8 kernels (CUDA 8.9+) are missing."""
+    return quant == "fp8" and not _cuda_capability((8, 9))
 
 
 def _cuda_capability(least: tuple[int, int]) -> bool:
@@ -95,17 +89,27 @@ def transformers_config(quant: str, model=None):
         return config, {"method": "bitsandbytes", "bits": 8, "quant_type": "llm.int8",
                         "threshold": config.llm_int8_threshold}
     if quant in ("int8", "int4"):
-        from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+        from torchao.quantization import Int4WeightOnlyConfig
         from transformers import TorchAoConfig
 
         if quant == "int8":
             return int8_config(model), {"method": "torchao", "bits": 8, "granularity": "per channel",
                                         "embeddings": True}
         return TorchAoConfig(Int4WeightOnlyConfig(group_size=128)), {"method": "torchao", "bits": 4, "group_size": 128}
-    if quant == "fp8":
-        from transformers import FineGrainedFP8Config
+    if quant == "fp8" and _fp8_through_torchao(quant):
+        from torchao import __version__
+        from torchao.quantization import Float8WeightOnlyConfig
+        from transformers import TorchAoConfig
 
-        return FineGrainedFP8Config(), {"method": "fp8", "weights": "float8_e4m3fn", "block": [128, 128]}
+        return TorchAoConfig(Float8WeightOnlyConfig()), {
+            "method": "torchao", "backend": f"torchao {__version__}", "bits": 8, "weights": "float8_e4m3fn",
+            "granularity": "per row", "scheme": "fp8 weight-only (activations stay in the model's dtype)"}
+    if quant == "fp8":
+        from transformers import FineGrainedFP8Config, __version__
+
+        return FineGrainedFP8Config(), {"method": "fp8", "backend": f"transformers {__version__}", "bits": 8,
+                                        "weights": "float8_e4m3fn", "block": [128, 128],
+                                        "scheme": "fp8 weights and dynamic fp8 activations"}
     raise TunestackError(f"--quant {quant} is not quantized while loading")  # gptq/awq go through calibrated.py
 
 
@@ -114,9 +118,12 @@ def write_quantized(model, tokenizer, folder: Path, quant: str, dtype, max_shard
     """Write `model` (full precision) to `folder` quantized by `quant`. Returns what export.json records about it.
 
     Most methods quantize while transformers loads the full-precision copy from a scratch folder; hqq, and int4
-    without a CUDA GPU (torchao's int4 kernels need one), go through optimum-quanto; gptq and awq calibrate on
-    `calibration`."""
+    without a CUDA GPU (torchao's int4 kernels need one), go through optimum-quanto; fp8 without a CUDA GPU of compute
+    capability 8.9 uses torchao's weight-only float8; gptq and awq calibrate on `calibration`."""
     require_backend(quant)
+    if _fp8_through_torchao(quant):
+        print("fp8: transformers' fp8 kernels need a CUDA GPU with compute capability 8.9; quantizing the weights "
+              "only, per row, with torchao instead", file=sys.stderr)
     if _through_quanto(quant):
         from tunestack.export.quanto import write_quanto
 
@@ -146,7 +153,7 @@ def _quantize_on_load(scratch: Path, folder: Path, quant: str, dtype, max_shard_
                                                      device_map=device)
     with torchao_tied_weights_saved_once(quantized):
         quantized.save_pretrained(folder, max_shard_size=max_shard_size)
-    return {**settings, "type": quant, "backend": settings["method"], "unquantized_linear": unquantized(quantized)}
+    return {"type": quant, "backend": settings["method"], **settings, "unquantized_linear": unquantized(quantized)}
 
 
 def int8_config(model):

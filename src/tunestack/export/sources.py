@@ -12,7 +12,7 @@ from tunestack.config.parse import field_problems
 from tunestack.errors import ConfigError, TunestackError
 from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
-from tunestack.export.quantize import METHODS, quant_problems, require_backend
+from tunestack.export.quantize import METHODS, require_backend
 from tunestack.hub import ResolvedModel, resolve_model
 
 
@@ -89,8 +89,8 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
     if export.quant and METHODS[export.quant].calibrated:
         from tunestack.export.calibrated import architecture_problem
 
-        model_type = read_json_object(Path(resolved.path) / "config.json").get("model_type", "unknown")
-        problems += [p for p in [architecture_problem(model_type, export.quant)] if p]
+        problems += [p for p in [architecture_problem(read_json_object(Path(resolved.path) / "config.json"),
+                                                      export.quant)] if p]
     for source in [resolved.path, resolved.run_dir] + [a.path for a in adapters]:
         if source is not None and output.resolve() in [Path(source).resolve(), *Path(source).resolve().parents]:
             problems.append(f"--output_dir {output} holds the model or adapter being exported ({source}); "
@@ -115,7 +115,7 @@ def _output_problems(export: ExportArgs) -> list[str]:
 
 
 def _quant_problems(export: ExportArgs) -> list[str]:
-    problems = quant_problems(export.quant)
+    problems = []
     if export.quant and export.to == "gguf":
         problems.append(f"--quant {export.quant} with --to gguf: choose one; --gguf_type q8_0 or q4_0 quantizes the "
                         "GGUF file, --quant (with --to hf) the Hugging Face folder")
