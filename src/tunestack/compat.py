@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import importlib.util
+import os
+import sys
+from contextlib import contextmanager, redirect_stdout
+
+
+def import_gptqmodel_quietly() -> None:
+    """Import gptqmodel, where it is installed, with its banner on stderr and the environment left as it was.
+
+    peft imports gptqmodel whenever it is installed, to recognise its quantized layers, the first time an adapter is
+    attached or loaded. gptqmodel 7.6 prints a banner to stdout on import, which would mix into what `tunestack
+    infer` prints, and sets process-wide variables: PYTORCH_ALLOC_CONF, CUDA_DEVICE_ORDER, and (through tokenicer)
+    HF_HOME and the hub caches under /tmp. Every tunestack path that imports gptqmodel goes through here first."""
+    if "gptqmodel" in sys.modules or importlib.util.find_spec("gptqmodel") is None:
+        return
+    import huggingface_hub  # noqa: F401  (reads HF_HOME once, before gptqmodel can move it)
+
+    saved = dict(os.environ)
+    with redirect_stdout(sys.stderr):
+        import gptqmodel  # noqa: F401  (imported for its side effects, once)
+    for name in set(os.environ) - set(saved):
+        del os.environ[name]
+    os.environ.update(saved)
 
 
 def tied_copies(model) -> set[str]:

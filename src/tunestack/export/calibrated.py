@@ -7,6 +7,7 @@ import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
+from tunestack.compat import import_gptqmodel_quietly
 from tunestack.errors import DataError, TunestackError
 
 GROUP_SIZES = (128, 64, 32)
@@ -51,8 +52,8 @@ def group_size(config) -> int:
 
 def architecture_problem(config: dict, quant: str) -> str | None:
     """Why gptqmodel cannot quantize this model (its config.json as a dict), or None."""
-    with redirect_stdout(sys.stderr):  # gptqmodel prints a banner on import; stdout carries only the export's path
-        from gptqmodel.models.auto import MODEL_MAP
+    import_gptqmodel_quietly()
+    from gptqmodel.models.auto import MODEL_MAP
 
     model_type = config.get("model_type", "unknown")
     if model_type not in MODEL_MAP:

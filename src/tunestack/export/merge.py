@@ -142,6 +142,9 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from tunestack.compat import import_gptqmodel_quietly
+
+    import_gptqmodel_quietly()  # before peft touches the model
     model = AutoModelForCausalLM.from_pretrained(plan.resolved.path, dtype=torch.float32,
                                                  trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # as training resized it

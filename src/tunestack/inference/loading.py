@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunestack.compat import import_gptqmodel_quietly
 from tunestack.config import ModelArgs
 
 
@@ -55,6 +56,7 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
                        trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
     if adapter_dirs:
+        import_gptqmodel_quietly()
         from peft import PeftModel
 
         for adapter in adapter_dirs:
@@ -80,6 +82,7 @@ def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
 
 
 def _attach_named(model, named_adapters: dict[str, str]):
+    import_gptqmodel_quietly()
     from peft import PeftModel
 
     named_adapters = adapter_folders(named_adapters)

@@ -41,6 +41,9 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
     if args.tuner == "full":
         model.requires_grad_(True)
         return model
+    from tunestack.compat import import_gptqmodel_quietly
+
+    import_gptqmodel_quietly()
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     _check_targets(model, args.target_modules)
