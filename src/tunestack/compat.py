@@ -63,3 +63,4 @@ def _is_subclass(tensor) -> bool:
 
     data = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
     return type(data) is not torch.Tensor
+

@@ -94,6 +94,13 @@ def test_int8_writes_a_tied_embedding_once_and_transformers_ties_it_back(tiny_to
         expected = tied.eval()(torch.tensor([[1, 2, 3]])).logits[0, -1]
     got = torch.tensor(json.loads(reloaded.stdout.strip().splitlines()[-1]))
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()  # measured 0.0045
+    # tunestack's loader looks up only the rows it needs (torchao dequantizes the whole matrix), to the same logits
+    from tunestack.model.load import Int8Rows, load_exported
+
+    fast = load_exported(out)
+    assert isinstance(fast.get_input_embeddings(), Int8Rows) and fast.lm_head.weight is fast.get_input_embeddings().weight
+    with torch.no_grad():
+        assert torch.equal(fast(torch.tensor([[1, 2, 3]])).logits[0, -1], got.to(fast.dtype))
 
 
 @pytest.mark.skipif(not has["optimum.quanto"], reason="optimum-quanto is not installed (pip install 'tunestack[quanto]')")
