@@ -98,7 +98,8 @@ def test_int8_writes_a_tied_embedding_once_and_transformers_ties_it_back(tiny_to
     from tunestack.model.load import Int8Rows, load_exported
 
     fast = load_exported(out)
-    assert isinstance(fast.get_input_embeddings(), Int8Rows) and fast.lm_head.weight is fast.get_input_embeddings().weight
+    rows = fast.get_input_embeddings()
+    assert isinstance(rows, Int8Rows) and fast.lm_head.weight is rows.weight
     with torch.no_grad():
         assert torch.equal(fast(torch.tensor([[1, 2, 3]])).logits[0, -1], got.to(fast.dtype))
 

@@ -27,8 +27,8 @@ class QuantMethod:
 
 
 METHODS = {m.name: m for m in [
-    QuantMethod("int8", "torchao", "torchao", "int8 weight-only, per channel, through torchao: every linear layer and the "
-                "embedding matrix (a tied output layer shares it)"),
+    QuantMethod("int8", "torchao", "torchao", "int8 weight-only, per channel, through torchao: every linear layer "
+                "and the embedding matrix (a tied output layer shares it)"),
     QuantMethod("int4", "torchao", "torchao", "int4 weight-only through torchao on CUDA; optimum-quanto elsewhere"),
     QuantMethod("bnb8", "bitsandbytes", "qlora", "LLM.int8 through bitsandbytes"),
     QuantMethod("bnb4", "bitsandbytes", "qlora", "NF4 with double quantization through bitsandbytes"),
