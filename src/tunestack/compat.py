@@ -27,12 +27,12 @@ def import_gptqmodel_quietly() -> None:
     os.environ.update(saved)
 
 
-def tied_copies(model) -> set[str]:
-    """Names under which the input embedding matrix is shared by another module (a tied output layer)."""
-    embedding = model.get_input_embeddings().weight
-    names = [name for name, param in model.named_parameters(remove_duplicate=False) if param is embedding]
-    owner = next(f"{name}.weight" for name, module in model.named_modules() if module is model.get_input_embeddings())
-    return set(names) - {owner}
+def _tied_copies(model) -> set[str]:
+    """Names under which another module (a tied output layer) shares the input embedding's weight."""
+    embedding = model.get_input_embeddings()
+    owner = next(name for name, module in model.named_modules() if module is embedding) + ".weight"
+    return {name for name, param in model.named_parameters(remove_duplicate=False)
+            if param is embedding.weight and name != owner}
 
 
 @contextmanager
@@ -43,9 +43,11 @@ def torchao_tied_weights_saved_once(model):
     them (`lm_head._weight_qdata`), so the int8 matrix is written twice and the reload then fails comparing the two
     (`aten.equal` is not implemented for Int8Tensor). Leaving the tied names out of the flattened state dict writes
     it once; loading ties the output layer back to it, as for any tied model."""
-    tied = tied_copies(model)
+    import torch
+
+    tied = _tied_copies(model)
     quantizer = getattr(model, "hf_quantizer", None)
-    if not tied or quantizer is None or not _is_subclass(model.get_input_embeddings().weight):
+    if not tied or quantizer is None or type(model.get_input_embeddings().weight.data) is torch.Tensor:
         yield
         return
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
@@ -56,11 +58,4 @@ def torchao_tied_weights_saved_once(model):
         yield
     finally:
         del quantizer.get_state_dict_and_metadata  # the class's own method again
-
-
-def _is_subclass(tensor) -> bool:
-    import torch
-
-    data = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
-    return type(data) is not torch.Tensor
 
