@@ -6,7 +6,7 @@ What runs. LoRA SFT (rank 8, alpha 32, no dropout, all linear layers, learning r
 unpacked or 1 packed row)
 of the embedded smollm2-135m-instruct on the built-in `self-cognition` and `arith` data (short conversations),
 with --max_length 512, in fp32 and in bf16:
-  - tunestack, packing off and on: the Trainer `tunestack sft` builds (`tunestack.train.sft.build_trainer`).
+  - tunestack, packing off and on: the Trainer `tunestack sft` builds (`tunestack.train.lifecycle.build_trainer` with `SFT`).
   - plain: what a user writes by hand with no tunestack import: `AutoModelForCausalLM.from_pretrained` (fp32
     weights), `get_peft_model`, `apply_chat_template` with the prompt masked out of the labels,
     `DataCollatorForSeq2Seq` padding to the longest in the batch, `Trainer(args=TrainingArguments(bf16=...))`
@@ -130,7 +130,8 @@ def tunestack_trainer(cfg: dict):
     """The trainer `tunestack sft` builds for these settings (its own build_trainer)."""
     from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
     from tunestack.run import RunDir
-    from tunestack.train.sft import build_trainer
+    from tunestack.train.lifecycle import build_trainer
+    from tunestack.train.sft import SFT
 
     model_args = ModelArgs(model=cfg["model"], dtype=cfg["precision"])
     data_args = DataArgs(dataset=DATASETS, max_length=cfg["max_length"], packing=cfg["packing"], **IDENTITY)
@@ -138,7 +139,7 @@ def tunestack_trainer(cfg: dict):
     train_args = TrainArgs(output_dir=cfg["work_dir"], learning_rate=LEARNING_RATE, max_steps=cfg["total_steps"],
                            per_device_train_batch_size=cfg["batch_size"], logging_steps=LOGGING_STEPS,
                            save_steps=10**6, seed=SEED, overwrite_output_dir=True)
-    return build_trainer(model_args, data_args, tuner_args, train_args, RunDir(train_args.output_dir))
+    return build_trainer(SFT, model_args, data_args, tuner_args, train_args, RunDir(train_args.output_dir))
 
 
 def plain_trainer(cfg: dict):

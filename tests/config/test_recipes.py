@@ -7,7 +7,7 @@ import pytest
 from tunestack.config import DataArgs, ModelArgs, RuntimeArgs, TrainArgs, TunerArgs, parse_groups
 from tunestack.data import load_datasets
 from tunestack.hub import lookup_alias
-from tunestack.train.setup import validate_training
+from tunestack.train.lifecycle import validate_training
 
 RECIPES = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 

@@ -192,7 +192,7 @@ def test_errors_are_one_line_before_loading(case, trained_run, adapters, tiny_mo
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert all(text in result.stderr for text in expected), result.stderr
     if case.endswith("other base"):
-        from tunestack.train.setup import model_fingerprint
+        from tunestack.run.manifest import model_fingerprint
 
         assert all(model_fingerprint(m) in result.stderr for m in (tiny_model_dir, other_model_dir))
     assert (tmp_path / "full" / "old.txt").read_text() == "keep me" and not (tmp_path / "o").exists()
@@ -251,7 +251,7 @@ def test_embedded_model_merges_as_exactly_as_fp32_allows(tmp_path):
 def test_base_fingerprint_ignores_the_transformers_version(trained_run, tiny_model_dir, tmp_path):
     import shutil
 
-    from tunestack.train.setup import model_fingerprint
+    from tunestack.run.manifest import model_fingerprint
 
     resaved = tmp_path / "resaved"
     shutil.copytree(tiny_model_dir, resaved)

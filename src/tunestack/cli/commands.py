@@ -7,6 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunestack.config import (
+    CpoArgs,
+    DpoArgs,
+    KtoArgs,
+    OrpoArgs,
+    SimpoArgs,
     DataArgs,
     DownloadArgs,
     EvalArgs,
@@ -29,6 +34,8 @@ class Command:
     summary: str
     groups: list[type]
     function: Callable
+    training: bool = False
+    """A training command: --resume reads the run's recorded flags as the base."""
 
     def run(self, argv: list[str]):
         if "-h" in argv or "--help" in argv:
@@ -37,7 +44,7 @@ class Command:
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
         parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if self.name in ("sft", "pt") else None)
+                              config=_resumed_config(argv) if self.training else None)
         if not parsed[-1].debug:
             _quiet_libraries()
         return self.function(*parsed[:-1])
@@ -57,6 +64,12 @@ def _quiet_libraries() -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:  # the trainers' own dataset tokenization bars
+        import datasets
+
+        datasets.disable_progress_bars()
     except ImportError:
         pass
 
@@ -80,16 +93,17 @@ def _resumed_config(argv: list[str]) -> dict | None:
     return {k: v for group in recorded.values() for k, v in group.items()}
 
 
-def _sft(model, data, tuner, train):
-    from tunestack.train.sft import run_sft
+def _training(name: str) -> Callable:
+    """The function a training command calls: the shared run lifecycle with the method in train/NAME.py."""
 
-    run_sft(model, data, tuner, train)
+    def train(*groups):
+        from importlib import import_module
 
+        from tunestack.train.lifecycle import run_training
 
-def _pt(model, data, tuner, train):
-    from tunestack.train.pt import run_pt
+        run_training(getattr(import_module(f"tunestack.train.{name}"), name.upper()), *groups)
 
-    run_pt(model, data, tuner, train)
+    return train
 
 
 def _infer(model, infer):
@@ -152,11 +166,20 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 
 
 _TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs]
+_METHODS = [  # name, summary, the method's own argument group
+    ("sft", "supervised fine-tuning on chat / instruction data (LoRA, DoRA, QLoRA, full)", None),
+    ("pt", "continued pre-training on raw text", None),
+    ("dpo", "direct preference optimisation on chosen/rejected pairs", DpoArgs),
+    ("kto", "Kahneman-Tversky optimisation on completions labelled good or bad", KtoArgs),
+    ("orpo", "odds-ratio preference optimisation (SFT and preference in one, no reference model)", OrpoArgs),
+    ("simpo", "simple preference optimisation (length-normalised, no reference model)", SimpoArgs),
+    ("cpo", "contrastive preference optimisation (no reference model)", CpoArgs),
+]
 COMMANDS = {
     c.name: c
     for c in [
-        Command("sft", "supervised fine-tuning on chat / instruction data (LoRA, DoRA, QLoRA, full)", _TRAIN, _sft),
-        Command("pt", "continued pre-training on raw text", _TRAIN, _pt),
+        *[Command(name, summary, _TRAIN + ([group] if group else []), _training(name), training=True)
+          for name, summary, group in _METHODS],
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
         Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],

@@ -12,9 +12,15 @@ from tunestack.config.args import (
     TrainArgs,
     TunerArgs,
 )
+from tunestack.config.align import CpoArgs, DpoArgs, KtoArgs, OrpoArgs, SimpoArgs
 from tunestack.config.parse import parse_groups
 
 __all__ = [
+    "CpoArgs",
+    "DpoArgs",
+    "KtoArgs",
+    "OrpoArgs",
+    "SimpoArgs",
     "DataArgs",
     "DownloadArgs",
     "EvalArgs",

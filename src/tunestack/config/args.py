@@ -95,6 +95,9 @@ class TunerArgs:
     )
     target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj")
     modules_to_save: list[str] = arg([], "extra modules trained in full and saved with the adapter")
+    continue_adapter: bool = arg(
+        False, "with --model RUN_DIR of an adapter run: keep training that adapter instead of merging it into the "
+        "base and training a new one on top")
 
 
 @dataclass
@@ -103,7 +106,7 @@ class TrainArgs:
 
     output_dir: str | None = arg(None, "run directory (default: runs/COMMAND-TIMESTAMP)")
     learning_rate: float | None = arg(
-        None, "peak learning rate (default: 1e-4 for adapters, 1e-5 for full)", check=POSITIVE
+        None, "peak learning rate (default: the method's own; sft and pt: 1e-4 for adapters, 1e-5 for full)", check=POSITIVE
     )
     num_train_epochs: float = arg(3.0, "epochs over the training data", check=NON_NEGATIVE)
     max_steps: int = arg(-1, "stop after this many optimizer steps (overrides epochs when > 0)")

@@ -209,7 +209,7 @@ def shard_bytes(size: str) -> int:
 
 def _record(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, dtype: str, folder: Path) -> dict:
     """export.json: what was merged, how, into which files, with which libraries."""
-    from tunestack.train.setup import library_versions
+    from tunestack.run.manifest import library_versions
 
     resolved = plan.resolved
     files = {p.name: p.stat().st_size for p in sorted(folder.glob("*.safetensors"))}

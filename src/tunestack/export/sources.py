@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
 from tunestack.export.quantize import METHODS, require_backend
 from tunestack.hub import ResolvedModel, resolve_model
+from tunestack.run.manifest import adapter_fingerprint, model_fingerprint
 
 
 @dataclass
@@ -67,11 +67,12 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
         from tunestack.export.publish import check_push
 
         check_push(export.push_to_hub, model.hub)
-    from tunestack.train.setup import model_fingerprint
-
     resolved = resolve_model(model.model, hub=model.hub, revision=model.revision)
     fingerprint = model_fingerprint(Path(resolved.path))
     adapters = []
+    for link in resolved.adapter_chain:  # parent runs' adapters, merged first (their run.json names the same base)
+        adapters.append(_adapter(str(link.parent if link.name == "final" else link),
+                                 link.parent if (link.parent / "run.json").is_file() else None, link))
     if resolved.adapter is not None:
         adapters.append(_adapter(str(resolved.run_dir or resolved.adapter), resolved.run_dir, resolved.adapter))
     for given in export.adapter:
@@ -160,8 +161,6 @@ def _adapter(given: str, run_dir: Path | None, path: Path) -> Adapter:
 
 def _base_problem(adapter: Adapter, model: str, base_path: Path, fingerprint: str) -> str | None:
     """Why `adapter` does not belong on --model, or None; a base that is not on this machine gets a warning."""
-    from tunestack.train.setup import model_fingerprint
-
     trained_on, what = adapter.run_base_fingerprint, "run.json"
     if trained_on is None:
         base = adapter.config.get("base_model_name_or_path")
@@ -188,13 +187,3 @@ def _local_model(name: str) -> Path | None:
         except TunestackError:
             return None
     return cached_snapshot(name, patterns=MODEL_FILES) if looks_like_hub_id(name) else None
-
-
-def adapter_fingerprint(path: Path) -> str:
-    """A short hash of an adapter's config and weights: identifies exactly what was merged."""
-    digest = hashlib.sha256()
-    for file in [path / "adapter_config.json"] + sorted(path.glob("adapter_model.*")):
-        with open(file, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunestack.errors import ConfigError, ModelNotFoundError
@@ -41,6 +41,13 @@ class ResolvedModel:
     """The tunestack run directory the name pointed to."""
     template: str | None = None
     """Chat template name recorded by the run or the alias."""
+    adapter_chain: list[Path] = field(default_factory=list)
+    """Adapters of parent runs, merged into `path` in this order before `adapter` applies (runs built on runs)."""
+
+    @property
+    def adapters(self) -> list[Path]:
+        """Every adapter to apply on top of `path`, oldest first: the parents' chain, then this run's own."""
+        return self.adapter_chain + ([self.adapter] if self.adapter is not None else [])
 
 
 def resolve_model(name: str, hub: str = "hf", revision: str | None = None) -> ResolvedModel:
@@ -107,8 +114,11 @@ def _from_run(name: str, run: Path, hub: str, depth: int) -> ResolvedModel:
         trained = (meta.get("config") or {}).get("model") or {}  # the ModelArgs the run was trained with
         base = _resolve_base(base_name, f"run directory {run}", trained.get("hub", hub), trained.get("revision"),
                              depth, recorded_path=meta.get("base_model_path"))
-        source = f"run {run_dir} (adapter on {base.source})"
-        return ResolvedModel(base.path, "run", name, source, final.absolute(), run_dir, template or base.template)
+        chain = _chain(run, meta.get("chain") or [])
+        links = "".join(f" + adapter {link}" for link in chain)
+        source = f"run {run_dir} (adapter on {base.source}{links})"
+        return ResolvedModel(base.path, "run", name, source, final.absolute(), run_dir, template or base.template,
+                             adapter_chain=chain)
     if (final / "config.json").is_file():
         source = f"run {run_dir} (full fine-tune of {meta.get('base_model', 'an unrecorded base model')})"
         return ResolvedModel(final.absolute(), "run", name, source, run_dir=run_dir, template=template)
@@ -116,6 +126,23 @@ def _from_run(name: str, run: Path, hub: str, depth: int) -> ResolvedModel:
         f"run directory {run} has no final/ model yet (status: {meta.get('status', 'unknown')}); "
         "train it to the end or pass a checkpoint directory"
     )
+
+
+def _chain(run: Path, links: list[dict]) -> list[Path]:
+    """The parent adapters a run was trained on top of, each checked against the fingerprint the run recorded."""
+    from tunestack.run.manifest import adapter_fingerprint
+
+    chain = []
+    for link in links:
+        adapter = Path(link["adapter"])
+        if not (adapter / "adapter_config.json").is_file():
+            raise ModelNotFoundError(f"run directory {run} was trained on top of the adapter {adapter} "
+                                     f"(run {link.get('run')}), which is gone; restore that run or retrain")
+        if link.get("fingerprint") and adapter_fingerprint(adapter) != link["fingerprint"]:
+            raise ModelNotFoundError(f"run directory {run} was trained on top of the adapter {adapter}, which has "
+                                     "changed since (its fingerprint differs); restore that run or retrain")
+        chain.append(adapter)
+    return chain
 
 
 def _resolve_base(

@@ -32,10 +32,10 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
     from tunestack.model.load import load_tokenizer
 
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
-    adapter_dirs = ([resolved.adapter] if resolved.adapter else []) + [Path(a) for a in adapters]
-    # The adapter folder carries the tokenizer and template the model was trained with.
-    tokenizer_dir = adapter_dirs[0] if adapter_dirs and (adapter_dirs[0] / "tokenizer_config.json").is_file() \
-        else resolved.path
+    adapter_dirs = resolved.adapters + [Path(a) for a in adapters]
+    # The run's adapter folder carries the tokenizer and template the model was trained with.
+    own = resolved.adapter
+    tokenizer_dir = own if own is not None and (own / "tokenizer_config.json").is_file() else resolved.path
     tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template, model_args.trust_remote_code,
                                   fallback_template=resolved.template)
     tokenizer.padding_side = "left"
@@ -76,9 +76,18 @@ def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
                for n, p in named_adapters.items()}
     problems = [f"--adapter {name}={path}: no adapter_config.json in {path} (expected a LoRA adapter or run directory)"
                 for name, path in folders.items() if not (path / "adapter_config.json").is_file()]
+    problems += [f"--adapter {name}={named_adapters[name]}: this run was trained on top of another run's adapter, "
+                 "so it is not an adapter of the base alone; serve it as --model, or export it and serve that"
+                 for name, path in folders.items() if _has_parents(path.parent / "run.json")]
     if problems:
         raise ConfigError(problems)
     return folders
+
+
+def _has_parents(manifest: Path) -> bool:
+    from tunestack.jsonfile import read_json_object
+
+    return manifest.is_file() and bool(read_json_object(manifest).get("chain"))
 
 
 def _attach_named(model, named_adapters: dict[str, str]):

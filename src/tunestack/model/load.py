@@ -66,13 +66,14 @@ def nf4_config(compute_dtype: torch.dtype):
 
 def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool = False,
                trust_remote_code: bool = False, tokenizer=None, train_length: int | None = None,
-               packed: bool = False):
+               packed: bool = False, head: str = "causal"):
     """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit).
 
     `train_length` (the longest training row) and `packed` describe the training rows, when loading for training;
-    they inform the attention choice.
+    they inform the attention choice. `head="reward"` loads the same weights under a one-output
+    sequence-classification head (a reward model; the head starts fresh unless the folder holds one).
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     if is_quanto_folder(path) or (is_prequantized(path) and not quantize_4bit):
         return _prequantized(path, tokenizer)
@@ -82,7 +83,10 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if head == "reward":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:
         if quantize_4bit:
             raise TunestackError(f"bitsandbytes cannot load {path} in 4-bit NF4 on this machine "
@@ -94,7 +98,9 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         model.to("cuda")
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
-    if tokenizer is not None and model.generation_config is not None:
+    if tokenizer is not None and head == "reward":
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-padding token
+    if tokenizer is not None and getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 

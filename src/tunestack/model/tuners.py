@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from tunestack.config import TunerArgs
@@ -47,6 +49,8 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     _check_targets(model, args.target_modules)
+    if _is_classifier(model):  # the fresh reward head trains in full beside the adapter
+        args = dataclasses.replace(args, modules_to_save=sorted({*args.modules_to_save, "score"}))
     if args.tuner == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
@@ -58,9 +62,31 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
         target_modules="all-linear" if args.target_modules == ["all-linear"] else args.target_modules,
         modules_to_save=args.modules_to_save or None,
         use_dora=args.tuner == "dora",
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if _is_classifier(model) else "CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+    return _ready(get_peft_model(model, config))
+
+
+def continue_adapter(model, adapter, gradient_checkpointing: bool = False):
+    """Reopen a saved adapter on `model` with its weights trainable, as it was configured (rank, targets)."""
+    model.config.use_cache = False
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    from tunestack.compat import import_gptqmodel_quietly
+
+    import_gptqmodel_quietly()
+    from peft import PeftModel
+
+    return _ready(PeftModel.from_pretrained(model, str(adapter), is_trainable=True))
+
+
+def _is_classifier(model) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def _ready(model):
+    """A PeftModel as training wants it."""
     if model.dtype in (torch.bfloat16, torch.float16):
         # Half-precision bases train under autocast, which casts at each matmul; peft's own cast of every
         # activation to the fp32 adapter dtype would only add two large copies per adapted layer.

@@ -22,6 +22,10 @@ def _memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_NOT_METRICS = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+                "num_input_tokens_seen"}
+
+
 class RunDirCallback(TrainerCallback):
     """Appends each log to metrics.jsonl, seals checkpoints once written, and plots the loss at the end."""
 
@@ -37,12 +41,12 @@ class RunDirCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs and "eval_loss" not in logs:
             return
-        now, tokens = time.perf_counter(), state.num_input_tokens_seen
+        # TRL's trainers count the tokens they train on themselves, as a running `num_tokens`.
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen or int(logs.get("num_tokens", 0))
         record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
-        for key in ("loss", "eval_loss", "learning_rate", "grad_norm"):
-            if key in logs:
-                record[key] = logs[key]
-        if "loss" in logs:
+        # Every figure the method logs (DPO's rewards and margins, GRPO's reward spread, ...), not only the loss.
+        record.update({k: v for k, v in logs.items() if k not in _NOT_METRICS and isinstance(v, (int, float))})
+        if "loss" in logs and tokens:
             record["tokens_per_s"] = round((tokens - self._last[1]) / max(now - self._last[0], 1e-9), 1)
             record["tokens_seen"] = tokens
             record["memory_mb"] = round(_memory_mb(), 1)
@@ -56,6 +60,10 @@ class RunDirCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         plot_loss(self.run.read_metrics(), self.run.path / "loss.png")
+
+
+HEADLINE = ("rewards/margins", "rewards/accuracies", "accuracy", "reward", "kl")
+"""Figures the progress bar shows beside the loss when a method logs them."""
 
 
 class ProgressBar(TrainerCallback):
@@ -81,7 +89,11 @@ class ProgressBar(TrainerCallback):
             return
         elapsed = max(time.perf_counter() - self._start[0], 1e-9)
         speed = (state.num_input_tokens_seen - self._start[1]) / elapsed
-        self.bar.set_postfix(loss=f"{logs['loss']:.4f}", tok_s=f"{speed:,.0f}", refresh=True)
+        shown = {"loss": f"{logs['loss']:.4f}"}
+        shown.update({key.rsplit("/", 1)[-1]: f"{logs[key]:.3f}" for key in HEADLINE if key in logs})
+        if speed:
+            shown["tok_s"] = f"{speed:,.0f}"
+        self.bar.set_postfix(shown, refresh=True)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -57,11 +57,12 @@ class TunestackTrainer(Trainer):
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 
-def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype,
-                       learning_rate: float, has_eval: bool) -> TrainingArguments:
-    """transformers TrainingArguments from TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
+def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
+                       has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
+    """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields) from
+    TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
     eval_steps = args.eval_steps or args.save_steps
-    return TrainingArguments(
+    return config_class(
         output_dir=checkpoints_dir,
         learning_rate=learning_rate,
         num_train_epochs=args.num_train_epochs,
@@ -90,6 +91,8 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         disable_tqdm=True,
         include_num_input_tokens_seen="no",
         use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=False,  # attach_tuner enables it when asked (TRL's configs would turn it on)
+        **method,
     )
 
 

@@ -1,0 +1,33 @@
+"""Direct preference optimisation (TRL's DPOTrainer) on prompt/chosen/rejected pairs.
+
+With an adapter, the reference model is the same weights with the adapter disabled: no second copy in memory.
+For --tuner full, TRL keeps a frozen copy of the starting weights; --ref_model names another model."""
+
+from __future__ import annotations
+
+from tunestack.train.lifecycle import Method, Prepared
+
+
+def trainer(prepared: Prepared):
+    from trl import DPOConfig, DPOTrainer
+
+    from tunestack.train.policy import reference_model
+
+    dpo = prepared.method_args
+    losses, weights = list(dpo.loss_type), None
+    if dpo.rpo_alpha:  # RPO: DPO plus NLL on the chosen answers, weighted by alpha
+        losses, weights = losses + ["sft"], [1.0] * len(losses) + [dpo.rpo_alpha]
+    config = prepared.training_args(DPOConfig, beta=dpo.beta, loss_type=losses, loss_weights=weights,
+                                    label_smoothing=dpo.label_smoothing, max_length=prepared.data.max_length,
+                                    truncation_mode="keep_start", dataset_num_proc=None)
+    return DPOTrainer(
+        model=prepared.model,
+        ref_model=reference_model(dpo.ref_model, prepared) if dpo.ref_model else None,
+        args=config,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.val,
+        processing_class=prepared.tokenizer,
+    )
+
+
+DPO = Method("dpo", "preference", trainer, learning_rate=(5e-5, 1e-6))

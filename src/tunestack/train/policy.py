@@ -1,0 +1,96 @@
+"""The model a training method starts from: a base, or an earlier run's result (its adapters merged in memory, or
+its adapter trained further), with the method's tuner attached."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunestack.config import ModelArgs, TunerArgs
+from tunestack.errors import ConfigError
+
+
+@dataclass
+class StartingPoint:
+    """What `--model` resolved to, seen from training: the base to load and the adapters that come with it."""
+
+    resolved: object
+    """The ResolvedModel of --model."""
+    base_name: str
+    """The base model recorded as run.json's `base_model` (the original base when --model is an adapter run)."""
+    chain: list[dict] = field(default_factory=list)
+    """Parent adapters merged into the base before this run's tuner: run, adapter folder, fingerprint, oldest first."""
+    continue_from: Path | None = None
+    """With --continue_adapter: the adapter that keeps training."""
+
+    @property
+    def merged(self) -> list[Path]:
+        return [Path(link["adapter"]) for link in self.chain]
+
+
+def starting_point(model_args: ModelArgs, tuner_args: TunerArgs) -> StartingPoint:
+    """Resolve --model and decide what training starts from (recorded in run.json as the run's chain)."""
+    from tunestack.hub import resolve_model
+    from tunestack.jsonfile import read_json_object
+    from tunestack.run.manifest import adapter_fingerprint
+
+    resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
+    if resolved.adapter is None:
+        if resolved.run_dir is not None:  # a fully fine-tuned run: its final/ is the base
+            return StartingPoint(resolved, str(resolved.run_dir))
+        return StartingPoint(resolved, model_args.model)
+    meta = read_json_object(resolved.run_dir / "run.json") if resolved.run_dir else {}
+    base_name = meta.get("base_model") or model_args.model
+    chain = list(meta.get("chain") or [])
+    own = {"run": str(resolved.run_dir or resolved.adapter), "adapter": str(resolved.adapter),
+           "fingerprint": adapter_fingerprint(resolved.adapter)}
+    if tuner_args.tuner == "qlora":
+        raise ConfigError([f"--tuner qlora with --model {model_args.model}: that run's adapter cannot be merged into "
+                           "a 4-bit base; export it first (`tunestack export --model RUN --output_dir DIR`) and "
+                           "train on DIR"])
+    if tuner_args.continue_adapter:
+        if tuner_args.tuner == "full":
+            raise ConfigError(["--continue_adapter with --tuner full: a full fine-tune has no adapter to continue"])
+        return StartingPoint(resolved, base_name, chain, continue_from=resolved.adapter)
+    return StartingPoint(resolved, base_name, chain + [own])
+
+
+def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, **load):
+    """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter)."""
+    from tunestack.model.load import load_model
+    from tunestack.model.tuners import attach_tuner, continue_adapter
+
+    model = load_model(start.resolved.path, **load)
+    if start.merged:
+        from tunestack.compat import import_gptqmodel_quietly
+
+        import_gptqmodel_quietly()
+        from peft import PeftModel
+
+        for adapter in start.merged:
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
+    if start.continue_from is not None:
+        say(f"continuing to train the adapter {start.continue_from} (its rank and targets are kept)")
+        return continue_adapter(model, start.continue_from, gradient_checkpointing)
+    return attach_tuner(model, tuner_args, gradient_checkpointing)
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def reference_model(name: str, prepared) -> object:
+    """A frozen reference model named by --ref_model, checked to share the policy's tokenizer."""
+    from tunestack.config import ModelArgs
+    from tunestack.inference.loading import load_for_inference
+
+    model_args = prepared.extra["model_args"]
+    loaded = load_for_inference(ModelArgs(model=name, hub=model_args.hub, dtype=model_args.dtype,
+                                          trust_remote_code=model_args.trust_remote_code))
+    if loaded.tokenizer.get_vocab() != prepared.tokenizer.get_vocab():
+        raise ConfigError([f"--ref_model {name}: its tokenizer differs from the policy's ({len(loaded.tokenizer)} "
+                           f"vs {len(prepared.tokenizer)} tokens); the reference must score the same token ids"])
+    loaded.model.requires_grad_(False)
+    return loaded.model.eval()
