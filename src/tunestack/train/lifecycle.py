@@ -218,7 +218,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
                          train_length=data_args.max_length, packed=data_args.packing, head=method.head)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
     if not train_args.resume and is_main():
-        groups = [model_args, data_args, tuner_args, train_args] + ([method_args] if method_args is not None else [])
+        groups = [model_args, data_args, tuner_args, train_args, parallel or ParallelArgs()] + \
+            ([method_args] if method_args is not None else [])
         run.write_manifest(new_manifest(method.name, groups, start, template, dtype_name(compute),
                                         {**splits.report, **encoded}))
     adapter, full = method.learning_rate
