@@ -13,6 +13,8 @@ FRACTION = (lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 PROBABILITY = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 PORT = (lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 BACKENDS = ("pt", "vllm", "sglang", "lmdeploy", "llama.cpp")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adamw_8bit", "paged_adamw_8bit",
+              "paged_adamw_32bit", "adamw_bnb_8bit")
 SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE) is not None,
               "a size such as 2GB, 500MB or 4GiB")
 
@@ -53,7 +55,8 @@ class ModelArgs:
         choices=("auto", "bf16", "fp16", "fp32"),
     )
     attn_implementation: str = arg(
-        "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+        "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                             "flex_attention")
     )
     template: str | None = arg(
         None, "chat template for models without one (chatml, llama3, qwen, ...); default: the tokenizer's own"
@@ -120,6 +123,12 @@ class TrainArgs:
     seed: int = arg(42, "random seed for data order, dropout and initialisation")
     bf16: bool | None = arg(None, "force bf16 on or off (default: --dtype decides)")
     gradient_checkpointing: bool = arg(False, "recompute activations to save memory")
+    optim: str = arg("adamw_torch", "optimizer (transformers' names): adamw_torch, adamw_torch_fused, sgd, adafactor; "
+                     "with bitsandbytes: adamw_8bit, paged_adamw_8bit, paged_adamw_32bit", choices=OPTIMIZERS)
+    neftune_noise_alpha: float | None = arg(None, "NEFTune: add uniform noise of this scale to the input embeddings "
+                                            "while training (e.g. 5)", check=POSITIVE)
+    use_liger_kernel: bool = arg(False, "Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary, fused linear "
+                                 "cross-entropy); CUDA only, needs `pip install liger-kernel`")
     logging_steps: int = arg(5, "log metrics every N steps", check=POSITIVE)
     save_steps: int = arg(100, "write a resumable checkpoint every N steps", check=POSITIVE)
     save_total_limit: int = arg(2, "complete checkpoints kept", check=POSITIVE)
@@ -147,6 +156,8 @@ class ParallelArgs:
     node_rank: int = arg(0, "this machine's index among --nnodes (0 writes the run directory)", check=NON_NEGATIVE)
     master_addr: str = arg("127.0.0.1", "address of the machine with --node_rank 0")
     master_port: int = arg(29500, "free port on the machine with --node_rank 0", check=PORT)
+    tp: int = arg(1, "tensor parallelism: split each layer's weights over this many processes with transformers' "
+                  "tp_plan (models that define one: Llama, Qwen, Mistral, Gemma, ...); equals --nproc", check=POSITIVE)
     fsdp: bool = arg(False, "shard parameters, gradients and optimizer states with FSDP2 (through accelerate)")
     fsdp_offload: bool = arg(False, "with --fsdp: keep parameters and optimizer states in CPU memory")
     deepspeed: str | None = arg(

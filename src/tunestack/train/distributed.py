@@ -77,6 +77,16 @@ def parallel_problems(parallel: ParallelArgs, tuner: TunerArgs, train: TrainArgs
     problems = []
     if parallel.fsdp and parallel.deepspeed:
         problems.append(f"--fsdp and --deepspeed {parallel.deepspeed}: choose one engine")
+    if parallel.tp > 1 and parallel.tp != parallel.nproc * parallel.nnodes:
+        problems.append(f"--tp {parallel.tp}: tensor parallelism spans every process; set --nproc {parallel.tp} "
+                        f"(now {parallel.nproc} on {parallel.nnodes} machine(s))")
+    import torch
+
+    if parallel.tp > 1 and not torch.cuda.is_available():
+        problems.append(f"--tp {parallel.tp}: tensor-parallel training runs on GPUs only (accelerate has no CPU "
+                        "tensor parallelism); on CPU use --nproc with DDP or --fsdp")
+    if parallel.tp > 1 and (parallel.fsdp or parallel.deepspeed or tuner.tuner == "qlora"):
+        problems.append(f"--tp {parallel.tp}: not combined with --fsdp, --deepspeed or --tuner qlora here")
     if parallel.fsdp_offload and not parallel.fsdp:
         problems.append("--fsdp_offload: only with --fsdp")
     if parallel.node_rank >= parallel.nnodes:

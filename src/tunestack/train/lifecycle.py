@@ -105,13 +105,32 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
     if method is not None and method.head != "causal":
         checks.append((not train.eval_tasks, f"--eval_tasks: a {method.name} run scores text, it does not generate; "
                                              "drop --eval_tasks"))
-    problems += [message for ok, message in checks if not ok]
+    problems += [message for ok, message in checks if not ok] + _efficiency_problems(train)
     if method is not None and method.check is not None:
         problems += method.check(method_args, tuner)
     if parallel is not None:
         problems += distributed.parallel_problems(parallel, tuner, train)
     if problems:
         raise ConfigError(problems)
+
+
+def _efficiency_problems(train: TrainArgs) -> list[str]:
+    """Switches that need hardware or a library this machine lacks, named with what to do instead."""
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if train.use_liger_kernel and not torch.cuda.is_available():
+        problems.append("--use_liger_kernel: Liger's kernels are Triton kernels for CUDA GPUs; drop it on this machine")
+    elif train.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        problems.append("--use_liger_kernel: liger-kernel is not installed: pip install liger-kernel")
+    if ("8bit" in train.optim or "paged" in train.optim) and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(f"--optim {train.optim}: needs bitsandbytes: pip install 'tunestack[qlora]'")
+    if "paged" in train.optim and not torch.cuda.is_available():
+        problems.append(f"--optim {train.optim}: paged optimizers page GPU memory; on CPU use adamw_torch or "
+                        "adamw_8bit")
+    return problems
 
 
 def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
@@ -215,7 +234,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     model = build_policy(start, tuner_args, train_args.gradient_checkpointing, train_args.seed, dtype=weights,
                          attn=model_args.attn_implementation, quantize_4bit=tuner_args.tuner == "qlora",
                          trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer,
-                         train_length=data_args.max_length, packed=data_args.packing, head=method.head)
+                         train_length=data_args.max_length, packed=data_args.packing, head=method.head,
+                         tp=(parallel or ParallelArgs()).tp)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
     if not train_args.resume and is_main():
         groups = [model_args, data_args, tuner_args, train_args, parallel or ParallelArgs()] + \

@@ -95,6 +95,9 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         include_num_input_tokens_seen="no",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # attach_tuner enables it when asked (TRL's configs would turn it on)
+        optim=args.optim,
+        neftune_noise_alpha=args.neftune_noise_alpha,
+        use_liger_kernel=args.use_liger_kernel,
         **method,
     )
 
