@@ -1,3 +1,29 @@
-"""tunestack: fine-tune, align, export, serve and evaluate language models with one tool."""
+"""tunestack: fine-tune, align, export, serve and evaluate language models with one tool.
+
+`import tunestack` is light: the functions of the Python API (`tunestack.sft`, `tunestack.chat`, ...; see
+tunestack/api.py) load torch and the rest only when called."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_API = ("sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "train", "chat", "export", "evaluate", "Run", "Export",
+        "EvalReport")
+
+if TYPE_CHECKING:
+    from tunestack.api import (EvalReport, Export, Run, chat, cpo, dpo, evaluate, export, kto, orpo, pt, sft,
+                               simpo, train)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from tunestack import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'tunestack' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

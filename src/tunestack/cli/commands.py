@@ -95,15 +95,12 @@ def _resumed_config(argv: list[str]) -> dict | None:
 
 
 def _training(name: str) -> Callable:
-    """The function a training command calls: the shared run lifecycle with the method in train/NAME.py."""
+    """The function a training command calls: the Python API's, over the method in train/NAME.py."""
 
-    def train(model, data, tuner, train, parallel, *method_args):
-        from importlib import import_module
+    def train(*groups):
+        from tunestack.api import train_parsed
 
-        from tunestack.train.lifecycle import run_training
-
-        method = getattr(import_module(f"tunestack.train.{name}"), name.upper())
-        run_training(method, model, data, tuner, train, *method_args, parallel=parallel)
+        train_parsed(name, *groups)
 
     return train
 

@@ -111,8 +111,11 @@ def _load_yaml(path: str) -> dict:
 
 
 def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", description: str = "",
-                 config: dict | None = None) -> list:
-    """Parse argv into one instance per dataclass in `groups`; raises ConfigError listing every problem."""
+                 config: dict | None = None, source: str = "config") -> list:
+    """Parse argv into one instance per dataclass in `groups`; raises ConfigError listing every problem.
+
+    `config` supplies values as YAML would (argv wins); `source` names them in messages (the Python API passes its
+    keyword arguments here with source="argument")."""
     parser = build_parser(prog, description, groups)
     namespace, unknown = parser.parse_known_args(argv)
     raw = {}
@@ -142,7 +145,7 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            problems.append(f"{config_path or 'config'}: unknown key {key!r}{hint}")
+            problems.append(f"{config_path or source}: unknown {'key' if source == 'config' else source} {key!r}{hint}")
             raw.pop(key)
     raw.update({k: v for k, v in vars(namespace).items() if v is not None})
     results = []

@@ -134,10 +134,12 @@ def _efficiency_problems(train: TrainArgs) -> list[str]:
 
 
 def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
-                 train_args: TrainArgs, method_args=None, parallel: ParallelArgs | None = None) -> RunDir:
+                 train_args: TrainArgs, method_args=None, parallel: ParallelArgs | None = None,
+                 callbacks: list | None = None) -> RunDir:
     """Train with `method`; everything lands in the run directory, which --resume continues after any stop.
 
-    With --nproc or --nnodes this relaunches itself in several processes (torchrun) and waits for them."""
+    With --nproc or --nnodes this relaunches itself in several processes (torchrun) and waits for them.
+    `callbacks` are extra transformers TrainerCallback objects (from the Python API; one process only)."""
     import dataclasses
 
     parallel = parallel or ParallelArgs()
@@ -151,6 +153,9 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     run = RunDir(train_args.output_dir)
     distributed.use_cpu_deepspeed(parallel)
     if distributed.needs_launch(parallel):
+        if callbacks:
+            raise ConfigError(["callbacks=: Python callback objects cannot cross into the launched processes; "
+                               "train in one process, or pass --callbacks PATH.py:Class"])
         others = [parallel] + ([method_args] if method_args else [])
         again = dataclasses.replace(train_args, resume=True, overwrite_output_dir=False)
         argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others) for t in (train_args, again))
@@ -165,6 +170,8 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         say(f"{run.path} is already complete (final/ is written); nothing to resume")
         return run
     trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.
