@@ -76,7 +76,7 @@ def test_python_objects_as_data_model_and_callback(tiny_model_dir, tmp_path):
                         callbacks=[Steps()], output_dir=str(tmp_path / "run"), **FLAGS)
     assert run.status == "completed" and Steps.seen == [1, 2, 3]
     recorded = run.manifest
-    assert recorded["data"]["train_rows"] == 8 or recorded["data"]["encoded"]["examples"] == 8
+    assert recorded["data"]["train_rows"] == 8 and recorded["data"]["encoded"]["examples"] == 8
     assert recorded["base_model_fingerprint"]  # the loaded model was saved beside the run and fingerprinted
     run2 = tunestack.sft(model=str(tiny_model_dir), dataset=CHAT_ROWS[:8], output_dir=str(tmp_path / "run2"),
                          **FLAGS)
