@@ -81,3 +81,14 @@ def test_python_objects_as_data_model_and_callback(tiny_model_dir, tmp_path):
     run2 = tunestack.sft(model=str(tiny_model_dir), dataset=CHAT_ROWS[:8], output_dir=str(tmp_path / "run2"),
                          **FLAGS)
     assert run2.manifest["data"]["encoded"] == recorded["data"]["encoded"]
+
+
+def test_public_api_type_checks():
+    pytest.importorskip("mypy")
+    from pathlib import Path
+
+    src = Path(__file__).parents[1] / "src" / "tunestack"
+    result = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
+                             str(src / "api.py"), str(src / "results.py"), str(src / "__init__.py")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -47,7 +47,7 @@ def train_parsed(method: str, model, data, tuner, train_args, parallel, *method_
     from tunestack.train.lifecycle import run_training
 
     run = run_training(getattr(import_module(f"tunestack.train.{method}"), method.upper()), model, data, tuner,
-                       train_args, *method_args, parallel=parallel, callbacks=callbacks)
+                       train_args, method_args[0] if method_args else None, parallel=parallel, callbacks=callbacks)
     return Run(run.path)
 
 
@@ -116,13 +116,14 @@ def export(model: str | Path | Run, output_dir: str | Path, **kwargs: Any) -> Ex
     return Export(run_export(model_args, export_args))
 
 
-def evaluate(model: str | Path | Run | None = None, tasks: str | list[str] = (), **kwargs: Any) -> EvalReport:
+def evaluate(model: str | Path | Run | None = None, tasks: str | list[str] | None = None,
+             **kwargs: Any) -> EvalReport:
     """Benchmarks and your own tasks on a model, run, or a server (`url=`), as `tunestack eval`."""
     from tunestack.config import EvalArgs, ModelArgs
     from tunestack.config.parse import parse_groups
     from tunestack.eval.command import run_eval
 
-    config = {**kwargs, "tasks": tasks}
+    config = {**kwargs, "tasks": tasks or []}
     if model is not None:
         config["model"] = str(getattr(model, "path", model))
     model_args, eval_args = parse_groups([ModelArgs, EvalArgs], [], prog="tunestack.evaluate()", source="argument",
