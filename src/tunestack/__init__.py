@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-_API = ("sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "train", "chat", "export", "evaluate", "Run", "Export",
-        "EvalReport")
+_API = ("sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "chat", "export", "evaluate", "Run", "Export", "EvalReport")
 
 if TYPE_CHECKING:
-    from tunestack.api import (EvalReport, Export, Run, chat, cpo, dpo, evaluate, export, kto, orpo, pt, sft,
-                               simpo, train)
+    from tunestack.api import EvalReport, Export, Run, chat, cpo, dpo, evaluate, export, kto, orpo, pt, sft, simpo
 
 
 def __getattr__(name: str) -> Any:

@@ -48,7 +48,7 @@ class Run:
 
     def plot(self, keys: tuple[str, ...] = ("loss",)):
         """A matplotlib figure of the logged figures against step (shown inline in a notebook)."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # in a notebook this is what shows figures inline
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in keys:
@@ -58,7 +58,7 @@ class Run:
         ax.set_xlabel("step")
         ax.legend()
         ax.grid(alpha=0.3)
-        plt.close(fig)  # returned, not drawn twice in a notebook
+        plt.close(fig)  # shown once, as the cell's result
         return fig
 
     def _repr_html_(self) -> str:
