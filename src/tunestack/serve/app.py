@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from tunestack.serve.chat import ChatCompletion
 from tunestack.serve.completions import Completion
 from tunestack.serve.errors import ServeError, Unauthorized, error_body
-from tunestack.serve.protocol import ChatCompletionRequest, CompletionRequest
+from tunestack.serve.protocol import ChatCompletionRequest, CompletionRequest, FieldError
 from tunestack.serve.serving import Serving
 
 logger = logging.getLogger("tunestack.serve")
@@ -86,12 +86,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        problems = []
+        problems, params = [], []
         for error in exc.errors():
+            refused = error.get("ctx", {}).get("error")
+            if isinstance(refused, FieldError):  # a check of the protocol models, which names its own field
+                problems.append(str(refused))
+                params.append(refused.field.split(".")[0])
+                continue
             where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
             problems.append("body: not valid JSON" if error.get("type") == "json_invalid" else f"{where}: {error['msg']}")
-        param = next((str(e["loc"][1]) for e in exc.errors() if len(e.get("loc", ())) > 1), None)
-        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", param), status_code=400)
+            if len(error.get("loc", ())) > 1:
+                params.append(str(error["loc"][1]))
+        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", next(iter(params), None)),
+                            status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

@@ -24,9 +24,9 @@ class Completion:
         vocab = serving.engine_vocab
         self.prompts, self.texts = [], []
         for prompt in request.prompts():
-            self.texts.append(serving.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt)
-            if isinstance(prompt, list) and any(not 0 <= t < vocab for t in prompt):
+            if isinstance(prompt, list) and any(not 0 <= t < vocab for t in prompt):  # before decoding them
                 raise BadRequest(f"prompt: token ids must lie in [0, {vocab})", param="prompt")
+            self.texts.append(serving.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt)
             self.prompts.append(prompt if isinstance(prompt, list) else
                                 serving.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         top = request.logprobs
