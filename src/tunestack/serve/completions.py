@@ -32,7 +32,7 @@ class Completion:
         top = request.logprobs
         self.jobs = []
         for ids in self.prompts:
-            max_tokens = serving.check_length(ids, request.max_tokens)
+            max_tokens = serving.check_length(ids, request.max_tokens, param="prompt")
             for i in range(request.n):
                 params = sampling_params(request, max_tokens, i, top, prompt_logprobs=top if request.echo else None)
                 self.jobs.append((ids, params, adapter))

@@ -51,12 +51,15 @@ class Serving:
             self._token_text[token] = self.tokenizer.decode([token])
         return self._token_text[token]
 
-    def check_length(self, prompt: list[int], max_tokens: int | None) -> int:
-        """The number of tokens to generate, after checking the prompt and limit fit in the context."""
+    def check_length(self, prompt: list[int], max_tokens: int | None, param: str = "messages") -> int:
+        """The number of tokens to generate, after checking the prompt and limit fit in the context; `param` names
+        the field that holds the prompt."""
         limit = self.engine.max_context
+        if not prompt:
+            raise BadRequest(f"{param}: the prompt is empty (no tokens); send some text", param=param)
         if len(prompt) >= limit and not (max_tokens == 0 and len(prompt) <= limit):
             raise BadRequest(f"This model's maximum context length is {limit} tokens. However, your prompt has "
-                             f"{len(prompt)} tokens. Please shorten it.", param="messages")
+                             f"{len(prompt)} tokens. Please shorten it.", param=param)
         room = limit - len(prompt)
         if max_tokens is None:
             return min(room, self.limits.default_max_tokens)
