@@ -151,6 +151,9 @@ class InferArgs:
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -171,6 +174,9 @@ class ServeArgs:
     max_queue: int = arg(64, "sequences waiting for a batch slot; beyond it requests get 429", check=NON_NEGATIVE)
     max_model_len: int | None = arg(None, "context length (prompt + completion); default: the model's", check=POSITIVE)
     default_max_tokens: int = arg(512, "completion tokens when a request gives no max_tokens", check=POSITIVE)
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -258,3 +264,6 @@ class EvalArgs:
     max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
     model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
     model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")

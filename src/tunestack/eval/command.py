@@ -72,7 +72,7 @@ def make_backend(model_args: ModelArgs, args: EvalArgs):
     from tunestack.eval.local import LocalBackend
     from tunestack.inference.loading import load_for_inference
 
-    return LocalBackend(load_for_inference(model_args), args.batch_size, args.seed)
+    return LocalBackend(load_for_inference(model_args, allow_pickle=args.allow_pickle), args.batch_size, args.seed)
 
 
 def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:

@@ -97,7 +97,8 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     from tunestack.inference.backends import EngineOptions, create_engine
 
     engine, tokenizer = create_engine(model_args, args.backend,
-                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size))
+                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size,
+                                                    allow_pickle=args.allow_pickle))
     chat = Chat(engine, tokenizer, args.system)
     params = sampling(args)
     try:

@@ -60,7 +60,8 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     from tunestack.serve.app import build_app
     from tunestack.serve.serving import ServeLimits, Serving
 
-    options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len)
+    options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len,
+                            allow_pickle=args.allow_pickle)
     engine, tokenizer = create_engine(model_args, args.backend, options)
     limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens)
     app = build_app(Serving(engine, tokenizer, served_name, limits), keys)
