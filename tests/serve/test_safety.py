@@ -72,6 +72,7 @@ def test_bad_chat_requests(server, body, status, words):
     ({"model": "tiny", "prompt": [1, 99999]}, "prompt", "token ids"),
     ({"model": "tiny", "prompt": [[-1, 99999999]]}, "prompt", "token ids"),
     ({"model": "tiny", "prompt": [2**70]}, "prompt", "token ids"),
+    ({"model": "tiny", "prompt": ""}, "prompt", "empty"),
     ({"model": "tiny", "prompt": "hi", "max_tokens": 0}, "max_tokens", "echo"),
     ({"model": "tiny", "prompt": "hi", "logprobs": 21}, "logprobs", "logprobs"),
 ])

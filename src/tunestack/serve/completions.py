@@ -10,8 +10,9 @@ from contextlib import aclosing
 
 from tunestack.serve.choice import ChoiceState, sse_events, step_choices
 from tunestack.serve.errors import BadRequest
+from tunestack.serve.params import sampling_params, usage
 from tunestack.serve.protocol import CompletionRequest
-from tunestack.serve.serving import Admission, Serving, sampling_params, usage
+from tunestack.serve.serving import Admission, Serving
 
 
 class Completion:
