@@ -274,6 +274,9 @@ class EvalArgs:
     max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
     model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
     model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")
+    resume: bool = arg(
+        False, "continue a killed evaluation in --output_dir: questions already scored there (cache.jsonl, keyed by "
+        "model and prompt) are not asked again")
     allow_pickle: bool = arg(
         False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
         "by default only safetensors load")
