@@ -106,7 +106,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                 params.append(refused.field.split(".")[0])
                 continue
             where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
-            problems.append("body: not valid JSON" if error.get("type") == "json_invalid" else f"{where}: {error['msg']}")
+            invalid_json = error.get("type") == "json_invalid"
+            problems.append("body: not valid JSON" if invalid_json else f"{where}: {error['msg']}")
             if len(error.get("loc", ())) > 1:
                 params.append(str(error["loc"][1]))
         return JSONResponse(error_body("; ".join(problems), "invalid_request_error", next(iter(params), None)),

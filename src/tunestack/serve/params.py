@@ -21,7 +21,8 @@ def sampling_params(request, max_tokens: int, index: int, logprobs: int | None, 
         prompt_logprobs=prompt_logprobs,
         stop_token_ids=list(stop_token_ids),
         ignore_eos=request.ignore_eos,
-        json_object=getattr(request, "response_format", None) is not None and request.response_format.type == "json_object",
+        json_object=getattr(request, "response_format", None) is not None
+        and request.response_format.type == "json_object",
     )
 
 
