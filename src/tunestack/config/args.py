@@ -151,6 +151,7 @@ class InferArgs:
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+    resume: bool = arg(False, "with --input and --output: keep the answers already in --output and answer the rest")
     allow_pickle: bool = arg(
         False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
         "by default only safetensors load")
