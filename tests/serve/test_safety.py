@@ -39,6 +39,7 @@ def test_api_keys(keyed):
 
 @pytest.mark.parametrize("body, status, words", [
     ('{"model": "tiny", "messages": [', 400, "not valid JSON"),
+    (b'\xff\xfe{"model"', 400, "not valid JSON"),
     ({"model": "nope", "messages": MESSAGES}, 404, "does not exist"),
     ({"model": "tiny", "messages": []}, 400, "messages"),
     ({"model": "tiny", "messages": MESSAGES, "temperature": -1}, 400, "temperature"),
@@ -58,12 +59,13 @@ def test_api_keys(keyed):
      "messages.0.content.0.text"),
 ])
 def test_bad_chat_requests(server, body, status, words):
-    content = body if isinstance(body, str) else json.dumps(body)
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
     response = httpx.post(server[0] + "/v1/chat/completions", content=content,
                           headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert words in error["message"] and error["type"]
+    assert error["param"] is None or error["param"] in words or error["param"] in str(body)
 
 
 @pytest.mark.parametrize("body, param, words", [
@@ -73,6 +75,7 @@ def test_bad_chat_requests(server, body, status, words):
     ({"model": "tiny", "prompt": [[-1, 99999999]]}, "prompt", "token ids"),
     ({"model": "tiny", "prompt": [2**70]}, "prompt", "token ids"),
     ({"model": "tiny", "prompt": ""}, "prompt", "empty"),
+    ({"model": "tiny", "prompt": ["a"] * 13, "n": 2}, "prompt", "needs 26 sequences"),  # never fits: not a 429
     ({"model": "tiny", "prompt": "hi", "max_tokens": 0}, "max_tokens", "echo"),
     ({"model": "tiny", "prompt": "hi", "logprobs": 21}, "logprobs", "logprobs"),
 ])

@@ -108,7 +108,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
             invalid_json = error.get("type") == "json_invalid"
             problems.append("body: not valid JSON" if invalid_json else f"{where}: {error['msg']}")
-            if len(error.get("loc", ())) > 1:
+            if len(error.get("loc", ())) > 1 and not invalid_json:  # a JSON error's location is a byte offset
                 params.append(str(error["loc"][1]))
         return JSONResponse(error_body("; ".join(problems), "invalid_request_error", next(iter(params), None)),
                             status_code=400)

@@ -42,7 +42,7 @@ class Completion:
         self.choices = [ChoiceState(serving.tokenizer, request.stop_strings()) for _ in self.jobs]
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.admission: Admission = serving.admit(len(self.jobs))
+        self.admission: Admission = serving.admit(len(self.jobs), "prompt" if len(self.prompts) > 1 else "n")
 
     def _steps(self) -> AsyncIterator[tuple[int, str, int]]:
         return step_choices(self.serving, self.jobs, self.choices, self.admission)

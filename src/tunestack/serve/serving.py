@@ -76,11 +76,15 @@ class Serving:
                              f"completion). Please reduce the prompt or max_tokens.", param="max_tokens")
         return max_tokens
 
-    def admit(self, sequences: int) -> Admission:
-        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds."""
+    def admit(self, sequences: int, param: str = "n") -> Admission:
+        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds (with 400
+        when this request alone could never fit; `param` names the field that asks for so many)."""
         if self.draining:
             raise ShuttingDown("The server is shutting down and takes no new requests; retry on another replica.")
         bound = self.limits.max_concurrency + self.limits.max_queue
+        if sequences > bound:
+            raise BadRequest(f"{param}: this request needs {sequences} sequences (prompts x n), more than the server "
+                             f"ever holds at once ({bound}: --max_concurrency + --max_queue); send fewer", param=param)
         if self.admitted + sequences > bound:
             self.metrics.rejected.inc()
             raise Overloaded(f"The server is busy ({self.admitted} sequences running or queued, at most {bound}); "
