@@ -52,9 +52,14 @@ class Command:
 
 
 def _quiet_libraries() -> None:
-    """Keep the libraries' own chatter (weight-loading bars, deprecation notes) off the user's terminal."""
+    """Keep the libraries' own chatter (weight-loading bars, deprecation notes, import banners) off the user's
+    terminal."""
     import logging
     import warnings
+
+    from tunestack.compat import hide_library_banners
+
+    hide_library_banners()
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")

@@ -183,6 +183,10 @@ class InferArgs:
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+    resume: bool = arg(False, "with --input and --output: keep the answers already in --output and answer the rest")
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -194,15 +198,28 @@ class ServeArgs:
         "picks one with `model: NAME`")
     host: str = arg("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
     port: int = arg(8000, "port to listen on", check=PORT)
-    api_key: str | None = arg(None, "require `Authorization: Bearer KEY` on every endpoint but /health")
+    api_key: str | None = arg(
+        None, "require `Authorization: Bearer KEY` on every endpoint but /health; the environment variable "
+        "TUNESTACK_API_KEY gives it too, out of sight of the process list")
     api_key_file: str | None = arg(None, "file of accepted API keys, one per line (with or instead of --api_key)")
     served_model_name: str | None = arg(None, "the name clients send as `model` (default: --model as given)")
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     max_concurrency: int = arg(32, "sequences generated together in one batch", check=POSITIVE)
     max_queue: int = arg(64, "sequences waiting for a batch slot; beyond it requests get 429", check=NON_NEGATIVE)
-    max_model_len: int | None = arg(None, "context length (prompt + completion); default: the model's", check=POSITIVE)
+    max_model_len: int | None = arg(
+        None, "context length (prompt + completion); a longer prompt gets a 400; default: the model's", check=POSITIVE)
     default_max_tokens: int = arg(512, "completion tokens when a request gives no max_tokens", check=POSITIVE)
+    max_request_bytes: int = arg(16 * 2**20, "largest request body accepted; bigger ones get 413", check=POSITIVE)
+    request_timeout: float = arg(
+        600.0, "seconds a request may take from admission to its last token; later it ends with 408 (a stream with a "
+        "final error event); 0: no limit", check=NON_NEGATIVE)
+    drain_timeout: float = arg(
+        30.0, "on SIGTERM, seconds running requests get to finish before open streams are ended with an error "
+        "event; new requests get 503 meanwhile, and /health says draining", check=NON_NEGATIVE)
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -290,3 +307,9 @@ class EvalArgs:
     max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
     model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
     model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")
+    resume: bool = arg(
+        False, "continue a killed evaluation in --output_dir: questions already scored there (cache.jsonl, keyed by "
+        "model and prompt) are not asked again")
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")

@@ -1,4 +1,5 @@
-"""Load a model for generation from any name: run directories bring their base, adapter and template."""
+"""Load a model for generation from any name: run directories bring their base, adapter and template; weights load
+from safetensors only unless the user allows pickle files."""
 
 from __future__ import annotations
 
@@ -42,17 +43,37 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
     return resolved, adapter_dirs, tokenizer
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weight files torch reads by unpickling, which can run code hidden in them."""
+
+
+def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Raise, naming the file and the flag, when the weights in `folder` are pickle files only."""
+    folder = Path(folder)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickled:
+        from tunestack.errors import TunestackError
+
+        raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
+                             "only safetensors; convert them, or pass --allow_pickle if you trust this file")
+
+
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
-                       named_adapters: dict[str, str] | None = None) -> LoadedModel:
+                       named_adapters: dict[str, str] | None = None, allow_pickle: bool = False) -> LoadedModel:
     """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
 
     `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
-    can pick one (peft's `adapter_names=`), the base model staying available under its own name.
+    can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
+    weights are pickle files only are refused unless `allow_pickle`.
     """
     from tunestack.model.load import load_model
     from tunestack.model.precision import resolve_dtype
 
     resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters)
+    for folder in [resolved.path, *adapter_dirs, *adapter_folders(named_adapters or {}).values()]:
+        refuse_pickle(folder, allow_pickle)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
                        trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
     if adapter_dirs:
