@@ -84,6 +84,19 @@ CHAT_ROWS = [
 ]
 
 
+PREFERENCE_ROWS = [
+    {"prompt": f"What is {a} + {b}?", "chosen": f"{a} + {b} = {a + b}.", "rejected": "hello world"}
+    for a in range(1, 9) for b in range(1, 5)
+]
+"""Pairs a tiny model learns in a few steps: the sum chosen, the same unrelated words rejected."""
+
+KTO_ROWS = [
+    {"prompt": row["prompt"], "completion": row[answer], "label": answer == "chosen"}
+    for row in PREFERENCE_ROWS for answer in ("chosen", "rejected")
+]
+"""The same as labelled completions, desirable and undesirable alternating."""
+
+
 def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
     """Run the real `tunestack` CLI in a subprocess; returns the CompletedProcess."""
     import subprocess

@@ -19,6 +19,7 @@ def trainer(prepared: Prepared):
         losses, weights = losses + ["sft"], [1.0] * len(losses) + [dpo.rpo_alpha]
     config = prepared.training_args(DPOConfig, beta=dpo.beta, loss_type=losses, loss_weights=weights,
                                     label_smoothing=dpo.label_smoothing, max_length=prepared.data.max_length,
+                                    include_num_input_tokens_seen="non_padding",  # a count --resume keeps
                                     truncation_mode="keep_start", dataset_num_proc=None)
     dpo_trainer = DPOTrainer(
         model=prepared.model,
@@ -31,4 +32,11 @@ def trainer(prepared: Prepared):
     return without_adapter_copy(dpo_trainer, prepared.tuner)
 
 
-DPO = Method("dpo", "preference", trainer, learning_rate=(5e-5, 1e-6))
+def check(dpo, tuner) -> list[str]:
+    """Combinations TRL would refuse only after the model has loaded."""
+    if "exo_pair" in dpo.loss_type and dpo.label_smoothing == 0:
+        return ["--loss_type exo_pair: needs --label_smoothing above 0 (the EXO paper uses 1e-3)"]
+    return []
+
+
+DPO = Method("dpo", "preference", trainer, learning_rate=(5e-5, 1e-6), check=check)

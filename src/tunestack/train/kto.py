@@ -15,7 +15,8 @@ def trainer(prepared: Prepared):
 
     kto = prepared.method_args
     config = prepared.training_args(KTOConfig, beta=kto.beta, desirable_weight=kto.desirable_weight,
-                                    undesirable_weight=kto.undesirable_weight, max_length=prepared.data.max_length)
+                                    undesirable_weight=kto.undesirable_weight, max_length=prepared.data.max_length,
+                                    include_num_input_tokens_seen="non_padding")  # a count --resume keeps
     kto_trainer = KTOTrainer(
         model=prepared.model,
         ref_model=reference_model(kto.ref_model, prepared),
