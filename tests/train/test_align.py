@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from helpers import KTO_ROWS, PREFERENCE_ROWS, build_model, build_tokenizer, cli, write_jsonl
+from helpers import KTO_ROWS, PREFERENCE_ROWS, build_model, build_tokenizer, cli, method_trainer, write_jsonl
 
 STEPS = ["--max_steps", "8", "--save_steps", "3", "--logging_steps", "1", "--per_device_train_batch_size", "4",
          "--max_length", "64", "--seed", "7"]
@@ -102,20 +102,6 @@ def test_method_learns_and_trains_only_what_it_should(name, trained, tiny_model_
     assert not (run / "final" / "ref").exists()  # no copy of the adapter as a reference
 
 
-def build(command: str, argv: list[str], run):
-    """The method's ready TRL trainer, as `tunestack COMMAND ARGV` would train it, without training."""
-    from importlib import import_module
-
-    from tunestack.cli.commands import COMMANDS
-    from tunestack.config import parse_groups
-    from tunestack.run import RunDir
-    from tunestack.train.lifecycle import build_trainer
-
-    parsed = parse_groups(COMMANDS[command].groups, [*argv, "--output_dir", str(run)])
-    method = getattr(import_module(f"tunestack.train.{command}"), command.upper())
-    return build_trainer(method, *parsed[:4], RunDir(run), parsed[4])
-
-
 KNOBS = [  # command, flags, what the TRL trainer holds
     ("dpo", ["--loss_type", "ipo,hinge", "--beta", "0.1"], {"loss_types": ["ipo", "hinge"], "beta": 0.1}),
     ("dpo", ["--rpo_alpha", "0.5", "--label_smoothing", "0.2"],
@@ -133,7 +119,8 @@ KNOBS = [  # command, flags, what the TRL trainer holds
 @pytest.mark.parametrize("command,flags,expected", KNOBS, ids=[f"{k[0]}-{k[1][1]}" for k in KNOBS])
 def test_flags_reach_the_trainer(command, flags, expected, tiny_model_dir, data, tmp_path):
     dataset = data["kto" if command == "kto" else "preference"]
-    trainer = build(command, ["--model", str(tiny_model_dir), "--dataset", str(dataset), *flags], tmp_path / "run")
+    trainer = method_trainer(command, ["--model", str(tiny_model_dir), "--dataset", str(dataset), *flags],
+                             tmp_path / "run")
     assert {key: getattr(trainer, key) for key in expected} == expected
     if expected.get("loss_types") == ["ipo", "hinge"]:
         # Observable too: with the policy equal to its reference, IPO's loss is (1 / 2 beta)^2 and hinge's is 1.
@@ -159,8 +146,6 @@ def dpo_loss(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torc
 
 def check_reference(trainer, reference_model):
     """TRL's reference log-probabilities, and the loss it trains on, equal those computed with `reference_model`."""
-    from transformers import AutoModelForCausalLM  # noqa: F401  (the models come in loaded)
-
     torch.manual_seed(0)
     for name, parameter in trainer.model.named_parameters():  # a trained adapter: not zero any more
         if ".lora_B." in name:
@@ -180,7 +165,8 @@ def check_reference(trainer, reference_model):
 def test_dpo_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir, data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    trainer = build("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"])], tmp_path / "run")
+    trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"])],
+                             tmp_path / "run")
     assert trainer.ref_model is None and list(trainer.model.peft_config) == ["default"]  # no second copy
     check_reference(trainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval())
 
@@ -198,8 +184,8 @@ def other_model(tmp_path_factory):
 def test_dpo_ref_model_loads_the_named_model(tiny_model_dir, other_model, data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    trainer = build("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"]), "--ref_model",
-                            str(other_model)], tmp_path / "run")
+    trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"]),
+                                     "--ref_model", str(other_model)], tmp_path / "run")
     assert trainer.ref_model is not None
     check_reference(trainer, AutoModelForCausalLM.from_pretrained(other_model, dtype=torch.float32).eval())
 
