@@ -45,10 +45,31 @@ class Command:
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
         parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if self.training else None)
+                              config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self))
         if not parsed[-1].debug:
             _quiet_libraries()
         return self.function(*parsed[:-1])
+
+
+_MISSING_ON_PURPOSE = {"ref_model": "{command} uses no reference model"}
+"""Why a command lacks a flag that other commands take, where there is more to say than where the flag belongs."""
+
+
+def _elsewhere(command: Command) -> dict[str, str]:
+    """For each flag `command` lacks but other commands take: which commands those are (and why it is missing)."""
+    from dataclasses import fields
+
+    own = {f.name for group in command.groups + [RuntimeArgs] for f in fields(group)}
+    owners: dict[str, list[str]] = {}
+    for other in COMMANDS.values():
+        for name in dict.fromkeys(f.name for group in other.groups for f in fields(group)):
+            if name not in own:
+                owners.setdefault(name, []).append(other.name)
+    said = {}
+    for name, commands in owners.items():
+        why = _MISSING_ON_PURPOSE.get(name, "tunestack {command} has no such flag").format(command=command.name)
+        said[name] = f"{why}; --{name} is a flag of tunestack {', '.join(commands)}"
+    return said
 
 
 def _quiet_libraries() -> None:

@@ -93,16 +93,24 @@ def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
     """Each named adapter's PEFT folder (a run directory keeps it in final/); raises for one that is none."""
     from tunestack.errors import ConfigError
 
-    folders = {n: Path(p) / "final" if (Path(p) / "final" / "adapter_config.json").is_file() else Path(p)
-               for n, p in named_adapters.items()}
+    if problems := adapter_problems(named_adapters):
+        raise ConfigError(problems)
+    return {name: _adapter_folder(path) for name, path in named_adapters.items()}
+
+
+def adapter_problems(named_adapters: dict[str, str]) -> list[str]:
+    """Why a named adapter cannot be served beside the base model, one line each; read before any model loads."""
+    folders = {name: _adapter_folder(path) for name, path in named_adapters.items()}
     problems = [f"--adapter {name}={path}: no adapter_config.json in {path} (expected a LoRA adapter or run directory)"
                 for name, path in folders.items() if not (path / "adapter_config.json").is_file()]
     problems += [f"--adapter {name}={named_adapters[name]}: this run was trained on top of another run's adapter, "
                  "so it is not an adapter of the base alone; serve it as --model, or export it and serve that"
                  for name, path in folders.items() if _has_parents(path.parent / "run.json")]
-    if problems:
-        raise ConfigError(problems)
-    return folders
+    return problems
+
+
+def _adapter_folder(path: str) -> Path:
+    return Path(path) / "final" if (Path(path) / "final" / "adapter_config.json").is_file() else Path(path)
 
 
 def _has_parents(manifest: Path) -> bool:

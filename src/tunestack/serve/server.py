@@ -51,6 +51,10 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     problems: list[str] = []
     adapters = parse_adapters(args.adapter, served_name, problems)
     keys = api_keys(args, problems)
+    if adapters:  # before the model loads: each must be an adapter of the base alone
+        from tunestack.inference.loading import adapter_problems
+
+        problems += adapter_problems(adapters)
     if problems:
         raise ConfigError(problems)
     from tunestack.inference.async_engine import require

@@ -221,6 +221,11 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
                                          fallback_template=start.resolved.template)
+    if getattr(method_args, "ref_model", None):  # a reference scoring other token ids fails before weights load
+        from tunestack.train.policy import reference_problem
+
+        if problem := reference_problem(method_args.ref_model, tokenizer, model_args):
+            raise ConfigError([problem])
     if method.encode is not None:  # once, on the first process; the others receive the result
         train_rows, val_rows, encoded = distributed.from_main(lambda: method.encode(splits, tokenizer, data_args))
     else:

@@ -63,7 +63,9 @@ class TunestackTrainer(Trainer):
 def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
                        has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
     """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields) from
-    TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
+    TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by TunestackTrainer unless the
+    method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count in every checkpoint."""
+    method = {"include_num_input_tokens_seen": "no", **method}
     eval_steps = args.eval_steps or args.save_steps
     return config_class(
         output_dir=checkpoints_dir,
@@ -92,7 +94,6 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         remove_unused_columns=False,
         dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=True,
-        include_num_input_tokens_seen="no",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # attach_tuner enables it when asked (TRL's configs would turn it on)
         optim=args.optim,
