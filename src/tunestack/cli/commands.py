@@ -11,6 +11,7 @@ from tunestack.config import (
     DpoArgs,
     KtoArgs,
     OrpoArgs,
+    RmArgs,
     SimpoArgs,
     DataArgs,
     DownloadArgs,
@@ -174,6 +175,7 @@ _METHODS = [  # name, summary, the method's own argument group
     ("orpo", "odds-ratio preference optimisation (SFT and preference in one, no reference model)", OrpoArgs),
     ("simpo", "simple preference optimisation (length-normalised, no reference model)", SimpoArgs),
     ("cpo", "contrastive preference optimisation (no reference model)", CpoArgs),
+    ("rm", "reward model: a scalar head trained to score chosen above rejected answers", RmArgs),
 ]
 COMMANDS = {
     c.name: c

@@ -12,7 +12,7 @@ from tunestack.config.args import (
     TrainArgs,
     TunerArgs,
 )
-from tunestack.config.align import CpoArgs, DpoArgs, KtoArgs, OrpoArgs, SimpoArgs
+from tunestack.config.align import CpoArgs, DpoArgs, KtoArgs, OrpoArgs, RmArgs, SimpoArgs
 from tunestack.config.parse import parse_groups
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "DpoArgs",
     "KtoArgs",
     "OrpoArgs",
+    "RmArgs",
     "SimpoArgs",
     "DataArgs",
     "DownloadArgs",

@@ -63,3 +63,12 @@ class CpoArgs:
     loss_type: str = arg("sigmoid", "preference loss", choices=("sigmoid", "hinge", "ipo"))
     label_smoothing: float = arg(0.0, "assumed probability that a pair's preference label is flipped",
                                  check=FRACTION)
+
+
+@dataclass
+class RmArgs:
+    """Reward modelling on prompt/chosen/rejected pairs: a scalar head scores chosen above rejected."""
+
+    center_rewards_coefficient: float | None = arg(None, "weight of a penalty on the squared mean reward, keeping "
+                                                   "rewards centred on zero (0.01 is typical); off by default",
+                                                   check=NON_NEGATIVE)

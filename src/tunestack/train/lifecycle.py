@@ -255,8 +255,10 @@ def _last_loss(history: list[dict]) -> float | None:
 
 
 def _final_figures(history: list[dict]) -> dict:
-    """The last logged preference figures (margin, accuracy, reward), recorded in run.json beside the loss."""
-    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward"}
+    """The last logged preference figures (margin, accuracy, reward, validation accuracy), recorded in run.json
+    beside the loss."""
+    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward",
+            "eval_accuracy": "final_eval_accuracy"}
     found = {}
     for entry in history:
         found.update({name: entry[key] for key, name in keys.items() if key in entry})
