@@ -57,6 +57,8 @@ def validate_infer(args: InferArgs) -> None:
         problems.append(f"--input: file {args.input} does not exist")
     if args.prompt is not None and args.input:
         problems.append("--prompt and --input exclude each other")
+    if args.response is not None and not (args.score and args.prompt is not None):
+        problems.append("--response: the answer --score rates; give it with --score and --prompt")
     if problems:
         raise ConfigError(problems)
 
@@ -93,6 +95,10 @@ def _row_to_messages(row, path: str, number: int) -> list[dict]:
 
 def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     validate_infer(args)
+    if args.score:
+        from tunestack.inference.score import run_score
+
+        return run_score(model_args, args)
     prompts = read_prompts(args.input) if args.input else None
     from tunestack.inference.backends import EngineOptions, create_engine
 

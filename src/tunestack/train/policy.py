@@ -61,15 +61,16 @@ def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpoin
     from tunestack.model.load import load_model
     from tunestack.model.tuners import attach_tuner, continue_adapter
 
+    if start.resolved.head == "reward" and load.get("head", "causal") != "reward":
+        raise ConfigError([f"--model {start.resolved.name}: a reward model scores text and cannot be trained to "
+                           "generate; start from the policy model and pass the reward model to ppo --reward_model or "
+                           "grpo/rloo --reward_funcs"])
     model = load_model(start.resolved.path, **load)
     if start.merged:
-        from tunestack.compat import import_gptqmodel_quietly
-
-        import_gptqmodel_quietly()
-        from peft import PeftModel
+        from tunestack.model.tuners import merge_adapter
 
         for adapter in start.merged:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = merge_adapter(model, adapter)
         say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
     if start.continue_from is not None:
         say(f"continuing to train the adapter {start.continue_from} (its rank and targets are kept)")
