@@ -37,7 +37,8 @@ def test_each_shape_becomes_a_user_prompt_with_its_gold_answer(row, answer):
 
 
 def test_instruction_and_input_are_joined_and_history_leads():
-    rows = convert([{"instruction": "Add.", "input": "2 + 3"}]) + convert([{"query": "4?", "history": [["2 + 3?", "5"]]}])
+    rows = convert([{"instruction": "Add.", "input": "2 + 3"}])
+    rows += convert([{"query": "4?", "history": [["2 + 3?", "5"]]}])
     assert rows[0]["prompt"] == [{"role": "user", "content": "Add.\n2 + 3"}]
     assert rows[1]["prompt"] == [{"role": "user", "content": "2 + 3?"}, {"role": "assistant", "content": "5"},
                                  {"role": "user", "content": "4?"}]
