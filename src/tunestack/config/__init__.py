@@ -12,14 +12,16 @@ from tunestack.config.args import (
     TrainArgs,
     TunerArgs,
 )
-from tunestack.config.align import CpoArgs, DpoArgs, KtoArgs, OrpoArgs, RmArgs, SimpoArgs
+from tunestack.config.align import CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, RlooArgs, RmArgs, SimpoArgs
 from tunestack.config.parse import parse_groups
 
 __all__ = [
     "CpoArgs",
     "DpoArgs",
+    "GrpoArgs",
     "KtoArgs",
     "OrpoArgs",
+    "RlooArgs",
     "RmArgs",
     "SimpoArgs",
     "DataArgs",

@@ -35,7 +35,10 @@ class Method:
     learning_rate: tuple[float, float] = (1e-4, 1e-5)
     """The default peak learning rate with an adapter and for full fine-tuning."""
     check: Callable | None = None
-    """`check(method_args, tuner_args) -> [problem, ...]`: cross-field checks of the method's own flags."""
+    """`check(method_args, tuner_args, train_args) -> [problem, ...]`: cross-field checks of the method's own flags."""
+    check_data: Callable | None = None
+    """`check_data(splits, method_args)`: checks of the rows against the method's flags, before a model loads;
+    raises DataError naming the file and row."""
 
 
 @dataclass
@@ -95,7 +98,7 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
                                              "drop --eval_tasks"))
     problems += [message for ok, message in checks if not ok]
     if method is not None and method.check is not None:
-        problems += method.check(method_args, tuner)
+        problems += method.check(method_args, tuner, train)
     if problems:
         raise ConfigError(problems)
 
@@ -154,6 +157,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
     splits = load_datasets(data_args, task=method.task, seed=train_args.seed)
+    if method.check_data is not None:
+        method.check_data(splits, method_args)
     start = starting_point(model_args, tuner_args)
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,

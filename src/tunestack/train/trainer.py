@@ -59,10 +59,10 @@ class TunestackTrainer(Trainer):
 
 def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
                        has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
-    """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields) from
-    TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
+    """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields, which
+    win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
     eval_steps = args.eval_steps or args.save_steps
-    return config_class(
+    base = dict(
         output_dir=checkpoints_dir,
         learning_rate=learning_rate,
         num_train_epochs=args.num_train_epochs,
@@ -92,8 +92,8 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         include_num_input_tokens_seen="no",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # attach_tuner enables it when asked (TRL's configs would turn it on)
-        **method,
     )
+    return config_class(**{**base, **method})  # a method's own value wins
 
 
 def run_callbacks(run, keep: int) -> list:
