@@ -21,6 +21,7 @@ from tunestack.config import (
     ExportArgs,
     InferArgs,
     ModelArgs,
+    ParallelArgs,
     RuntimeArgs,
     ServeArgs,
     TrainArgs,
@@ -99,12 +100,13 @@ def _resumed_config(argv: list[str]) -> dict | None:
 def _training(name: str) -> Callable:
     """The function a training command calls: the shared run lifecycle with the method in train/NAME.py."""
 
-    def train(*groups):
+    def train(model, data, tuner, train, parallel, *method_args):
         from importlib import import_module
 
         from tunestack.train.lifecycle import run_training
 
-        run_training(getattr(import_module(f"tunestack.train.{name}"), name.upper()), *groups)
+        method = getattr(import_module(f"tunestack.train.{name}"), name.upper())
+        run_training(method, model, data, tuner, train, *method_args, parallel=parallel)
 
     return train
 
@@ -168,7 +170,7 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
     sys.stdout.flush()
 
 
-_TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs]
+_TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs, ParallelArgs]
 _METHODS = [  # name, summary, the method's own argument group
     ("sft", "supervised fine-tuning on chat / instruction data (LoRA, DoRA, QLoRA, full)", None),
     ("pt", "continued pre-training on raw text", None),

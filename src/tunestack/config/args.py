@@ -137,6 +137,24 @@ class TrainArgs:
 
 
 @dataclass
+class ParallelArgs:
+    """Several processes or machines: DDP by default, FSDP2 or DeepSpeed ZeRO on request."""
+
+    nproc: int = arg(1, "training processes on this machine, launched with torchrun (one per GPU; on CPU, gloo)",
+                     check=POSITIVE)
+    nnodes: int = arg(1, "machines taking part (run the same command on each, with its own --node_rank)",
+                      check=POSITIVE)
+    node_rank: int = arg(0, "this machine's index among --nnodes (0 writes the run directory)", check=NON_NEGATIVE)
+    master_addr: str = arg("127.0.0.1", "address of the machine with --node_rank 0")
+    master_port: int = arg(29500, "free port on the machine with --node_rank 0", check=PORT)
+    fsdp: bool = arg(False, "shard parameters, gradients and optimizer states with FSDP2 (through accelerate)")
+    fsdp_offload: bool = arg(False, "with --fsdp: keep parameters and optimizer states in CPU memory")
+    deepspeed: str | None = arg(
+        None, "DeepSpeed ZeRO: zero1, zero2, zero3, zero3_offload (shipped configs whose `auto` values come from "
+        "the run's flags) or a DeepSpeed JSON file; needs `pip install 'tunestack[deepspeed]'`")
+
+
+@dataclass
 class InferArgs:
     """Generation from a model or run directory."""
 

@@ -170,3 +170,20 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
     if problems:
         raise ConfigError(problems)
     return results
+
+
+def to_argv(groups: list) -> list[str]:
+    """The flags that reproduce parsed `groups` (only values that differ from the defaults), for relaunching."""
+    argv = []
+    for group in groups:
+        for f in fields(group):
+            value = getattr(group, f.name)
+            default = f.default_factory() if f.default is MISSING else f.default
+            if value == default or f.name == "config":
+                continue
+            if isinstance(value, list):
+                argv += [f"--{f.name}", ",".join(map(str, value))]
+            else:
+                argv += [f"--{f.name}", "none" if value is None else str(value).lower() if isinstance(value, bool)
+                         else str(value)]
+    return argv

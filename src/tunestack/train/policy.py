@@ -56,8 +56,11 @@ def starting_point(model_args: ModelArgs, tuner_args: TunerArgs) -> StartingPoin
     return StartingPoint(resolved, base_name, chain + [own])
 
 
-def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, **load):
-    """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter)."""
+def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, seed: int, **load):
+    """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter).
+
+    The seed is set right before the adapter is made, so its initial weights do not depend on how loading went
+    (DeepSpeed ZeRO-3 initialises weights while sharding them, drawing from the global generator)."""
     from tunestack.model.load import load_model
     from tunestack.model.tuners import attach_tuner, continue_adapter
 
@@ -72,6 +75,9 @@ def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpoin
         for adapter in start.merged:
             model = merge_adapter(model, adapter)
         say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
+    from transformers import set_seed
+
+    set_seed(seed)
     if start.continue_from is not None:
         say(f"continuing to train the adapter {start.continue_from} (its rank and targets are kept)")
         return continue_adapter(model, start.continue_from, gradient_checkpointing)

@@ -7,7 +7,7 @@ from tunestack.config import ModelArgs
 from tunestack.errors import ConfigError
 
 
-class RewardFunction:
+class RewardModel:
     """A frozen reward model, scoring conversations, and callable as a TRL reward function:
     `fn(prompts, completions, **columns) -> list[float]` with prompts and completions as strings or messages."""
 
@@ -30,7 +30,7 @@ def _messages(value, role: str) -> list[dict]:
 
 
 def load_reward_model(name: str, policy_tokenizer, model_args: ModelArgs,
-                      flag: str = "--reward_model") -> RewardFunction:
+                      flag: str = "--reward_model") -> RewardModel:
     """The reward model `name` (a run of `tunestack rm`, its chain of adapters merged, or a full one), frozen.
 
     Its tokenizer must be the policy's (the same vocabulary): checked before the weights load. `model_args` are the
@@ -53,4 +53,4 @@ def load_reward_model(name: str, policy_tokenizer, model_args: ModelArgs,
                            f"{len(policy_tokenizer)} tokens); train the reward model from the policy's base model"])
     scorer = load_scorer(args)
     scorer.model.requires_grad_(False)
-    return RewardFunction(scorer, Path(name).name or name)
+    return RewardModel(scorer, Path(name).name or name)

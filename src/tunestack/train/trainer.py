@@ -49,7 +49,10 @@ class TunestackTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         counts = inputs.pop("num_tokens", None)
-        self.state.num_input_tokens_seen += int(counts.sum()) if counts is not None else 0
+        if counts is not None:  # every process's tokens: throughput is that of the global batch
+            total = counts.sum().to(self.accelerator.device)
+            self.state.num_input_tokens_seen += int(self.accelerator.reduce(total, "sum")) \
+                if self.accelerator.num_processes > 1 else int(total)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
