@@ -12,6 +12,7 @@ from tunestack.config import (
     GrpoArgs,
     KtoArgs,
     OrpoArgs,
+    PpoArgs,
     RlooArgs,
     RmArgs,
     SimpoArgs,
@@ -182,6 +183,7 @@ _METHODS = [  # name, summary, the method's own argument group
     ("grpo", "group relative policy optimisation: sampled completions scored by --reward_funcs", GrpoArgs),
     ("rloo", "REINFORCE leave-one-out: sampled completions scored by --reward_funcs", RlooArgs),
     ("rm", "reward model: a scalar head trained to score chosen above rejected answers", RmArgs),
+    ("ppo", "proximal policy optimisation against a reward model (--reward_model), with a value head", PpoArgs),
 ]
 COMMANDS = {
     c.name: c

@@ -13,7 +13,8 @@ from tunestack.config.args import (
     TrainArgs,
     TunerArgs,
 )
-from tunestack.config.align import CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, RlooArgs, RmArgs, SimpoArgs
+from tunestack.config.align import (CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, PpoArgs, RlooArgs, RmArgs,
+                                    SimpoArgs)
 from tunestack.config.parse import parse_groups
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "GrpoArgs",
     "KtoArgs",
     "OrpoArgs",
+    "PpoArgs",
     "RlooArgs",
     "RmArgs",
     "SimpoArgs",

@@ -45,6 +45,12 @@ def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"]
 
 
+def generation_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids of a conversation followed by the template's opening of the assistant's turn: what a policy
+    continues when it samples an answer."""
+    return tokenizer(_render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
 def _char_mask_to_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans) -> list[int]:
     labels = []
     for token, (begin, end) in zip(input_ids, offsets):
