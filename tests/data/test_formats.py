@@ -126,9 +126,9 @@ def test_features_hold_canonical_rows(task):
 
 
 def test_unknown_keys():
-    assert error([{"prompt": "Hi?"}]) == (
+    assert error([{"ask": "Hi?"}]) == (
         'data.jsonl, line 1: expected a "messages" list, a "conversations" list, "instruction"/"output" fields '
-        "or \"query\"/\"response\" fields, found keys ['prompt']"
+        "or \"query\"/\"response\" fields, found keys ['ask']"
     )
 
 

@@ -126,7 +126,7 @@ def test_registered_task_must_match(write_file, load_data, tmp_path):
     [
         ("mine: {file: a.jsonl, colums: {}}", "dataset 'mine' has unknown key 'colums'; expected file, train, val"),
         ("mine: {val: a.jsonl}", "dataset 'mine' needs exactly one of file, train or hub"),
-        ("mine: {file: a.jsonl, task: dpo}", "dataset 'mine': task is 'dpo'; expected sft, pt, preference or kto"),
+        ("mine: {file: a.jsonl, task: dpo}", "dataset 'mine': task is 'dpo'; expected sft, pt, preference, kto or prompts"),
         ("mine: {file: a.jsonl, columns: {q: qeury}}", "columns maps 'q' to 'qeury', which is not a field"),
         ("mine: {file: 3}", "dataset 'mine': file is a number (3); expected a path or a list of paths"),
         ("- a.jsonl", "expected a mapping of dataset names"),
@@ -258,7 +258,7 @@ def test_streaming_with_val_ratio_names_both_flags(write_file, load_data):
 
 
 def test_streaming_checks_the_first_row_now(write_file, load_data):
-    path = write_file("data.jsonl", [{"prompt": "x"}])
+    path = write_file("data.jsonl", [{"ask": "x"}])
     assert load_error(load_data, [path], streaming=True).startswith(f"{path}, line 1: expected a \"messages\" list")
 
 

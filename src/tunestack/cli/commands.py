@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from tunestack.config import (
     CpoArgs,
     DpoArgs,
+    GrpoArgs,
     KtoArgs,
     OrpoArgs,
+    PpoArgs,
+    RlooArgs,
+    RmArgs,
     SimpoArgs,
     DataArgs,
     DownloadArgs,
@@ -199,6 +203,10 @@ _METHODS = [  # name, summary, the method's own argument group
     ("orpo", "odds-ratio preference optimisation (SFT and preference in one, no reference model)", OrpoArgs),
     ("simpo", "simple preference optimisation (length-normalised, no reference model)", SimpoArgs),
     ("cpo", "contrastive preference optimisation (no reference model)", CpoArgs),
+    ("grpo", "group relative policy optimisation: sampled completions scored by --reward_funcs", GrpoArgs),
+    ("rloo", "REINFORCE leave-one-out: sampled completions scored by --reward_funcs", RlooArgs),
+    ("rm", "reward model: a scalar head trained to score chosen above rejected answers", RmArgs),
+    ("ppo", "proximal policy optimisation against a reward model (--reward_model), with a value head", PpoArgs),
 ]
 COMMANDS = {
     c.name: c

@@ -13,14 +13,19 @@ from tunestack.config.args import (
     TrainArgs,
     TunerArgs,
 )
-from tunestack.config.align import CpoArgs, DpoArgs, KtoArgs, OrpoArgs, SimpoArgs
+from tunestack.config.align import (CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, PpoArgs, RlooArgs, RmArgs,
+                                    SimpoArgs)
 from tunestack.config.parse import parse_groups
 
 __all__ = [
     "CpoArgs",
     "DpoArgs",
+    "GrpoArgs",
     "KtoArgs",
     "OrpoArgs",
+    "PpoArgs",
+    "RlooArgs",
+    "RmArgs",
     "SimpoArgs",
     "DataArgs",
     "DownloadArgs",

@@ -171,6 +171,9 @@ class InferArgs:
 
     adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
     prompt: str | None = arg(None, "answer this one prompt and print only the answer")
+    score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
+                      "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
+    response: str | None = arg(None, "with --score and --prompt: the answer to score")
     input: str | None = arg(None, "JSONL file of prompts (`messages`, `prompt`, `query` or `instruction` rows)")
     output: str | None = arg(None, "where --input's answers go (JSONL)")
     system: str | None = arg(None, "system prompt")

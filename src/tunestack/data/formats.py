@@ -18,7 +18,7 @@ from tunestack.data.messages import (
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
 
-TASKS = ("sft", "pt", "preference", "kto")
+TASKS = ("sft", "pt", "preference", "kto", "prompts")
 
 # Format name -> the keys that identify it, tried in this order.
 FORMATS = {
@@ -29,6 +29,10 @@ FORMATS = {
     "alpaca": ("instruction", "output"),
     "query": ("query", "response"),
     "text": ("text",),
+    "prompt": ("prompt",),
+    "query_prompt": ("query",),
+    "instruction_prompt": ("instruction",),
+    "question": ("question",),
 }
 DESCRIBE = {
     "messages": 'a "messages" list',
@@ -38,22 +42,28 @@ DESCRIBE = {
     "alpaca": '"instruction"/"output" fields',
     "query": '"query"/"response" fields',
     "text": 'a "text" field',
+    "prompt": 'a "prompt" field',
+    "query_prompt": 'a "query" field',
+    "instruction_prompt": 'an "instruction" field',
+    "question": 'a "question" field',
 }
 TASK_FORMATS = {
     "sft": ("messages", "sharegpt", "alpaca", "query"),
     "pt": ("text",),
     "preference": ("preference",),
     "kto": ("kto",),
+    "prompts": ("prompt", "messages", "query_prompt", "instruction_prompt", "question"),
 }
 _USE_WITH = {
     "sft": "conversations, which `tunestack sft` trains on",
     "pt": "raw text, which `tunestack pt` trains on",
     "preference": "preference pairs, which `tunestack dpo` (or orpo, simpo, cpo, rm) trains on",
     "kto": "labelled completions, which `tunestack kto` trains on",
+    "prompts": "prompts to sample answers for, which `tunestack grpo` (or rloo) trains on",
 }
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
-          "prompt", "chosen", "rejected", "completion", "label", "text")  # fmt: skip
+          "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -93,7 +103,7 @@ def canonical_rows(
         elif not all(k in row for k in FORMATS[fmt]):
             raise DataError(f"{where}: expected {DESCRIBE[fmt]} like the first row, found keys {sorted(row)}")
         stats["rows"] += 1
-        yield _CONVERTERS[fmt](row, where, system)
+        yield (_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system)
 
 
 def _messages(row: dict, where: str, system: str | None) -> dict:
@@ -156,6 +166,38 @@ def _text(row: dict, where: str, system: str | None) -> dict:
     return {"text": _text_field(row, "text", where)}
 
 
+def _prompt_row(row: dict, where: str, system: str | None) -> dict:
+    """A prompt to sample answers for (ending with the user's turn), its gold answer (or None) and where it came
+    from, which reward functions receive as `answer` and `source`."""
+    if "messages" in row:
+        prompt = message_list(row["messages"], "messages", where)
+    elif "prompt" in row:
+        prompt = prompt_messages(row["prompt"], "prompt", where)
+    else:
+        key = next(k for k in ("query", "instruction", "question") if k in row)
+        text = _text_field(row, key, where)
+        extra = _text_field(row, "input", where, optional=True) if key == "instruction" else None
+        prompt = history_messages(row.get("history"), where) + [
+            {"role": "user", "content": f"{text}\n{extra}" if extra else text}]
+    field = "messages" if "messages" in row else "prompt"
+    if prompt[-1]["role"] != "user":
+        raise DataError(f"{where}: {field} ends with a {prompt[-1]['role']} message; a prompt ends with the user's "
+                        "turn (put a gold answer in an \"answer\" field)")
+    return {"prompt": with_system(prompt, _system(row, where, system)), "answer": _gold_answer(row, where),
+            "source": where}
+
+
+def _gold_answer(row: dict, where: str) -> str | None:
+    """The row's `answer` (or `solution`) as text; numbers are written as they were given."""
+    key = "answer" if "answer" in row else "solution"
+    value = row.get(key)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise DataError(f"{where}: {key} is {describe(value)}; expected a string or a number")
+    return str(value)
+
+
 _CONVERTERS = {
     "messages": _messages,
     "sharegpt": _sharegpt,
@@ -201,5 +243,6 @@ def features_for(task: str):
             "pt": {"text": Value("string")},
             "preference": {"prompt": turns, "chosen": turns, "rejected": turns},
             "kto": {"prompt": turns, "completion": turns, "label": Value("bool")},
+            "prompts": {"prompt": turns, "answer": Value("string"), "source": Value("string")},
         }[task]
     )

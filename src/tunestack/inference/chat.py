@@ -57,12 +57,18 @@ def validate_infer(args: InferArgs) -> None:
         problems.append("--prompt and --input exclude each other")
     if args.resume and not (args.input and args.output):
         problems.append("--resume: needs --input and --output (the file of answers to continue)")
+    if args.response is not None and not (args.score and args.prompt is not None):
+        problems.append("--response: the answer --score rates; give it with --score and --prompt")
     if problems:
         raise ConfigError(problems)
 
 
 def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     validate_infer(args)
+    if args.score:
+        from tunestack.inference.score import run_score
+
+        return run_score(model_args, args)
     from tunestack.inference.backends import EngineOptions, create_engine
     from tunestack.inference.prompt_file import answer_file, answered_rows, read_prompts
 

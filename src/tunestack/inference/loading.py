@@ -27,12 +27,15 @@ class LoadedModel:
         return sorted(i for i in ids if i is not None)
 
 
-def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
-    """(resolved model, adapter directories to apply in order, tokenizer with the run's chat template)."""
+def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = (), head: str = "causal"):
+    """(resolved model, adapter directories to apply in order, tokenizer with the run's chat template).
+
+    `head` is what the caller needs: `causal` to generate, `reward` to score; a model of the other kind is refused."""
     from tunestack.hub import resolve_model
     from tunestack.model.load import load_tokenizer
 
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
+    check_head(model_args.model, resolved.head, head)
     adapter_dirs = resolved.adapters + [Path(a) for a in adapters]
     # The run's adapter folder carries the tokenizer and template the model was trained with.
     own = resolved.adapter
@@ -61,32 +64,46 @@ def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
 
 
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
-                       named_adapters: dict[str, str] | None = None, allow_pickle: bool = False) -> LoadedModel:
+                       named_adapters: dict[str, str] | None = None, allow_pickle: bool = False,
+                       head: str = "causal") -> LoadedModel:
     """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
 
     `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
     can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
-    weights are pickle files only are refused unless `allow_pickle`.
+    weights are pickle files only are refused unless `allow_pickle`. `head="reward"` loads a reward model (a
+    one-output sequence-classification head) instead of a causal LM.
     """
     from tunestack.model.load import load_model
     from tunestack.model.precision import resolve_dtype
 
-    resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters)
+    resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters, head)
     for folder in [resolved.path, *adapter_dirs, *adapter_folders(named_adapters or {}).values()]:
         refuse_pickle(folder, allow_pickle)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
-                       trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
+                       trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer, head=head)
     if adapter_dirs:
-        import_gptqmodel_quietly()
-        from peft import PeftModel
+        from tunestack.model.tuners import merge_adapter
 
         for adapter in adapter_dirs:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = merge_adapter(model, adapter)
     if named_adapters:
         model = _attach_named(model, named_adapters)
     print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters)
           + "".join(f", adapter {n} = {p}" for n, p in (named_adapters or {}).items()), file=sys.stderr)
     return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)
+
+
+def check_head(name: str, found: str, wanted: str) -> None:
+    """Refuse a reward model where a model must generate, and a causal LM where one must score."""
+    from tunestack.errors import ConfigError
+
+    if found == wanted:
+        return
+    if found == "reward":
+        raise ConfigError([f"--model {name} is a reward model (a sequence-classification head): it scores text and "
+                           f"does not generate; score with it: tunestack infer --score --model {name}"])
+    raise ConfigError([f"--model {name} is a causal language model, not a reward model: scoring needs a run of "
+                       "`tunestack rm` (or a sequence-classification checkpoint); drop --score to chat with it"])
 
 
 def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:

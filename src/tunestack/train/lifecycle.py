@@ -37,7 +37,10 @@ class Method:
     learning_rate: tuple[float, float] = (1e-4, 1e-5)
     """The default peak learning rate with an adapter and for full fine-tuning."""
     check: Callable | None = None
-    """`check(method_args, tuner_args) -> [problem, ...]`: cross-field checks of the method's own flags."""
+    """`check(method_args, tuner_args, train_args) -> [problem, ...]`: cross-field checks of the method's own flags."""
+    check_data: Callable | None = None
+    """`check_data(splits, method_args)`: checks of the rows against the method's flags, before a model loads;
+    raises DataError naming the file and row."""
 
 
 @dataclass
@@ -107,7 +110,7 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
                                              "drop --eval_tasks"))
     problems += [message for ok, message in checks if not ok] + _efficiency_problems(train)
     if method is not None and method.check is not None:
-        problems += method.check(method_args, tuner)
+        problems += method.check(method_args, tuner, train)
     if parallel is not None:
         problems += distributed.parallel_problems(parallel, tuner, train)
     if problems:
@@ -217,6 +220,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
     splits = load_datasets(data_args, task=method.task, seed=train_args.seed)
+    if method.check_data is not None:
+        method.check_data(splits, method_args)
     start = starting_point(model_args, tuner_args)
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
@@ -335,8 +340,10 @@ def _last_loss(history: list[dict]) -> float | None:
 
 
 def _final_figures(history: list[dict]) -> dict:
-    """The last logged preference figures (margin, accuracy, reward), recorded in run.json beside the loss."""
-    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward"}
+    """The last logged preference figures (margin, accuracy, reward, validation accuracy), recorded in run.json
+    beside the loss."""
+    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward",
+            "eval_accuracy": "final_eval_accuracy"}
     found = {}
     for entry in history:
         found.update({name: entry[key] for key, name in keys.items() if key in entry})

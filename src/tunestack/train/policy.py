@@ -59,23 +59,26 @@ def starting_point(model_args: ModelArgs, tuner_args: TunerArgs) -> StartingPoin
 def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, seed: int, **load):
     """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter).
 
-    The seed is set right before the adapter is made, so its initial weights do not depend on how loading went
-    (DeepSpeed ZeRO-3 initialises weights while sharding them, drawing from the global generator)."""
+    The seed is set before loading, where a fresh head (a reward model's score layer) is initialised, and again
+    right before the adapter is made, so its initial weights do not depend on how loading went (DeepSpeed ZeRO-3
+    initialises weights while sharding them, drawing from the global generator)."""
     from tunestack.model.load import load_model
     from tunestack.model.tuners import attach_tuner, continue_adapter
 
-    model = load_model(start.resolved.path, **load)
-    if start.merged:
-        from tunestack.compat import import_gptqmodel_quietly
-
-        import_gptqmodel_quietly()
-        from peft import PeftModel
-
-        for adapter in start.merged:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
+    if start.resolved.head == "reward" and load.get("head", "causal") != "reward":
+        raise ConfigError([f"--model {start.resolved.name}: a reward model scores text and cannot be trained to "
+                           "generate; start from the policy model and pass the reward model to ppo --reward_model or "
+                           "grpo/rloo --reward_funcs"])
     from transformers import set_seed
 
+    set_seed(seed)
+    model = load_model(start.resolved.path, **load)
+    if start.merged:
+        from tunestack.model.tuners import merge_adapter
+
+        for adapter in start.merged:
+            model = merge_adapter(model, adapter)
+        say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
     set_seed(seed)
     if start.continue_from is not None:
         say(f"continuing to train the adapter {start.continue_from} (its rank and targets are kept)")

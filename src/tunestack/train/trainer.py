@@ -62,12 +62,13 @@ class TunestackTrainer(Trainer):
 
 def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
                        has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
-    """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields) from
-    TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by TunestackTrainer unless the
-    method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count in every checkpoint."""
+    """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields, which
+    win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by
+    TunestackTrainer unless the method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count
+    in every checkpoint."""
     method = {"include_num_input_tokens_seen": "no", **method}
     eval_steps = args.eval_steps or args.save_steps
-    return config_class(
+    base = dict(
         output_dir=checkpoints_dir,
         learning_rate=learning_rate,
         num_train_epochs=args.num_train_epochs,
@@ -99,8 +100,8 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         optim=args.optim,
         neftune_noise_alpha=args.neftune_noise_alpha,
         use_liger_kernel=args.use_liger_kernel,
-        **method,
     )
+    return config_class(**{**base, **method})  # a method's own value wins
 
 
 def run_callbacks(run, keep: int) -> list:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from tunestack.data.builtin.arith import ROWS, arith_kto_rows, arith_preference_rows, arith_rows
+from tunestack.data.builtin.arith import ROWS, arith_kto_rows, arith_preference_rows, arith_prompt_rows, arith_rows
 from tunestack.errors import DataError
 
 BUILTIN_DATASETS = {
     "self-cognition": "who the model is, in English and Chinese; --model_name and --model_author fill it in",
-    "arith": f"{ROWS} verifiable arithmetic questions (add, subtract, multiply) with worked answers",
+    "arith": f"{ROWS} verifiable arithmetic questions (add, subtract, multiply) with worked answers; for grpo and "
+             "rloo, the questions with their numeric answers",
     "arith-pref": f"{ROWS} arithmetic preference pairs: the correct answer chosen, a wrong one rejected",
 }
 # The tasks each built-in serves; the first is the one `tunestack datasets` lists.
-BUILTIN_TASKS = {"self-cognition": ("sft",), "arith": ("sft",), "arith-pref": ("preference", "kto")}
+BUILTIN_TASKS = {"self-cognition": ("sft",), "arith": ("sft", "prompts"), "arith-pref": ("preference", "kto")}
 _SELF_COGNITION = "self_cognition.jsonl"
 
 
@@ -30,7 +31,7 @@ def builtin_rows(
     if name == "self-cognition":
         rows = _self_cognition(model_name, model_author)
     elif name == "arith":
-        rows = arith_rows()
+        rows = arith_prompt_rows() if task == "prompts" else arith_rows()
     else:
         rows = arith_kto_rows() if task == "kto" else arith_preference_rows()
     return [(f"{name}, row {number}", row) for number, row in enumerate(rows, 1)]

@@ -1,4 +1,5 @@
-"""Verifiable arithmetic questions, generated deterministically, as instruction rows and preference pairs."""
+"""Verifiable arithmetic questions, generated deterministically, as instruction rows, preference pairs and prompts
+with gold answers."""
 
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ def arith_rows() -> list[dict]:
         {"messages": [{"role": "user", "content": p.question}, {"role": "assistant", "content": p.reply(p.answer)}]}
         for p in arith_problems()
     ]
+
+
+def arith_prompt_rows() -> list[dict]:
+    """Prompts with gold answers, for reward functions: the question and its result."""
+    return [{"prompt": p.question, "answer": p.answer} for p in arith_problems()]
 
 
 def arith_preference_rows() -> list[dict]:
