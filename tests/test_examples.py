@@ -13,7 +13,8 @@ SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
 PRINTS = {"self_cognition.py": "final loss", "sft_jsonl.py": "completed", "qlora.py": "completed",
           "continued_pretraining.py": "completed", "dpo_after_sft.py": "last margin:",
           "export_quantize_gguf.py": "model-q8_0.gguf", "evaluate_compare.py": "# A:",
-          "multi_process.py": "ddp 2 processes"}
+          "multi_process.py": "ddp 2 processes", "serve_adapters_openai.py": "models: ['base', 'math', 'nova']",
+          "grpo_custom_reward.py": "completed mean reward:"}
 
 
 def test_every_example_is_listed():

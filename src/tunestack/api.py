@@ -20,8 +20,8 @@ from typing import Any
 
 from tunestack.results import EvalReport, Export, Run
 
-__all__ = ["sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "train", "chat", "export", "evaluate", "Run",
-           "Export", "EvalReport"]
+__all__ = ["sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "rm", "ppo", "train", "chat",
+           "export", "evaluate", "serve", "Server", "Run", "Export", "EvalReport"]
 
 
 def train(method: str, **kwargs: Any) -> Run:
@@ -86,6 +86,27 @@ def cpo(**kwargs: Any) -> Run:
     return train("cpo", **kwargs)
 
 
+def grpo(**kwargs: Any) -> Run:
+    """Group relative policy optimisation with `reward_funcs` (names, PATH.py:FUNCTION, reward-model runs, or
+    Python callables taking `(prompts, completions, **columns)` and returning one float per completion)."""
+    return train("grpo", **kwargs)
+
+
+def rloo(**kwargs: Any) -> Run:
+    """REINFORCE leave-one-out with `reward_funcs`, as `grpo` (`tunestack rloo`)."""
+    return train("rloo", **kwargs)
+
+
+def rm(**kwargs: Any) -> Run:
+    """A reward model trained on preference pairs (`tunestack rm`)."""
+    return train("rm", **kwargs)
+
+
+def ppo(**kwargs: Any) -> Run:
+    """Proximal policy optimisation against a reward model run (`reward_model=`, as `tunestack ppo`)."""
+    return train("ppo", **kwargs)
+
+
 def chat(model: str | Path | Run, prompt: str | list[dict], **kwargs: Any) -> str:
     """One answer from `model` (a name, run directory or Run) to `prompt` (text, or a list of messages), with
     `tunestack infer`'s generation flags (`max_new_tokens`, `temperature`, `system`, ...)."""
@@ -136,6 +157,56 @@ def evaluate(model: str | Path | Run | None = None, tasks: str | list[str] | Non
 
 
 @dataclass
+class Server:
+    """A server started by `serve(..., background=True)`: its base URL (for the `openai` client) and a stop handle."""
+
+    url: str
+    _server: Any
+    _engine: Any
+    _thread: Any
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting requests, let running ones finish, and free the model."""
+        self._server.should_exit = True
+        self._thread.join(timeout)
+        self._engine.close()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(model: str | Path | Run, background: bool = False, **kwargs: Any) -> Server | None:
+    """The OpenAI-compatible server (`tunestack serve`): blocking, or started in a background thread, returning a
+    Server with its `url` and `stop()` (also a context manager)."""
+    import threading
+    import time
+
+    from tunestack.config import ModelArgs, ServeArgs
+    from tunestack.config.parse import parse_groups
+    from tunestack.serve.server import build_server, run_serve
+
+    model_args, serve_args = parse_groups([ModelArgs, ServeArgs], [], prog="tunestack.serve()", source="argument",
+                                          config={**kwargs, "model": str(getattr(model, "path", model))})
+    if not background:
+        run_serve(model_args, serve_args)
+        return None
+    server, engine = build_server(model_args, serve_args)
+    thread = threading.Thread(target=server.run, name="tunestack-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        engine.close()
+        raise RuntimeError(f"the server did not start on {serve_args.host}:{serve_args.port} (is the port taken?)")
+    port = server.servers[0].sockets[0].getsockname()[1] if serve_args.port == 0 else serve_args.port
+    return Server(f"http://{serve_args.host}:{port}/v1", server, engine, thread)
+
+
+@dataclass
 class _ObjectArgs:
     """Arguments given as Python objects rather than names, taken out before the flags are parsed."""
 
@@ -159,6 +230,12 @@ class _ObjectArgs:
         for key in ("model", "dataset"):
             if isinstance(kwargs.get(key), Path):
                 kwargs[key] = str(kwargs[key])
+        funcs = kwargs.get("reward_funcs")
+        if funcs is not None:  # function objects stand in the list under names the reward loader resolves
+            from tunestack.train.reward_funcs import register_object
+
+            funcs = funcs if isinstance(funcs, (list, tuple)) else [funcs]
+            kwargs["reward_funcs"] = [register_object(f) if callable(f) else str(f) for f in funcs]
         return found
 
     def apply(self, model, data, train_args, method: str):

@@ -47,6 +47,16 @@ def api_keys(args: ServeArgs, problems: list[str]) -> list[str]:
 
 
 def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
+    """Serve until SIGTERM or Ctrl-C (then drain, see serve/shutdown.py)."""
+    server, engine = build_server(model_args, args)
+    try:
+        server.run()
+    finally:
+        engine.close()
+
+
+def build_server(model_args: ModelArgs, args: ServeArgs):
+    """The uvicorn server over a loaded engine, ready to run: (server, engine). The caller closes the engine."""
     served_name = args.served_model_name or model_args.model
     problems: list[str] = []
     adapters = parse_adapters(args.adapter, served_name, problems)
@@ -79,7 +89,4 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     server = DrainingServer(config, serving, args.drain_timeout)
     print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
           + (" (API key required)" if keys else ""), file=sys.stderr, flush=True)
-    try:
-        server.run()
-    finally:
-        engine.close()
+    return server, engine
