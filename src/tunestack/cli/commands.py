@@ -23,6 +23,7 @@ from tunestack.config import (
     InferArgs,
     ModelArgs,
     ParallelArgs,
+    PlanArgs,
     RuntimeArgs,
     ServeArgs,
     TrainArgs,
@@ -185,6 +186,12 @@ def _download(args: DownloadArgs):
         print(download_dataset(args.dataset, revision=args.revision))
 
 
+def _estimate(model, data, tuner, train, parallel, plan):
+    from tunestack.plan.estimate import run_estimate
+
+    run_estimate(model, data, tuner, train, parallel, plan)
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     columns = [c for c in columns if any(c in r for r in rows)]
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
@@ -213,6 +220,8 @@ COMMANDS = {
     for c in [
         *[Command(name, summary, _TRAIN + ([group] if group else []), _training(name), training=True)
           for name, summary, group in _METHODS],
+        Command("estimate", "memory and time of an sft run before it starts; recommends a plan that fits",
+                _TRAIN + [PlanArgs], _estimate),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
         Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],

@@ -145,6 +145,34 @@ class TrainArgs:
     eval_limit: int | None = arg(None, "at most N questions per task for --eval_tasks", check=POSITIVE)
 
 
+ZERO_STAGES = ("zero1", "zero2", "zero3", "zero3_offload")
+DEEPSPEED = (lambda v: v in ZERO_STAGES or v.lower().endswith(".json"), "zero1, zero2, zero3, zero3_offload or a "
+             "DeepSpeed config file (.json)")
+GPU_TYPES = ("t4", "v100", "a10g", "l4", "rtx3090", "rtx4090", "a100-40gb", "a100-80gb", "h100", "h200")
+
+
+@dataclass
+class PlanArgs:
+    """The device a memory and time estimate is made for, and how it is reported."""
+
+    device: str | None = arg(None, "device to plan for (default: cuda when a GPU is visible, else cpu)",
+                             choices=("cpu", "cuda"))
+    gpus: int | None = arg(
+        None, "GPUs available; recommendations may raise --nproc up to this (default: the visible GPUs, at least "
+        "--nproc)", check=POSITIVE)
+    gpu_type: str | None = arg(None, "GPU model: sets --gpu_memory and the peak FLOP/s (default: the visible GPU's)",
+                               choices=GPU_TYPES)
+    gpu_memory: float | None = arg(None, "memory of each GPU in GiB (overrides --gpu_type's)", check=POSITIVE)
+    peak_tflops: float | None = arg(
+        None, "dense peak TFLOP/s of one device in the compute precision (default: --gpu_type's; on CPU a short "
+        "matmul probe)", check=POSITIVE)
+    efficiency: float | None = arg(
+        None, "fraction of the peak FLOP/s training achieves (default: 0.4 on GPUs, 0.25 on CPUs)", check=PROBABILITY)
+    measure: bool = arg(False, "time a few real training steps on this machine instead of using the peak FLOP/s")
+    measure_steps: int = arg(3, "optimizer steps timed by --measure, after one warm-up step", check=POSITIVE)
+    json: bool = arg(False, "print one JSON object (for tools) instead of the table")
+
+
 @dataclass
 class ParallelArgs:
     """Several processes or machines: DDP by default, FSDP2 or DeepSpeed ZeRO on request."""
@@ -162,7 +190,7 @@ class ParallelArgs:
     fsdp_offload: bool = arg(False, "with --fsdp: keep parameters and optimizer states in CPU memory")
     deepspeed: str | None = arg(
         None, "DeepSpeed ZeRO: zero1, zero2, zero3, zero3_offload (shipped configs whose `auto` values come from "
-        "the run's flags) or a DeepSpeed JSON file; needs `pip install 'tunestack[deepspeed]'`")
+        "the run's flags) or a DeepSpeed JSON file; needs `pip install 'tunestack[deepspeed]'`", check=DEEPSPEED)
 
 
 @dataclass
