@@ -136,6 +136,8 @@ class TrainArgs:
         None, "evaluate every N steps (default: at save steps when there is validation data)", check=POSITIVE
     )
     resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
+    auto_plan: bool = arg(False, "estimate memory first (as `tunestack estimate`) and, when the run does not fit, "
+                          "apply the cheapest change that does; recorded in run.json (sft and pt)")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
     dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
     eval_tasks: list[str] = arg(

@@ -28,11 +28,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def in_worker() -> bool:
+    """Whether this process is one that torchrun started."""
+    return "LOCAL_RANK" in os.environ
+
+
 def needs_launch(parallel: ParallelArgs) -> bool:
     """True in the command the user typed when it asks for several processes (or DeepSpeed, which always runs
     under a launcher); False inside torchrun's workers."""
     wanted = parallel.nproc > 1 or parallel.nnodes > 1 or parallel.deepspeed is not None
-    return wanted and "LOCAL_RANK" not in os.environ
+    return wanted and not in_worker()
 
 
 def use_cpu_deepspeed(parallel: ParallelArgs) -> None:

@@ -105,6 +105,8 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         checks.append((data.truncation == "truncate", f"--truncation drop: {method.name} keeps each example's start "
                                                       "(--truncation truncate)"))
         checks.append((not data.streaming, f"--streaming: {method.name} reads its data whole; drop --streaming"))
+    if method is not None and method.task not in ("sft", "pt"):
+        checks.append((not train.auto_plan, f"--auto_plan: plans are made for sft and pt runs, not {method.name}"))
     if method is not None and method.head != "causal":
         checks.append((not train.eval_tasks, f"--eval_tasks: a {method.name} run scores text, it does not generate; "
                                              "drop --eval_tasks"))
@@ -153,6 +155,10 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         validate_eval(eval_args(data_args, train_args))
     if train_args.output_dir is None:  # named once, so that every process of a launch writes to the same run
         train_args = dataclasses.replace(train_args, output_dir=f"runs/{method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan = None
+    if train_args.auto_plan and not train_args.resume and not distributed.in_worker():
+        plan, (model_args, data_args, tuner_args, train_args, parallel) = _auto_plan(
+            model_args, data_args, tuner_args, train_args, parallel)
     run = RunDir(train_args.output_dir)
     distributed.use_cpu_deepspeed(parallel)
     if distributed.needs_launch(parallel):
@@ -164,6 +170,8 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others) for t in (train_args, again))
         if distributed.launch(method.name, argv, parallel, train_args.output_dir, resume_argv) != 0:
             raise TunestackError(f"{method.name}: a training process failed; see {run.manifest_path}")
+        if plan is not None:
+            run.update(auto_plan=plan)
         return run
     if distributed.world_size() > 1:
         distributed.start_process_group()
@@ -175,6 +183,8 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel)
     for callback in callbacks or []:
         trainer.add_callback(callback)
+    if plan is not None:
+        _update(run, auto_plan=plan)
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.
@@ -202,6 +212,31 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         del trainer
         evaluate_final(run, model_args, data_args, train_args)
     return run
+
+
+def _auto_plan(model_args, data_args, tuner_args, train_args, parallel):
+    """`tunestack estimate`'s recommendation for this machine applied to the groups, and what run.json records."""
+    import dataclasses
+
+    from tunestack.config import PlanArgs
+    from tunestack.plan.estimate import build_estimate
+
+    estimate = build_estimate(model_args, data_args, tuner_args, train_args, parallel, PlanArgs())
+    record = {"fits_as_given": estimate.plan is None, "peak_bytes": estimate.memory.needed,
+              "device_bytes": estimate.device.memory, "changes": []}
+    if estimate.plan is not None:
+        plan = estimate.plan
+        given = plan.groups
+        model_args, data_args, tuner_args, train_args, parallel = (given.model, given.data, given.tuner, given.train,
+                                                                   given.parallel)
+        record.update(changes=plan.changes, fits=plan.fits, peak_bytes=plan.memory.needed)
+        for change in plan.changes:
+            say(f"auto plan: {change}")
+    else:
+        say(f"auto plan: the run fits as given ({estimate.memory.needed / 2**30:.2f} GiB of "
+            f"{estimate.device.memory / 2**30:.2f} GiB)")
+    train_args = dataclasses.replace(train_args, auto_plan=False)  # applied once; launched processes take the result
+    return record, (model_args, data_args, tuner_args, train_args, parallel)
 
 
 def _update(run: RunDir, **fields) -> None:
