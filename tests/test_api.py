@@ -92,3 +92,13 @@ def test_public_api_type_checks():
                              str(src / "api.py"), str(src / "results.py"), str(src / "__init__.py")],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_estimate_matches_the_cli_json(tiny_model_dir, tmp_path):
+    import tunestack
+
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    from_api = tunestack.estimate(model=str(tiny_model_dir), dataset=str(data), max_length=64)
+    from_cli = json.loads(cli("estimate", "--model", str(tiny_model_dir), "--dataset", str(data), "--max_length",
+                              "64", "--json").stdout)
+    assert from_api["peak_bytes"] == from_cli["peak_bytes"] > 0

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _API = ("sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "rm", "ppo", "chat", "export", "evaluate",
-        "serve", "Server", "Run", "Export", "EvalReport")
+        "estimate", "serve", "Server", "Run", "Export", "EvalReport")
 
 if TYPE_CHECKING:
-    from tunestack.api import (EvalReport, Export, Run, Server, chat, cpo, dpo, evaluate, export, grpo, kto, orpo,
-                               ppo, pt, rloo, rm, serve, sft, simpo)
+    from tunestack.api import (EvalReport, Export, Run, Server, chat, cpo, dpo, estimate, evaluate, export, grpo,
+                               kto, orpo, ppo, pt, rloo, rm, serve, sft, simpo)
 
 
 def __getattr__(name: str) -> Any:

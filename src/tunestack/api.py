@@ -21,7 +21,7 @@ from typing import Any
 from tunestack.results import EvalReport, Export, Run
 
 __all__ = ["sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "rm", "ppo", "train", "chat",
-           "export", "evaluate", "serve", "Server", "Run", "Export", "EvalReport"]
+           "export", "evaluate", "estimate", "serve", "Server", "Run", "Export", "EvalReport"]
 
 
 def train(method: str, **kwargs: Any) -> Run:
@@ -154,6 +154,19 @@ def evaluate(model: str | Path | Run | None = None, tasks: str | list[str] | Non
     out = Path(eval_args.output_dir or f"evals/{time.strftime('%Y%m%d-%H%M%S')}")
     run_eval(model_args, eval_args, out)
     return EvalReport(out)
+
+
+def estimate(**kwargs: Any) -> dict[str, Any]:
+    """Memory and time of an sft run before it starts (`tunestack estimate`, as its --json object: `peak_bytes`,
+    the memory terms per device, tokens per step, the time, and a recommended plan when the run does not fit)."""
+    from tunestack.cli.commands import COMMANDS
+    from tunestack.config.parse import parse_groups
+    from tunestack.plan.estimate import build_estimate
+    from tunestack.plan.report import as_json
+
+    groups = parse_groups(COMMANDS["estimate"].groups, [], prog="tunestack.estimate()", config=kwargs,
+                          source="argument")
+    return as_json(build_estimate(*groups))
 
 
 @dataclass
