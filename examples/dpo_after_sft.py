@@ -7,7 +7,7 @@ from _common import example_args
 
 args = example_args(__doc__, steps=30)
 sft = tunestack.sft(model=args.model, dataset="arith#300", max_steps=args.max_steps, output_dir=f"{args.workdir}/sft")
-dpo = tunestack.dpo(model=sft.path, dataset="arith-pref#300", beta=0.1, max_steps=args.max_steps,
+dpo = tunestack.dpo(model=sft, dataset="arith-pref#300", beta=0.1, max_steps=args.max_steps,
                     output_dir=f"{args.workdir}/dpo")
 print("chain:", [link["run"] for link in dpo.manifest["chain"]])
 print("last margin:", dpo.metrics[-1].get("rewards/margins"))

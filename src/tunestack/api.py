@@ -230,6 +230,9 @@ class _ObjectArgs:
 
     @classmethod
     def take(cls, kwargs: dict) -> _ObjectArgs:
+        for key, value in kwargs.items():  # a Run stands for its directory (model=, ref_model=, reward_model=, ...)
+            if isinstance(value, Run):
+                kwargs[key] = str(value.path)
         found = cls(callbacks=list(kwargs.pop("callbacks", None) or []) or None)
         if "dataset" in kwargs and not isinstance(kwargs["dataset"], (str, Path)) and not _names(kwargs["dataset"]):
             found.dataset = kwargs.pop("dataset")
