@@ -32,7 +32,7 @@ def trainer(prepared: Prepared):
     return without_adapter_copy(dpo_trainer, prepared.tuner)
 
 
-def check(dpo, tuner) -> list[str]:
+def check(dpo, tuner, train) -> list[str]:
     """Combinations TRL would refuse only after the model has loaded."""
     if "exo_pair" in dpo.loss_type and dpo.label_smoothing == 0:
         return ["--loss_type exo_pair: needs --label_smoothing above 0 (the EXO paper uses 1e-3)"]
