@@ -117,7 +117,8 @@ def chat(model: str | Path | Run, prompt: str | list[dict], **kwargs: Any) -> st
 
     model_args, infer = parse_groups([ModelArgs, InferArgs], [], prog="tunestack.chat()", source="argument",
                                      config={**kwargs, "model": str(getattr(model, "path", model))})
-    engine, tokenizer = create_engine(model_args, infer.backend, EngineOptions(adapters=infer.adapter, max_batch=1))
+    options = EngineOptions(adapters=infer.adapter, max_batch=1, allow_pickle=infer.allow_pickle)
+    engine, tokenizer = create_engine(model_args, infer.backend, options)
     try:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         return Chat(engine, tokenizer, infer.system).answer([messages], sampling(infer))[0]

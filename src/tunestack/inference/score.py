@@ -41,11 +41,11 @@ class RewardScorer:
         return rewards
 
 
-def load_scorer(model_args: ModelArgs, adapters: list[str] = ()) -> RewardScorer:
+def load_scorer(model_args: ModelArgs, adapters: list[str] = (), allow_pickle: bool = False) -> RewardScorer:
     """The reward model `model_args.model` names (a `tunestack rm` run, with its chain merged), ready to score."""
     from tunestack.inference.loading import load_for_inference
 
-    loaded = load_for_inference(model_args, adapters, head="reward")
+    loaded = load_for_inference(model_args, adapters, head="reward", allow_pickle=allow_pickle)
     return RewardScorer(loaded.model, loaded.tokenizer, loaded.source)
 
 
@@ -58,7 +58,7 @@ def run_score(model_args: ModelArgs, args: InferArgs) -> None:
     if problems:
         raise ConfigError(problems)
     rows = read_scored_rows(Path(args.input), args.system) if args.input else None  # bad rows fail before loading
-    scorer = load_scorer(model_args, args.adapter)
+    scorer = load_scorer(model_args, args.adapter, args.allow_pickle)
     if rows is None:
         messages = [{"role": "user", "content": args.prompt}]
         if args.response is not None:
