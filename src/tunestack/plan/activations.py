@@ -39,7 +39,8 @@ class Activations:
     inputs: int
     """The decoder layers' inputs: all that checkpointing keeps of them."""
     head: int
-    """Kept after the last layer: the final norm's input and, when it trains, the output layer's input."""
+    """Kept outside the layers: the final norm's input (and, when they train, its output, the output layer's input
+    and the embedding's token ids), the rotary cos / sin, the indices of the positions with logits."""
     logits: int
     """Peak of logits, log-softmax and gradients in the loss."""
     transient: int
@@ -79,13 +80,28 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     first_needs_input = full or setup.checkpointing  # an adapter run's embedding output needs no gradient
     kept = [Kept(k.name, k.bytes, k.count * shape.layers) for k in per_layer if k.count]
     if not first_needs_input:
-        kept.append(Kept("first layer input (no gradient)", -tokens * h * F32, 1))
+        unkept = _unkept_in_first_layer(shape, rows, trained, _attention(shape, setup, rows))
+        kept.append(Kept("first layer: no gradient reaches its input", -unkept, 1))
     kept_logits = rows.batch * rows.kept
-    head = tokens * h * F32 + (kept_logits * h * a + tokens * h * a if full else 0)
+    rotary = 2 * (rows.batch if setup.attention == "packed" else 1) * rows.length * shape.head_dim * F32
+    trained_outside = kept_logits * h * a + tokens * h * a + tokens * 8 if full else 0  # head input, norm, token ids
+    head = tokens * (h + 1) * F32 + trained_outside + rotary + rows.kept * 8
     scores = _scores(shape, setup, rows)
     transient = 2 * tokens * h * a + 3 * tokens * i * a + 2 * scores
     return Activations(kept=kept, layer=layer, inputs=shape.layers * tokens * h * a, head=head,
                        logits=kept_logits * shape.vocab * 3 * F32, transient=transient)
+
+
+def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str], attention: list[Kept]) -> int:
+    """What an adapter run's first layer does not keep, as no gradient reaches its input: its first RMSNorm keeps
+    nothing, a frozen key projection leaves the queries unkept (and a frozen query projection the keys), and with
+    both frozen the values too."""
+    size = {k.name.split(" (")[0]: k.bytes for k in attention}
+    unkept = rows.tokens * (shape.hidden + 1) * F32
+    unkept += size["queries"] if "k_proj" not in trained else 0
+    unkept += size["keys and values"] if "q_proj" not in trained else 0
+    unkept += size["keys and values"] if not trained & {"q_proj", "k_proj"} else 0
+    return unkept
 
 
 def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
@@ -101,11 +117,11 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
     """Queries, keys, values and scores the attention keeps, by kernel."""
     a, tokens, d = setup.compute_bytes, rows.tokens, shape.head_dim
     repeated = shape.heads if shape.kv_heads < shape.heads else shape.kv_heads  # eager and sdpa repeat keys/values
-    if setup.attention == "packed":  # per-example grid: examples x longest example, keys/values broadcast
+    if setup.attention == "packed":  # per-example grid: examples x longest example; matmul copies keys/values per head
         grid = rows.examples * rows.longest_example
         scores = _scores(shape, setup, rows)
         return [Kept("queries (per-example grid)", grid * shape.heads * d * a, 1),
-                Kept("keys and values (per-example grid)", grid * shape.kv_heads * d * a, 2),
+                Kept("keys and values (per-example grid)", grid * shape.heads * d * a, 2),
                 Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1),
                 Kept("attention mask", rows.examples * rows.longest_example**2, 1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]

@@ -19,10 +19,12 @@ MIB = 2**20
 CPU_PROCESS = {"adapter": 680 * MIB, "full": 600 * MIB}
 """Resident memory of a `tunestack sft` process with its model mapped but not yet touched, measured on Linux with
 torch 2.13 (CPU), transformers 5.24 and peft 0.21: adapter runs also import peft (and what it pulls in)."""
-CPU_HEAP_KEPT = 0.7
-"""glibc serves blocks under its dynamic mmap threshold (at most 32 MiB) from the heap and keeps them after they are
-freed; micro-batches of differing lengths then cannot reuse all of it. Measured: about this fraction of those
-activations again."""
+CPU_HEAP_KEPT = {False: 0.7, True: 0.4}
+"""glibc serves blocks under its dynamic mmap threshold (at most 32 MiB) from its heap and keeps them once freed; the
+next micro-batches cannot reuse all of it. With MALLOC_MMAP_THRESHOLD_ fixed the peak is the live memory, so this is
+the allocator; how much it keeps was fitted to measured runs (benchmarks/estimate_accuracy.py): about this fraction
+of the activations the layers keep without checkpointing (with checkpointing, which frees and recomputes them
+layer by layer, less), in blocks under 32 MiB. The least certain term of the CPU estimate."""
 GLIBC_MMAP_MAX = 32 * MIB
 GPU_RESERVE = (512 * MIB, 0.05)
 """CUDA context and kernels, and the caching allocator's slack as a fraction of the peak."""
@@ -115,18 +117,23 @@ def memory(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Memory:
     head = min(gradients, shape.vocab * shape.hidden * 4) if setup.tuner == "full" else 0
     held = gradients if setup.accumulation > 1 else head
     if setup.device == "cpu":
+        if setup.tuner == "qlora" and shape.checkpoint_bytes == 4:
+            # The unquantized layers are the checkpoint file's own pages (same precision), so the file stays mapped,
+            # with the pages of the layers read for quantizing still resident.
+            weights += shape.layers * shape.layer_linear_params * 4
         return Memory(weights, gradients, optimizer, acts, setup.checkpointing, held, host=host, gathered=gathered,
                       process=CPU_PROCESS["adapter" if setup.adapter else "full"],
-                      heap_kept=int(CPU_HEAP_KEPT * _heap_sized(acts, setup.checkpointing, shape.layers)),
+                      heap_kept=int(CPU_HEAP_KEPT[setup.checkpointing] * _heap_sized(acts)),
                       load=_load_peak(shape, setup, weights))
     found = Memory(weights, gradients, optimizer, acts, setup.checkpointing, held, host=host, gathered=gathered)
     return replace(found, reserve=GPU_RESERVE[0] + int(GPU_RESERVE[1] * found.peak))
 
 
-def _heap_sized(acts: Activations, checkpointing: bool, layers: int) -> int:
-    """Activation bytes in tensors small enough for glibc to serve from its heap (under checkpointing: one layer's)."""
+def _heap_sized(acts: Activations) -> int:
+    """Activation bytes (the layers' without checkpointing, and the logits' three tensors) in tensors small enough for
+    glibc to serve from its heap."""
     small = sum(k.bytes * k.count for k in acts.kept if 0 < k.bytes < GLIBC_MMAP_MAX)
-    return small // layers if checkpointing else small
+    return small + (acts.logits if acts.logits // 3 < GLIBC_MMAP_MAX else 0)
 
 
 def _load_peak(shape: ModelShape, setup: RunSetup, weights: int) -> int:

@@ -61,7 +61,8 @@ def as_json(estimate) -> dict:
                  "step_flops": e.time.step_flops, "source": e.time.source},
         "recommendation": None if plan is None else {
             "changes": plan.changes, "command": command_line(plan.groups), "fits": plan.fits,
-            "peak_bytes": plan.memory.peak, "needed_bytes": plan.memory.needed},
+            "peak_bytes": plan.memory.peak, "needed_bytes": plan.memory.needed,
+            "offloaded_to_cpu": plan.memory.host},
         "measured": None if e.measured is None else {
             "peak_bytes": e.measured.peak_bytes, "first_step_seconds": e.measured.first_step,
             "step_seconds": e.measured.step, "tokens_per_s": e.measured.tokens_per_s, "steps": e.measured.steps},
@@ -114,7 +115,8 @@ def render(estimate) -> str:
     if e.plan is not None:
         lines += ["", "recommended changes:" if e.plan.fits else "nothing tried fits; the smallest footprint found:"]
         lines += [f"  {change}" for change in e.plan.changes]
-        lines += [f"  peak {_gib(e.plan.memory.peak)}, needs {_gib(e.plan.memory.needed)}", "",
+        host = f", and {_gib(e.plan.memory.host)} of CPU memory for what is offloaded" if e.plan.memory.host else ""
+        lines += [f"  peak {_gib(e.plan.memory.peak)}, needs {_gib(e.plan.memory.needed)}{host}", "",
                   f"  {command_line(e.plan.groups)}"]
     lines += [f"note: {note}" for note in e.assumptions]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ class RowProfile:
     kept: int
     """Positions of a row whose logits are computed: the columns where some row of the micro-batch has a target."""
     examples: int
-    """Examples in the worst micro-batch (several per row when packed)."""
+    """Examples in the worst micro-batch (several per row when packed, padding blocks included)."""
     longest_example: int
     """The longest single example (packed rows are attended per example)."""
     mean_padded: float
@@ -39,8 +39,8 @@ class Rows:
     lengths: tuple[int, ...]
     examples: tuple[int, ...]
     """Examples in each row, in the same order (1 unless packed)."""
-    first_targets: tuple[int, ...]
-    """Each row's first logit column with a target (column j predicts token j + 1), smallest first."""
+    targets: tuple[int, ...]
+    """Each row's logit columns with a target, as a bit mask (bit j: column j predicts a target token j + 1)."""
     longest_example: int
     measured: bool = False
     """Whether the lengths come from tokenizing --dataset."""
@@ -48,7 +48,7 @@ class Rows:
     @classmethod
     def assumed(cls, max_length: int) -> Rows:
         """No data read: rows of --max_length tokens with a target at every position."""
-        return cls((max_length,), (1,), (0,), max_length)
+        return cls((max_length,), (1,), (2 ** (max_length - 1) - 1,), max_length)
 
     @classmethod
     def from_encoded(cls, rows: list[dict]) -> Rows:
@@ -56,7 +56,7 @@ class Rows:
         rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
         pieces = [_examples(r) for r in rows]
         return cls(tuple(len(r["input_ids"]) for r in rows), tuple(len(p) for p in pieces),
-                   tuple(sorted(_first_target(r["labels"]) for r in rows)), max(max(p) for p in pieces), measured=True)
+                   tuple(_target_mask(r["labels"]) for r in rows), max(max(p) for p in pieces), measured=True)
 
     @property
     def count(self) -> int | None:
@@ -68,17 +68,27 @@ class Rows:
         in all (None: every row at least once).
 
         The worst micro-batch holds the longest row drawn: of k rows drawn from N, its expected rank from the top is
-        (N + 1) / (k + 1). Its logits start at the earliest target of its `batch` rows, expected likewise.
+        (N + 1) / (k + 1). Logits are computed at the columns where a row of the micro-batch has a target; which
+        rows meet decides how many (packed rows interleave prompts and answers), so the most found in the
+        micro-batches of a seeded shuffle of the rows drawn counts.
         """
         count = len(self.lengths)
         top = _expected_rank(count, drawn)
         length = self.lengths[top]
-        first = self.first_targets[_expected_rank(count, batch)] if self.measured else 0
         draw = random.Random(seed)
+        order = draw.sample(range(count), count)[:drawn or count]
+        kept = 0
+        for start in range(0, len(order), batch):
+            union = 0
+            for row in order[start:start + batch]:
+                union |= self.targets[row]
+            kept = max(kept, union.bit_count())
         padded = [max(draw.choices(self.lengths, k=batch)) for _ in range(256)] if self.measured else [length]
         return RowProfile(
-            batch=batch, length=length, kept=max(1, min(length - 1, length - 1 - first)),
-            examples=sum(self.examples[top:top + batch]) if self.measured else batch,
+            batch=batch, length=length, kept=min(max(1, kept), length - 1),
+            # a packed row shorter than the longest is padded with a block of its own, attended as an example
+            examples=sum(self.examples[top:top + batch]) + (batch - 1 if max(self.examples) > 1 else 0)
+            if self.measured else batch,
             longest_example=self.longest_example, mean_padded=sum(padded) / len(padded),
             mean_tokens=sum(self.lengths) / len(self.lengths),
         )
@@ -91,9 +101,9 @@ def _expected_rank(count: int, drawn: int | None) -> int:
     return min(count - 1, round((count + 1) / (drawn + 1)) - 1)
 
 
-def _first_target(labels: list[int]) -> int:
-    """The first logit column with a target."""
-    return next((j for j, label in enumerate(labels[1:]) if label != IGNORE_INDEX), len(labels) - 1)
+def _target_mask(labels: list[int]) -> int:
+    """The logit columns with a target, as bits."""
+    return sum(1 << j for j, label in enumerate(labels[1:]) if label != IGNORE_INDEX)
 
 
 def _examples(row: dict) -> list[int]:

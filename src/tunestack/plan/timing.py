@@ -68,9 +68,10 @@ def estimate_time(shape: ModelShape, setup: RunSetup, rows: RowProfile, steps: i
                   peak_flops: float | None, efficiency: float, measured: Measured | None = None) -> TimeEstimate:
     """The run's time from a measurement on this machine, else from the device's peak FLOP/s at `efficiency`."""
     flops = step_flops(shape, setup, rows)
-    if measured is not None:
-        seconds = None if steps is None else measured.first_step + measured.step * max(steps - 1, 0)
-        return TimeEstimate(steps, flops, measured.step, seconds,
+    if measured is not None:  # the data's average tokens per step at the measured speed, after the first step
+        per_step = setup.batch * setup.accumulation * rows.mean_tokens / measured.tokens_per_s
+        seconds = None if steps is None else measured.first_step + per_step * max(steps - 1, 0)
+        return TimeEstimate(steps, flops, per_step, seconds,
                             f"measured here: {measured.steps - 1} steps after a first one, "
                             f"{measured.tokens_per_s:,.0f} tokens/s")
     if not peak_flops:

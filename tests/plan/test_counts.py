@@ -1,0 +1,133 @@
+"""The counts the estimate is built from, against the real thing: parameters of transformers models, adapter sizes of
+peft, and the activation bytes autograd keeps (read with saved-tensor hooks) for each tuner and attention kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunestack.errors import TunestackError
+from tunestack.plan.activations import activations
+from tunestack.plan.rows import Rows
+from tunestack.plan.setup import RunSetup
+from tunestack.plan.shape import ModelShape
+
+SHAPES = {
+    "gqa_tied": dict(vocab_size=300, hidden_size=96, intermediate_size=160, num_hidden_layers=2,
+                     num_attention_heads=6, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+    "mha_untied": dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                       num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),
+}
+
+
+def llama(config: dict, attn: str = "eager"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**config, attn_implementation=attn))
+    model.config.use_cache = False
+    return model
+
+
+@pytest.mark.parametrize("name", SHAPES)
+def test_parameter_counts_match_transformers(name):
+    model = llama(SHAPES[name])
+    shape = ModelShape.from_config(model.config.to_dict())
+    assert shape.params == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("targets,dora", [(["all-linear"], False), (["q_proj", "v_proj"], False),
+                                          (["all-linear"], True)])
+def test_adapter_sizes_match_peft(targets, dora):
+    from peft import LoraConfig, get_peft_model
+
+    model = llama(SHAPES["gqa_tied"])
+    shape = ModelShape.from_config(model.config.to_dict())
+    config = LoraConfig(r=4, target_modules="all-linear" if targets == ["all-linear"] else targets, use_dora=dora)
+    peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert shape.adapter_params(shape.targets(targets), 4, dora) == trainable
+
+
+def test_shapes_that_are_not_modelled_are_refused_by_name():
+    with pytest.raises(TunestackError, match="mixture of experts"):
+        ModelShape.from_config({"model_type": "mixtral", "num_local_experts": 8, "hidden_size": 64})
+    with pytest.raises(TunestackError, match="no num_hidden_layers"):
+        ModelShape.from_config({"model_type": "odd", "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 9})
+    with pytest.raises(TunestackError, match="c_attn is not a linear layer"):
+        ModelShape.from_config(SHAPES["gqa_tied"]).targets(["c_attn"])
+
+
+def kept_bytes(model, batch: dict, keep: torch.Tensor) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for one forward pass and the loss."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(**batch, logits_to_keep=keep).logits.float()
+        torch.nn.functional.log_softmax(logits, dim=-1)
+    return sum(seen.values())
+
+
+def prepare(model, tuner: str, targets: list[str]):
+    if tuner == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    target = "all-linear" if targets == ["all-linear"] else targets
+    return get_peft_model(model, LoraConfig(r=8, target_modules=target, task_type="CAUSAL_LM"))
+
+
+@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("tuner,targets", [("lora", ["all-linear"]), ("lora", ["q_proj", "v_proj"]),
+                                           ("full", ["all-linear"])])
+def test_kept_activations_match_autograd_exactly(name, tuner, targets):
+    """Without checkpointing, what the formula counts is what autograd keeps, byte for byte (eager attention, fp32;
+    logits at 10 of 24 positions; the log-softmax output is the one loss tensor counted in the logits term)."""
+    model = prepare(llama(SHAPES[name]), tuner, targets).train()
+    batch, length, keep = 3, 24, torch.arange(13, 23)
+    ids = torch.randint(0, 300, (batch, length))
+    measured = kept_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, keep)
+    labels = [[-100] * 14 + [1] * 10] * batch
+    rows = Rows.from_encoded([{"input_ids": list(i), "labels": l} for i, l in zip(ids.tolist(), labels)])
+    profile = rows.micro_batch(batch)
+    assert (profile.length, profile.kept) == (length, 10)
+    setup = RunSetup(tuner=tuner, targets=targets, rank=8, batch=batch, attention="eager")
+    acts = activations(ModelShape.from_config(model.config.to_dict()), setup, profile)
+    counted = sum(k.bytes * k.count for k in acts.kept) + acts.head + batch * 10 * 300 * 4  # + log-softmax output
+    assert counted == measured
+
+
+def test_packed_attention_keeps_per_example_scores():
+    """Packed rows under tunestack's per-example kernel keep scores over each example (padding is a block of its
+    own), not over the whole row: counted exactly too."""
+    from tunestack.data.packing import Collator, pack_sequences
+    from tunestack.model.attention import register
+
+    model = prepare(llama(SHAPES["gqa_tied"], attn=register()), "lora", ["all-linear"]).train()
+    examples = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(n - 3))} for n in
+                (9, 7, 6, 5, 4, 8)]
+    packed = pack_sequences(examples, 16)
+    profile = Rows.from_encoded(packed).micro_batch(len(packed))
+    batch = Collator(0)(packed)
+    keep = torch.arange(profile.length - 1 - profile.kept, profile.length - 1)
+    measured = kept_bytes(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, keep)
+    setup = RunSetup(tuner="lora", batch=len(packed), attention="packed")
+    acts = activations(ModelShape.from_config(model.config.to_dict()), setup, profile)
+    counted = sum(k.bytes * k.count for k in acts.kept) + acts.head + len(packed) * profile.kept * 300 * 4
+    assert counted == measured
+
+
+def test_checkpointing_keeps_layer_inputs_only():
+    shape = ModelShape.from_config(SHAPES["gqa_tied"])
+    profile = Rows.assumed(256).micro_batch(8)
+    full = activations(shape, RunSetup(batch=8), profile)
+    ckpt = activations(shape, RunSetup(batch=8, checkpointing=True), profile)
+    assert ckpt.inputs == shape.layers * 8 * 256 * shape.hidden * 4
+    assert ckpt.checkpointed < full.full and ckpt.peak(True) == ckpt.checkpointed
