@@ -1,4 +1,5 @@
-"""Load a model for generation from any name: run directories bring their base, adapter and template."""
+"""Load a model for generation from any name: run directories bring their base, adapter and template; weights load
+from safetensors only unless the user allows pickle files."""
 
 from __future__ import annotations
 
@@ -45,18 +46,39 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = (), head:
     return resolved, adapter_dirs, tokenizer
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weight files torch reads by unpickling, which can run code hidden in them."""
+
+
+def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Raise, naming the file and the flag, when the weights in `folder` are pickle files only."""
+    folder = Path(folder)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickled:
+        from tunestack.errors import TunestackError
+
+        raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
+                             "only safetensors; convert them, or pass --allow_pickle if you trust this file")
+
+
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
-                       named_adapters: dict[str, str] | None = None, head: str = "causal") -> LoadedModel:
+                       named_adapters: dict[str, str] | None = None, allow_pickle: bool = False,
+                       head: str = "causal") -> LoadedModel:
     """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
 
     `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
-    can pick one (peft's `adapter_names=`), the base model staying available under its own name. `head="reward"`
-    loads a reward model (a one-output sequence-classification head) instead of a causal LM.
+    can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
+    weights are pickle files only are refused unless `allow_pickle`. `head="reward"` loads a reward model (a
+    one-output sequence-classification head) instead of a causal LM.
     """
     from tunestack.model.load import load_model
     from tunestack.model.precision import resolve_dtype
 
     resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters, head)
+    for folder in [resolved.path, *adapter_dirs, *adapter_folders(named_adapters or {}).values()]:
+        refuse_pickle(folder, allow_pickle)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
                        trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer, head=head)
     if adapter_dirs:
@@ -88,16 +110,24 @@ def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
     """Each named adapter's PEFT folder (a run directory keeps it in final/); raises for one that is none."""
     from tunestack.errors import ConfigError
 
-    folders = {n: Path(p) / "final" if (Path(p) / "final" / "adapter_config.json").is_file() else Path(p)
-               for n, p in named_adapters.items()}
+    if problems := adapter_problems(named_adapters):
+        raise ConfigError(problems)
+    return {name: _adapter_folder(path) for name, path in named_adapters.items()}
+
+
+def adapter_problems(named_adapters: dict[str, str]) -> list[str]:
+    """Why a named adapter cannot be served beside the base model, one line each; read before any model loads."""
+    folders = {name: _adapter_folder(path) for name, path in named_adapters.items()}
     problems = [f"--adapter {name}={path}: no adapter_config.json in {path} (expected a LoRA adapter or run directory)"
                 for name, path in folders.items() if not (path / "adapter_config.json").is_file()]
     problems += [f"--adapter {name}={named_adapters[name]}: this run was trained on top of another run's adapter, "
                  "so it is not an adapter of the base alone; serve it as --model, or export it and serve that"
                  for name, path in folders.items() if _has_parents(path.parent / "run.json")]
-    if problems:
-        raise ConfigError(problems)
-    return folders
+    return problems
+
+
+def _adapter_folder(path: str) -> Path:
+    return Path(path) / "final" if (Path(path) / "final" / "adapter_config.json").is_file() else Path(path)
 
 
 def _has_parents(manifest: Path) -> bool:

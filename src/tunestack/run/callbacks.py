@@ -23,7 +23,8 @@ def _memory_mb() -> float:
 
 
 _NOT_METRICS = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-                "num_input_tokens_seen"}
+                "num_input_tokens_seen", "train_tokens_per_second",  # tokens_seen and tokens_per_s say it
+                "num_tokens"}  # TRL's own running count, which restarts at 0 on --resume
 
 
 class RunDirCallback(TrainerCallback):

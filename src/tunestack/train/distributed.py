@@ -28,11 +28,16 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def in_worker() -> bool:
+    """Whether this process is one that torchrun started."""
+    return "LOCAL_RANK" in os.environ
+
+
 def needs_launch(parallel: ParallelArgs) -> bool:
     """True in the command the user typed when it asks for several processes (or DeepSpeed, which always runs
     under a launcher); False inside torchrun's workers."""
     wanted = parallel.nproc > 1 or parallel.nnodes > 1 or parallel.deepspeed is not None
-    return wanted and "LOCAL_RANK" not in os.environ
+    return wanted and not in_worker()
 
 
 def use_cpu_deepspeed(parallel: ParallelArgs) -> None:
@@ -77,6 +82,16 @@ def parallel_problems(parallel: ParallelArgs, tuner: TunerArgs, train: TrainArgs
     problems = []
     if parallel.fsdp and parallel.deepspeed:
         problems.append(f"--fsdp and --deepspeed {parallel.deepspeed}: choose one engine")
+    if parallel.tp > 1 and parallel.tp != parallel.nproc * parallel.nnodes:
+        problems.append(f"--tp {parallel.tp}: tensor parallelism spans every process; set --nproc {parallel.tp} "
+                        f"(now {parallel.nproc} on {parallel.nnodes} machine(s))")
+    import torch
+
+    if parallel.tp > 1 and not torch.cuda.is_available():
+        problems.append(f"--tp {parallel.tp}: tensor-parallel training runs on GPUs only (accelerate has no CPU "
+                        "tensor parallelism); on CPU use --nproc with DDP or --fsdp")
+    if parallel.tp > 1 and (parallel.fsdp or parallel.deepspeed or tuner.tuner == "qlora"):
+        problems.append(f"--tp {parallel.tp}: not combined with --fsdp, --deepspeed or --tuner qlora here")
     if parallel.fsdp_offload and not parallel.fsdp:
         problems.append("--fsdp_offload: only with --fsdp")
     if parallel.node_rank >= parallel.nnodes:

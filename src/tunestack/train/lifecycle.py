@@ -105,10 +105,12 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         checks.append((data.truncation == "truncate", f"--truncation drop: {method.name} keeps each example's start "
                                                       "(--truncation truncate)"))
         checks.append((not data.streaming, f"--streaming: {method.name} reads its data whole; drop --streaming"))
+    if method is not None and method.task not in ("sft", "pt"):
+        checks.append((not train.auto_plan, f"--auto_plan: plans are made for sft and pt runs, not {method.name}"))
     if method is not None and method.head != "causal":
         checks.append((not train.eval_tasks, f"--eval_tasks: a {method.name} run scores text, it does not generate; "
                                              "drop --eval_tasks"))
-    problems += [message for ok, message in checks if not ok]
+    problems += [message for ok, message in checks if not ok] + _efficiency_problems(train)
     if method is not None and method.check is not None:
         problems += method.check(method_args, tuner, train)
     if parallel is not None:
@@ -117,11 +119,32 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         raise ConfigError(problems)
 
 
+def _efficiency_problems(train: TrainArgs) -> list[str]:
+    """Switches that need hardware or a library this machine lacks, named with what to do instead."""
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if train.use_liger_kernel and not torch.cuda.is_available():
+        problems.append("--use_liger_kernel: Liger's kernels are Triton kernels for CUDA GPUs; drop it on this machine")
+    elif train.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        problems.append("--use_liger_kernel: liger-kernel is not installed: pip install liger-kernel")
+    if ("8bit" in train.optim or "paged" in train.optim) and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(f"--optim {train.optim}: needs bitsandbytes: pip install 'tunestack[qlora]'")
+    if "paged" in train.optim and not torch.cuda.is_available():
+        problems.append(f"--optim {train.optim}: paged optimizers page GPU memory; on CPU use adamw_torch or "
+                        "adamw_8bit")
+    return problems
+
+
 def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
-                 train_args: TrainArgs, method_args=None, parallel: ParallelArgs | None = None) -> RunDir:
+                 train_args: TrainArgs, method_args=None, parallel: ParallelArgs | None = None,
+                 callbacks: list | None = None) -> RunDir:
     """Train with `method`; everything lands in the run directory, which --resume continues after any stop.
 
-    With --nproc or --nnodes this relaunches itself in several processes (torchrun) and waits for them."""
+    With --nproc or --nnodes this relaunches itself in several processes (torchrun) and waits for them.
+    `callbacks` are extra transformers TrainerCallback objects (from the Python API; one process only)."""
     import dataclasses
 
     parallel = parallel or ParallelArgs()
@@ -132,14 +155,23 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         validate_eval(eval_args(data_args, train_args))
     if train_args.output_dir is None:  # named once, so that every process of a launch writes to the same run
         train_args = dataclasses.replace(train_args, output_dir=f"runs/{method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan = None
+    if train_args.auto_plan and not train_args.resume and not distributed.in_worker():
+        plan, (model_args, data_args, tuner_args, train_args, parallel) = _auto_plan(
+            model_args, data_args, tuner_args, train_args, parallel)
     run = RunDir(train_args.output_dir)
     distributed.use_cpu_deepspeed(parallel)
     if distributed.needs_launch(parallel):
+        if callbacks:
+            raise ConfigError(["callbacks=: Python callback objects cannot cross into the launched processes; "
+                               "train in one process, or pass --callbacks PATH.py:Class"])
         others = [parallel] + ([method_args] if method_args else [])
         again = dataclasses.replace(train_args, resume=True, overwrite_output_dir=False)
         argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others) for t in (train_args, again))
         if distributed.launch(method.name, argv, parallel, train_args.output_dir, resume_argv) != 0:
             raise TunestackError(f"{method.name}: a training process failed; see {run.manifest_path}")
+        if plan is not None:
+            run.update(auto_plan=plan)
         return run
     if distributed.world_size() > 1:
         distributed.start_process_group()
@@ -149,6 +181,10 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         say(f"{run.path} is already complete (final/ is written); nothing to resume")
         return run
     trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+    if plan is not None:
+        _update(run, auto_plan=plan)
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.
@@ -178,6 +214,31 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     return run
 
 
+def _auto_plan(model_args, data_args, tuner_args, train_args, parallel):
+    """`tunestack estimate`'s recommendation for this machine applied to the groups, and what run.json records."""
+    import dataclasses
+
+    from tunestack.config import PlanArgs
+    from tunestack.plan.estimate import build_estimate
+
+    estimate = build_estimate(model_args, data_args, tuner_args, train_args, parallel, PlanArgs())
+    record = {"fits_as_given": estimate.plan is None, "peak_bytes": estimate.memory.needed,
+              "device_bytes": estimate.device.memory, "changes": []}
+    if estimate.plan is not None:
+        plan = estimate.plan
+        given = plan.groups
+        model_args, data_args, tuner_args, train_args, parallel = (given.model, given.data, given.tuner, given.train,
+                                                                   given.parallel)
+        record.update(changes=plan.changes, fits=plan.fits, peak_bytes=plan.memory.needed)
+        for change in plan.changes:
+            say(f"auto plan: {change}")
+    else:
+        say(f"auto plan: the run fits as given ({estimate.memory.needed / 2**30:.2f} GiB of "
+            f"{estimate.device.memory / 2**30:.2f} GiB)")
+    train_args = dataclasses.replace(train_args, auto_plan=False)  # applied once; launched processes take the result
+    return record, (model_args, data_args, tuner_args, train_args, parallel)
+
+
 def _update(run: RunDir, **fields) -> None:
     if is_main():
         run.update(**fields)
@@ -200,6 +261,11 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
                                          fallback_template=start.resolved.template)
+    if getattr(method_args, "ref_model", None):  # a reference scoring other token ids fails before weights load
+        from tunestack.train.policy import reference_problem
+
+        if problem := reference_problem(method_args.ref_model, tokenizer, model_args):
+            raise ConfigError([problem])
     if method.encode is not None:  # once, on the first process; the others receive the result
         train_rows, val_rows, encoded = distributed.from_main(lambda: method.encode(splits, tokenizer, data_args))
     else:
@@ -220,7 +286,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     model = build_policy(start, tuner_args, train_args.gradient_checkpointing, train_args.seed, dtype=weights,
                          attn=model_args.attn_implementation, quantize_4bit=tuner_args.tuner == "qlora",
                          trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer,
-                         train_length=data_args.max_length, packed=data_args.packing, head=method.head)
+                         train_length=data_args.max_length, packed=data_args.packing, head=method.head,
+                         tp=(parallel or ParallelArgs()).tp)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
     if not train_args.resume and is_main():
         groups = [model_args, data_args, tuner_args, train_args, parallel or ParallelArgs()] + \
