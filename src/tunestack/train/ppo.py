@@ -120,21 +120,25 @@ class PpoTrainer(Trainer):
         """Log-probabilities of the completion tokens (at the sampling temperature) and the values before each."""
         positions = (attention.cumsum(1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=attention, position_ids=positions, output_hidden_states=True,
-                    use_cache=False)
+                    use_cache=False, logits_to_keep=ids.shape[1] - prompt_length + 1)
         return (self._logprobs(out.logits, ids, prompt_length),
                 self.value_head(out.hidden_states[-1][:, prompt_length - 1:-1].float()).squeeze(-1))
 
     def reference_logprobs(self, policy, ids, attention, prompt_length: int):
         positions = (attention.cumsum(1) - 1).clamp(min=0)
+        kept = ids.shape[1] - prompt_length + 1
         if self.ref_model is not None:
-            logits = self.ref_model(input_ids=ids, attention_mask=attention, position_ids=positions).logits
+            logits = self.ref_model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                    logits_to_keep=kept).logits
         else:
             with policy.disable_adapter():
-                logits = policy(input_ids=ids, attention_mask=attention, position_ids=positions).logits
+                logits = policy(input_ids=ids, attention_mask=attention, position_ids=positions,
+                                logits_to_keep=kept).logits
         return self._logprobs(logits, ids, prompt_length)
 
     def _logprobs(self, logits, ids, prompt_length: int):
-        logits = logits[:, prompt_length - 1:-1].float() / self.ppo.temperature
+        """Log-probabilities of the completion tokens from the logits of the positions before each (and the last)."""
+        logits = logits[:, -(ids.shape[1] - prompt_length) - 1:-1].float() / self.ppo.temperature
         return logits.log_softmax(-1).gather(-1, ids[:, prompt_length:, None]).squeeze(-1)
 
     def ppo_loss(self, model, r: Rollout):
