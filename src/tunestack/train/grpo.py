@@ -46,11 +46,11 @@ def sampling(prepared: Prepared) -> dict:
 
 
 def reward_model_loader(prepared: Prepared):
-    """`load(run_dir)`: a reward-model run as a reward source, checked to share the policy's tokenizer."""
+    """`load(run_dir)`: a `tunestack rm` run as a reward source, frozen, checked to share the policy's tokenizer."""
     def load(name: str):
         from tunestack.train.reward_model import load_reward_model
 
-        return load_reward_model(name, prepared.tokenizer, prepared.extra["model_args"])
+        return load_reward_model(name, prepared.tokenizer, prepared.extra["model_args"], flag="--reward_funcs")
 
     return load
 
@@ -72,8 +72,7 @@ def check(args, tuner, train) -> list[str]:
         problems.append(f"--num_generations {args.num_generations}: a step's completions "
                         f"(--per_device_train_batch_size {train.per_device_train_batch_size} x "
                         f"--gradient_accumulation_steps {train.gradient_accumulation_steps} = {batch}) must be a "
-                        "multiple of it; e.g. "
-                        f"--per_device_train_batch_size {args.num_generations}")
+                        f"multiple of it; e.g. --per_device_train_batch_size {args.num_generations}")
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         problems.append("--use_vllm: vLLM is not installed: pip install 'tunestack[vllm]' (on a machine with a GPU)")
     if args.vllm_server_url and not (args.use_vllm and args.vllm_mode == "server"):

@@ -164,7 +164,8 @@ def reward_functions(args, load_model: Callable | None = None) -> list:
         if spec in builtins:
             sources.append(RewardFunction(spec, builtins[spec]))
         elif is_reward_model(spec):
-            sources.append(load_model(spec))
+            model = load_model(spec)
+            sources.append(RewardFunction(model.__name__, model))
         else:
             sources.append(RewardFunction(spec.rpartition(":")[2], user_function(spec)))
     return sources
