@@ -84,6 +84,33 @@ CHAT_ROWS = [
 ]
 
 
+PREFERENCE_ROWS = [
+    {"prompt": f"What is {a} + {b}?", "chosen": f"{a} + {b} = {a + b}.", "rejected": "hello world"}
+    for a in range(1, 9) for b in range(1, 5)
+]
+"""Pairs a tiny model learns in a few steps: the sum chosen, the same unrelated words rejected."""
+
+KTO_ROWS = [
+    {"prompt": row["prompt"], "completion": row[answer], "label": answer == "chosen"}
+    for row in PREFERENCE_ROWS for answer in ("chosen", "rejected")
+]
+"""The same as labelled completions, desirable and undesirable alternating."""
+
+
+def method_trainer(command: str, argv: list[str], run):
+    """The ready trainer of a training command, as `tunestack COMMAND ARGV --output_dir RUN` builds it, untrained."""
+    from importlib import import_module
+
+    from tunestack.cli.commands import COMMANDS
+    from tunestack.config import parse_groups
+    from tunestack.run import RunDir
+    from tunestack.train.lifecycle import build_trainer
+
+    parsed = parse_groups(COMMANDS[command].groups, [*argv, "--output_dir", str(run)])
+    method = getattr(import_module(f"tunestack.train.{command}"), command.upper())
+    return build_trainer(method, *parsed[:4], RunDir(run), *parsed[4:])
+
+
 def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
     """Run the real `tunestack` CLI in a subprocess; returns the CompletedProcess."""
     import subprocess

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sys
-from contextlib import contextmanager, redirect_stdout
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+
+_show_banners = True
+"""Whether optional libraries' import-time banners and notes reach stderr; commands run without --debug hide them."""
+
+
+def hide_library_banners() -> None:
+    global _show_banners
+    _show_banners = False
 
 
 def import_gptqmodel_quietly() -> None:
-    """Import gptqmodel, where it is installed, with its banner on stderr and the environment left as it was.
+    """Import gptqmodel, where it is installed, with its banner off stdout and the environment left as it was.
 
     peft imports gptqmodel whenever it is installed, to recognise its quantized layers, the first time an adapter is
-    attached or loaded. gptqmodel 7.6 prints a banner to stdout on import, which would mix into what `tunestack
-    infer` prints, and sets process-wide variables: PYTORCH_ALLOC_CONF, CUDA_DEVICE_ORDER, and (through tokenicer)
-    HF_HOME and the hub caches under /tmp. Every tunestack path that imports gptqmodel goes through here first."""
+    attached or loaded. gptqmodel 7.6 prints a banner, a note on the GIL and "ENV: Auto setting ..." lines on import,
+    which would mix into what `tunestack infer` prints, and sets process-wide variables: PYTORCH_ALLOC_CONF,
+    CUDA_DEVICE_ORDER, and (through tokenicer) HF_HOME and the hub caches under /tmp. Its output goes to stderr, or
+    nowhere after `hide_library_banners()`. Every tunestack path that imports gptqmodel goes through here first."""
     if "gptqmodel" in sys.modules or importlib.util.find_spec("gptqmodel") is None:
         return
     import huggingface_hub  # noqa: F401  (reads HF_HOME once, before gptqmodel can move it)
 
     saved = dict(os.environ)
-    with redirect_stdout(sys.stderr):
+    printed = io.StringIO()
+    with redirect_stdout(printed), redirect_stderr(printed):
         import gptqmodel  # noqa: F401  (imported for its side effects, once)
+    if _show_banners:
+        sys.stderr.write(printed.getvalue())
     for name in set(os.environ) - set(saved):
         del os.environ[name]
     os.environ.update(saved)

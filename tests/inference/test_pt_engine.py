@@ -106,3 +106,19 @@ def test_sliding_window_models_run_one_sequence_at_a_time_and_stay_exact():
         assert got == [reference(model, p, 12) for p in prompts]
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("settings", [dict(repetition_penalty=1e-300), dict(top_p=5e-324), dict(top_p=1e-300),
+                                      dict(temperature=2.0, repetition_penalty=1e300, frequency_penalty=-2.0)])
+def test_extreme_sampling_settings_still_draw_the_likely_token(settings):
+    """Penalties and temperatures that overflow float32, and a top_p below the head's own probability, still draw a
+    token (these reached `torch.multinomial` as NaN); a vanishing top_p keeps exactly the most likely token."""
+    from tunestack.inference.sampler import RowState, sample
+
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5]])
+    params = SamplingParams(**{"temperature": 1.0, "seed": 0, **settings})
+    row = RowState(params, [1, 2], vocab_size=4, device="cpu")
+    tokens = [sample(logits, [row])[0] for _ in range(20)]
+    assert all(0 <= t < 4 for t in tokens)
+    if "top_p" in settings:
+        assert set(tokens) == {1}

@@ -62,4 +62,6 @@ def test_bad_flags_fail_in_one_line_each_before_loading(tmp_path):
 def test_help_lists_serve_without_torch():
     assert "serve" in cli("--help").stdout
     out = cli("serve", "--help").stdout
-    assert "--adapter" in out and "--max_queue" in out and "--api_key" in out
+    assert "--adapter" in out and "--max_queue" in out and "--api_key" in out and "TUNESTACK_API_KEY" in out
+    for flag in ("--max_request_bytes", "--request_timeout", "--drain_timeout", "--allow_pickle"):
+        assert flag in out

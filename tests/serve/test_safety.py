@@ -39,6 +39,7 @@ def test_api_keys(keyed):
 
 @pytest.mark.parametrize("body, status, words", [
     ('{"model": "tiny", "messages": [', 400, "not valid JSON"),
+    (b'\xff\xfe{"model"', 400, "not valid JSON"),
     ({"model": "nope", "messages": MESSAGES}, 404, "does not exist"),
     ({"model": "tiny", "messages": []}, 400, "messages"),
     ({"model": "tiny", "messages": MESSAGES, "temperature": -1}, 400, "temperature"),
@@ -53,26 +54,35 @@ def test_api_keys(keyed):
     ({"model": "tiny", "messages": MESSAGES, "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "tiny", "messages": MESSAGES, "response_format": {"type": "yaml"}}, 400, "response_format"),
     ([1, 2, 3], 400, "body"),
+    ('{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}', 400, "messages.0.content"),
+    ('{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "text", "text": "\\udfff"}]}]}', 400,
+     "messages.0.content.0.text"),
 ])
 def test_bad_chat_requests(server, body, status, words):
-    content = body if isinstance(body, str) else json.dumps(body)
+    content = body if isinstance(body, (str, bytes)) else json.dumps(body)
     response = httpx.post(server[0] + "/v1/chat/completions", content=content,
                           headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert words in error["message"] and error["type"]
+    assert error["param"] is None or error["param"] in words or error["param"] in str(body)
 
 
-@pytest.mark.parametrize("body, words", [
-    ({"model": "tiny", "prompt": []}, "prompt"),
-    ({"model": "tiny", "prompt": [[1, 2], []]}, "prompt"),
-    ({"model": "tiny", "prompt": [1, 99999]}, "token ids"),
-    ({"model": "tiny", "prompt": "hi", "max_tokens": 0}, "echo"),
-    ({"model": "tiny", "prompt": "hi", "logprobs": 21}, "logprobs"),
+@pytest.mark.parametrize("body, param, words", [
+    ({"model": "tiny", "prompt": []}, "prompt", "prompt"),
+    ({"model": "tiny", "prompt": [[1, 2], []]}, "prompt", "prompt"),
+    ({"model": "tiny", "prompt": [1, 99999]}, "prompt", "token ids"),
+    ({"model": "tiny", "prompt": [[-1, 99999999]]}, "prompt", "token ids"),
+    ({"model": "tiny", "prompt": [2**70]}, "prompt", "token ids"),
+    ({"model": "tiny", "prompt": ""}, "prompt", "empty"),
+    ({"model": "tiny", "prompt": ["a"] * 13, "n": 2}, "prompt", "needs 26 sequences"),  # never fits: not a 429
+    ({"model": "tiny", "prompt": "hi", "max_tokens": 0}, "max_tokens", "echo"),
+    ({"model": "tiny", "prompt": "hi", "logprobs": 21}, "logprobs", "logprobs"),
 ])
-def test_bad_completion_requests(server, body, words):
+def test_bad_completion_requests(server, body, param, words):
     response = httpx.post(server[0] + "/v1/completions", json=body)
-    assert response.status_code == 400 and words in response.json()["error"]["message"], response.text
+    error = response.json()["error"]
+    assert response.status_code == 400 and words in error["message"] and error["param"] == param, response.text
 
 
 def test_unknown_route_is_openai_shaped(server):

@@ -12,7 +12,9 @@ from tunestack.config import (
     GrpoArgs,
     KtoArgs,
     OrpoArgs,
+    PpoArgs,
     RlooArgs,
+    RmArgs,
     SimpoArgs,
     DataArgs,
     DownloadArgs,
@@ -20,6 +22,8 @@ from tunestack.config import (
     ExportArgs,
     InferArgs,
     ModelArgs,
+    ParallelArgs,
+    PlanArgs,
     RuntimeArgs,
     ServeArgs,
     TrainArgs,
@@ -46,16 +50,42 @@ class Command:
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
         parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if self.training else None)
+                              config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self))
         if not parsed[-1].debug:
             _quiet_libraries()
         return self.function(*parsed[:-1])
 
 
+_MISSING_ON_PURPOSE = {"ref_model": "{command} uses no reference model"}
+"""Why a command lacks a flag that other commands take, where there is more to say than where the flag belongs."""
+
+
+def _elsewhere(command: Command) -> dict[str, str]:
+    """For each flag `command` lacks but other commands take: which commands those are (and why it is missing)."""
+    from dataclasses import fields
+
+    own = {f.name for group in command.groups + [RuntimeArgs] for f in fields(group)}
+    owners: dict[str, list[str]] = {}
+    for other in COMMANDS.values():
+        for name in dict.fromkeys(f.name for group in other.groups for f in fields(group)):
+            if name not in own:
+                owners.setdefault(name, []).append(other.name)
+    said = {}
+    for name, commands in owners.items():
+        why = _MISSING_ON_PURPOSE.get(name, "tunestack {command} has no such flag").format(command=command.name)
+        said[name] = f"{why}; --{name} is a flag of tunestack {', '.join(commands)}"
+    return said
+
+
 def _quiet_libraries() -> None:
-    """Keep the libraries' own chatter (weight-loading bars, deprecation notes) off the user's terminal."""
+    """Keep the libraries' own chatter (weight-loading bars, deprecation notes, import banners) off the user's
+    terminal."""
     import logging
     import warnings
+
+    from tunestack.compat import hide_library_banners
+
+    hide_library_banners()
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
@@ -96,14 +126,12 @@ def _resumed_config(argv: list[str]) -> dict | None:
 
 
 def _training(name: str) -> Callable:
-    """The function a training command calls: the shared run lifecycle with the method in train/NAME.py."""
+    """The function a training command calls: the Python API's, over the method in train/NAME.py."""
 
     def train(*groups):
-        from importlib import import_module
+        from tunestack.api import train_parsed
 
-        from tunestack.train.lifecycle import run_training
-
-        run_training(getattr(import_module(f"tunestack.train.{name}"), name.upper()), *groups)
+        train_parsed(name, *groups)
 
     return train
 
@@ -158,6 +186,12 @@ def _download(args: DownloadArgs):
         print(download_dataset(args.dataset, revision=args.revision))
 
 
+def _estimate(model, data, tuner, train, parallel, plan):
+    from tunestack.plan.estimate import run_estimate
+
+    run_estimate(model, data, tuner, train, parallel, plan)
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     columns = [c for c in columns if any(c in r for r in rows)]
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
@@ -167,7 +201,7 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
     sys.stdout.flush()
 
 
-_TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs]
+_TRAIN = [ModelArgs, DataArgs, TunerArgs, TrainArgs, ParallelArgs]
 _METHODS = [  # name, summary, the method's own argument group
     ("sft", "supervised fine-tuning on chat / instruction data (LoRA, DoRA, QLoRA, full)", None),
     ("pt", "continued pre-training on raw text", None),
@@ -178,12 +212,16 @@ _METHODS = [  # name, summary, the method's own argument group
     ("cpo", "contrastive preference optimisation (no reference model)", CpoArgs),
     ("grpo", "group relative policy optimisation: sampled completions scored by --reward_funcs", GrpoArgs),
     ("rloo", "REINFORCE leave-one-out: sampled completions scored by --reward_funcs", RlooArgs),
+    ("rm", "reward model: a scalar head trained to score chosen above rejected answers", RmArgs),
+    ("ppo", "proximal policy optimisation against a reward model (--reward_model), with a value head", PpoArgs),
 ]
 COMMANDS = {
     c.name: c
     for c in [
         *[Command(name, summary, _TRAIN + ([group] if group else []), _training(name), training=True)
           for name, summary, group in _METHODS],
+        Command("estimate", "memory and time of an sft run before it starts; recommends a plan that fits",
+                _TRAIN + [PlanArgs], _estimate),
         Command("infer", "chat in the terminal, answer one --prompt, or a JSONL --input file", [ModelArgs, InferArgs],
                 _infer),
         Command("serve", "OpenAI-compatible HTTP server for a model and its LoRA adapters", [ModelArgs, ServeArgs],

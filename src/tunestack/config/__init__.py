@@ -7,12 +7,15 @@ from tunestack.config.args import (
     ExportArgs,
     InferArgs,
     ModelArgs,
+    ParallelArgs,
+    PlanArgs,
     RuntimeArgs,
     ServeArgs,
     TrainArgs,
     TunerArgs,
 )
-from tunestack.config.align import CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, RlooArgs, SimpoArgs
+from tunestack.config.align import (CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, PpoArgs, RlooArgs, RmArgs,
+                                    SimpoArgs)
 from tunestack.config.parse import parse_groups
 
 __all__ = [
@@ -21,7 +24,9 @@ __all__ = [
     "GrpoArgs",
     "KtoArgs",
     "OrpoArgs",
+    "PpoArgs",
     "RlooArgs",
+    "RmArgs",
     "SimpoArgs",
     "DataArgs",
     "DownloadArgs",
@@ -29,6 +34,8 @@ __all__ = [
     "ExportArgs",
     "InferArgs",
     "ModelArgs",
+    "ParallelArgs",
+    "PlanArgs",
     "RuntimeArgs",
     "ServeArgs",
     "TrainArgs",

@@ -113,3 +113,31 @@ class RlooArgs(OnlineArgs):
     beta: float = arg(0.05, "KL penalty towards the reference model, the policy with its adapter disabled (0: no "
                       "penalty and no reference pass)", check=NON_NEGATIVE)
     normalize_advantages: bool = arg(False, "scale the advantages of each batch to mean 0 and std 1")
+
+
+@dataclass
+class RmArgs:
+    """Reward modelling on prompt/chosen/rejected pairs: a scalar head scores chosen above rejected."""
+
+    center_rewards_coefficient: float | None = arg(None, "weight of a penalty on the squared mean reward, keeping "
+                                                   "rewards centred on zero (0.01 is typical); off by default",
+                                                   check=NON_NEGATIVE)
+
+
+@dataclass
+class PpoArgs:
+    """Proximal policy optimisation against a reward model: a value head beside the policy, GAE advantages, the
+    clipped objective and a per-token KL penalty towards the reference (the policy with its adapter disabled)."""
+
+    reward_model: str | None = arg(None, "the reward model: a `tunestack rm` run directory (required)")
+    max_completion_length: int = arg(64, "most tokens sampled per completion", check=POSITIVE)
+    temperature: float = arg(0.7, "sampling temperature of the completions", check=POSITIVE)
+    kl_coef: float = arg(0.05, "weight of the per-token KL penalty towards the reference", check=NON_NEGATIVE)
+    gamma: float = arg(1.0, "discount factor of GAE", check=(lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+    lam: float = arg(0.95, "lambda of GAE (0: one-step TD, 1: Monte Carlo)",
+                     check=(lambda v: 0 <= v <= 1, "a number in [0, 1]"))
+    cliprange: float = arg(0.2, "clipping range of the policy ratio", check=POSITIVE)
+    cliprange_value: float = arg(0.2, "clipping range of the value prediction around its rollout value",
+                                 check=POSITIVE)
+    vf_coef: float = arg(0.1, "weight of the value loss", check=NON_NEGATIVE)
+    ppo_epochs: int = arg(4, "updates over each batch of rollouts", check=POSITIVE)

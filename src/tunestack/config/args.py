@@ -13,6 +13,8 @@ FRACTION = (lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 PROBABILITY = (lambda v: 0 < v <= 1, "a number in (0, 1]")
 PORT = (lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 BACKENDS = ("pt", "vllm", "sglang", "lmdeploy", "llama.cpp")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adamw_8bit", "paged_adamw_8bit",
+              "paged_adamw_32bit", "adamw_bnb_8bit")
 SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE) is not None,
               "a size such as 2GB, 500MB or 4GiB")
 
@@ -53,7 +55,8 @@ class ModelArgs:
         choices=("auto", "bf16", "fp16", "fp32"),
     )
     attn_implementation: str = arg(
-        "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3")
+        "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                             "flex_attention")
     )
     template: str | None = arg(
         None, "chat template for models without one (chatml, llama3, qwen, ...); default: the tokenizer's own"
@@ -120,6 +123,12 @@ class TrainArgs:
     seed: int = arg(42, "random seed for data order, dropout and initialisation")
     bf16: bool | None = arg(None, "force bf16 on or off (default: --dtype decides)")
     gradient_checkpointing: bool = arg(False, "recompute activations to save memory")
+    optim: str = arg("adamw_torch", "optimizer (transformers' names): adamw_torch, adamw_torch_fused, sgd, adafactor; "
+                     "with bitsandbytes: adamw_8bit, paged_adamw_8bit, paged_adamw_32bit", choices=OPTIMIZERS)
+    neftune_noise_alpha: float | None = arg(None, "NEFTune: add uniform noise of this scale to the input embeddings "
+                                            "while training (e.g. 5)", check=POSITIVE)
+    use_liger_kernel: bool = arg(False, "Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary, fused linear "
+                                 "cross-entropy); CUDA only, needs `pip install liger-kernel`")
     logging_steps: int = arg(5, "log metrics every N steps", check=POSITIVE)
     save_steps: int = arg(100, "write a resumable checkpoint every N steps", check=POSITIVE)
     save_total_limit: int = arg(2, "complete checkpoints kept", check=POSITIVE)
@@ -127,6 +136,8 @@ class TrainArgs:
         None, "evaluate every N steps (default: at save steps when there is validation data)", check=POSITIVE
     )
     resume: bool = arg(False, "continue from the latest complete checkpoint in --output_dir")
+    auto_plan: bool = arg(False, "estimate memory first (as `tunestack estimate`) and, when the run does not fit, "
+                          "apply the cheapest change that does; recorded in run.json (sft and pt)")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
     dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
     eval_tasks: list[str] = arg(
@@ -136,12 +147,63 @@ class TrainArgs:
     eval_limit: int | None = arg(None, "at most N questions per task for --eval_tasks", check=POSITIVE)
 
 
+ZERO_STAGES = ("zero1", "zero2", "zero3", "zero3_offload")
+DEEPSPEED = (lambda v: v in ZERO_STAGES or v.lower().endswith(".json"), "zero1, zero2, zero3, zero3_offload or a "
+             "DeepSpeed config file (.json)")
+GPU_TYPES = ("t4", "v100", "a10g", "l4", "rtx3090", "rtx4090", "a100-40gb", "a100-80gb", "h100", "h200")
+
+
+@dataclass
+class PlanArgs:
+    """The device a memory and time estimate is made for, and how it is reported."""
+
+    device: str | None = arg(None, "device to plan for (default: cuda when a GPU is visible, else cpu)",
+                             choices=("cpu", "cuda"))
+    gpus: int | None = arg(
+        None, "GPUs available; recommendations may raise --nproc up to this (default: the visible GPUs, at least "
+        "--nproc)", check=POSITIVE)
+    gpu_type: str | None = arg(None, "GPU model: sets --gpu_memory and the peak FLOP/s (default: the visible GPU's)",
+                               choices=GPU_TYPES)
+    gpu_memory: float | None = arg(None, "memory of each GPU in GiB (overrides --gpu_type's)", check=POSITIVE)
+    peak_tflops: float | None = arg(
+        None, "dense peak TFLOP/s of one device in the compute precision (default: --gpu_type's; on CPU a short "
+        "matmul probe)", check=POSITIVE)
+    efficiency: float | None = arg(
+        None, "fraction of the peak FLOP/s training achieves (default: 0.4 on GPUs, 0.25 on CPUs)", check=PROBABILITY)
+    measure: bool = arg(False, "time a few real training steps on this machine instead of using the peak FLOP/s")
+    measure_steps: int = arg(3, "optimizer steps timed by --measure, after one warm-up step", check=POSITIVE)
+    json: bool = arg(False, "print one JSON object (for tools) instead of the table")
+
+
+@dataclass
+class ParallelArgs:
+    """Several processes or machines: DDP by default, FSDP2 or DeepSpeed ZeRO on request."""
+
+    nproc: int = arg(1, "training processes on this machine, launched with torchrun (one per GPU; on CPU, gloo)",
+                     check=POSITIVE)
+    nnodes: int = arg(1, "machines taking part (run the same command on each, with its own --node_rank)",
+                      check=POSITIVE)
+    node_rank: int = arg(0, "this machine's index among --nnodes (0 writes the run directory)", check=NON_NEGATIVE)
+    master_addr: str = arg("127.0.0.1", "address of the machine with --node_rank 0")
+    master_port: int = arg(29500, "free port on the machine with --node_rank 0", check=PORT)
+    tp: int = arg(1, "tensor parallelism: split each layer's weights over this many processes with transformers' "
+                  "tp_plan (models that define one: Llama, Qwen, Mistral, Gemma, ...); equals --nproc", check=POSITIVE)
+    fsdp: bool = arg(False, "shard parameters, gradients and optimizer states with FSDP2 (through accelerate)")
+    fsdp_offload: bool = arg(False, "with --fsdp: keep parameters and optimizer states in CPU memory")
+    deepspeed: str | None = arg(
+        None, "DeepSpeed ZeRO: zero1, zero2, zero3, zero3_offload (shipped configs whose `auto` values come from "
+        "the run's flags) or a DeepSpeed JSON file; needs `pip install 'tunestack[deepspeed]'`", check=DEEPSPEED)
+
+
 @dataclass
 class InferArgs:
     """Generation from a model or run directory."""
 
     adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
     prompt: str | None = arg(None, "answer this one prompt and print only the answer")
+    score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
+                      "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
+    response: str | None = arg(None, "with --score and --prompt: the answer to score")
     input: str | None = arg(None, "JSONL file of prompts (`messages`, `prompt`, `query` or `instruction` rows)")
     output: str | None = arg(None, "where --input's answers go (JSONL)")
     system: str | None = arg(None, "system prompt")
@@ -154,6 +216,10 @@ class InferArgs:
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+    resume: bool = arg(False, "with --input and --output: keep the answers already in --output and answer the rest")
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -165,15 +231,28 @@ class ServeArgs:
         "picks one with `model: NAME`")
     host: str = arg("127.0.0.1", "address to bind (0.0.0.0 exposes the server to the network)")
     port: int = arg(8000, "port to listen on", check=PORT)
-    api_key: str | None = arg(None, "require `Authorization: Bearer KEY` on every endpoint but /health")
+    api_key: str | None = arg(
+        None, "require `Authorization: Bearer KEY` on every endpoint but /health; the environment variable "
+        "TUNESTACK_API_KEY gives it too, out of sight of the process list")
     api_key_file: str | None = arg(None, "file of accepted API keys, one per line (with or instead of --api_key)")
     served_model_name: str | None = arg(None, "the name clients send as `model` (default: --model as given)")
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     max_concurrency: int = arg(32, "sequences generated together in one batch", check=POSITIVE)
     max_queue: int = arg(64, "sequences waiting for a batch slot; beyond it requests get 429", check=NON_NEGATIVE)
-    max_model_len: int | None = arg(None, "context length (prompt + completion); default: the model's", check=POSITIVE)
+    max_model_len: int | None = arg(
+        None, "context length (prompt + completion); a longer prompt gets a 400; default: the model's", check=POSITIVE)
     default_max_tokens: int = arg(512, "completion tokens when a request gives no max_tokens", check=POSITIVE)
+    max_request_bytes: int = arg(16 * 2**20, "largest request body accepted; bigger ones get 413", check=POSITIVE)
+    request_timeout: float = arg(
+        600.0, "seconds a request may take from admission to its last token; later it ends with 408 (a stream with a "
+        "final error event); 0: no limit", check=NON_NEGATIVE)
+    drain_timeout: float = arg(
+        30.0, "on SIGTERM, seconds running requests get to finish before open streams are ended with an error "
+        "event; new requests get 503 meanwhile, and /health says draining", check=NON_NEGATIVE)
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")
 
 
 @dataclass
@@ -261,3 +340,9 @@ class EvalArgs:
     max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
     model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
     model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")
+    resume: bool = arg(
+        False, "continue a killed evaluation in --output_dir: questions already scored there (cache.jsonl, keyed by "
+        "model and prompt) are not asked again")
+    allow_pickle: bool = arg(
+        False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
+        "by default only safetensors load")

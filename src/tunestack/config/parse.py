@@ -111,8 +111,12 @@ def _load_yaml(path: str) -> dict:
 
 
 def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", description: str = "",
-                 config: dict | None = None) -> list:
-    """Parse argv into one instance per dataclass in `groups`; raises ConfigError listing every problem."""
+                 config: dict | None = None, source: str = "config", elsewhere: dict[str, str] | None = None) -> list:
+    """Parse argv into one instance per dataclass in `groups`; raises ConfigError listing every problem.
+
+    `config` supplies values as YAML would (argv wins); `source` names them in messages (the Python API passes its
+    keyword arguments here with source="argument"). `elsewhere` maps flags these groups lack but other commands
+    take to what to say instead of "unknown flag"."""
     parser = build_parser(prog, description, groups)
     namespace, unknown = parser.parse_known_args(argv)
     raw = {}
@@ -127,7 +131,7 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
             name = token[2:].split("=", 1)[0].replace("-", "_")
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean --{close[0]}?)" if close else ""
-            problems.append(f"{token.split('=', 1)[0]}: unknown flag{hint}")
+            problems.append(f"{token.split('=', 1)[0]}: " + (elsewhere or {}).get(name, f"unknown flag{hint}"))
         else:
             problems.append(f"{token!r}: unexpected argument (flags take the form --name value)")
     config_path = getattr(namespace, "config", None)
@@ -142,7 +146,7 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            problems.append(f"{config_path or 'config'}: unknown key {key!r}{hint}")
+            problems.append(f"{config_path or source}: unknown {'key' if source == 'config' else source} {key!r}{hint}")
             raw.pop(key)
     raw.update({k: v for k, v in vars(namespace).items() if v is not None})
     results = []
@@ -170,3 +174,20 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
     if problems:
         raise ConfigError(problems)
     return results
+
+
+def to_argv(groups: list) -> list[str]:
+    """The flags that reproduce parsed `groups` (only values that differ from the defaults), for relaunching."""
+    argv = []
+    for group in groups:
+        for f in fields(group):
+            value = getattr(group, f.name)
+            default = f.default_factory() if f.default is MISSING else f.default
+            if value == default or f.name == "config":
+                continue
+            if isinstance(value, list):
+                argv += [f"--{f.name}", ",".join(map(str, value))]
+            else:
+                argv += [f"--{f.name}", "none" if value is None else str(value).lower() if isinstance(value, bool)
+                         else str(value)]
+    return argv

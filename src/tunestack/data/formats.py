@@ -141,14 +141,25 @@ def _preference(row: dict, where: str, system: str | None) -> dict:
         prompt = prompt_messages(row["prompt"], "prompt", where)
         chosen = completion_messages(row["chosen"], "chosen", where, prompt)
         rejected = completion_messages(row["rejected"], "rejected", where, prompt)
+    _answer(chosen, "chosen", where)
+    _answer(rejected, "rejected", where)
+    if chosen == rejected:
+        raise DataError(f"{where}: chosen and rejected are the same answer; a pair must prefer one answer to another")
     return {"prompt": with_system(prompt, _system(row, where, system)), "chosen": chosen, "rejected": rejected}
 
 
 def _kto(row: dict, where: str, system: str | None) -> dict:
     prompt = prompt_messages(row["prompt"], "prompt", where)
-    completion = completion_messages(row["completion"], "completion", where, prompt)
+    completion = _answer(completion_messages(row["completion"], "completion", where, prompt), "completion", where)
     prompt = with_system(prompt, _system(row, where, system))
     return {"prompt": prompt, "completion": completion, "label": _label(row, where)}
+
+
+def _answer(messages: list[dict], field: str, where: str) -> list[dict]:
+    """An answer to learn from or against: its assistant text must not be empty."""
+    if not any(m["content"].strip() for m in messages if m["role"] == "assistant"):
+        raise DataError(f"{where}: {field} is empty; expected the assistant's answer")
+    return messages
 
 
 def _text(row: dict, where: str, system: str | None) -> dict:

@@ -39,6 +39,18 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return text, spans
 
 
+def conversation_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids of a whole conversation as the chat template renders it: what a reward model reads, in
+    training and in scoring alike (it scores the last token)."""
+    return tokenizer(_render(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+
+def generation_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """The token ids of a conversation followed by the template's opening of the assistant's turn: what a policy
+    continues when it samples an answer."""
+    return tokenizer(_render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
 def _char_mask_to_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans) -> list[int]:
     labels = []
     for token, (begin, end) in zip(input_ids, offsets):

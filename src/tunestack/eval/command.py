@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,8 @@ def validate_eval(args: EvalArgs):
         problems.append(f"--compare: expected two models or eval folders (A B), got {len(args.compare)}")
     if args.compare and args.url:
         problems.append("--compare and --url exclude each other: compare two models, or two earlier eval folders")
+    if args.resume and not args.output_dir:
+        problems.append("--resume: needs --output_dir, the folder of the evaluation to continue")
     if problems:
         raise ConfigError(problems)
     return specs
@@ -54,9 +57,18 @@ def run_eval(model_args: ModelArgs, args: EvalArgs, output_dir: str | Path | Non
 
 
 def _evaluate_one(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:
+    from tunestack.eval.cache import CachedBackend
     from tunestack.eval.runner import evaluate
 
-    report = evaluate(make_backend(model_args, args), specs, args)
+    backend = make_backend(model_args, args)
+    model_key = json.dumps({"model": backend.name, "dtype": model_args.dtype, "seed": args.seed})
+    cached = CachedBackend(backend, out, model_key, args.resume, chunk=4 * args.batch_size)
+    if args.resume:
+        print(f"resuming: {len(cached.answers)} answers in {cached.path}", file=sys.stderr, flush=True)
+    report = evaluate(cached, specs, args)
+    if args.resume:
+        print(f"resumed: {cached.reused} questions read from {cached.path.name}, not asked again", file=sys.stderr,
+              flush=True)
     report["settings"] = {"model": args.url or model_args.model, "dtype": model_args.dtype, "tasks": args.tasks,
                           "task_data": args.task_data, "limit": args.limit, "num_fewshot": args.num_fewshot,
                           "seed": args.seed, "batch_size": args.batch_size}
@@ -72,7 +84,7 @@ def make_backend(model_args: ModelArgs, args: EvalArgs):
     from tunestack.eval.local import LocalBackend
     from tunestack.inference.loading import load_for_inference
 
-    return LocalBackend(load_for_inference(model_args), args.batch_size, args.seed)
+    return LocalBackend(load_for_inference(model_args, allow_pickle=args.allow_pickle), args.batch_size, args.seed)
 
 
 def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:

@@ -68,6 +68,10 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
 
         check_push(export.push_to_hub, model.hub)
     resolved = resolve_model(model.model, hub=model.hub, revision=model.revision)
+    if resolved.head == "reward":
+        raise ConfigError([f"--model {model.model} is a reward model: export writes causal language models; score "
+                           f"with it in place (tunestack infer --score --model {model.model}) or pass its run "
+                           "directory to ppo --reward_model / grpo --reward_funcs"])
     fingerprint = model_fingerprint(Path(resolved.path))
     adapters = []
     for link in resolved.adapter_chain:  # parent runs' adapters, merged first (their run.json names the same base)

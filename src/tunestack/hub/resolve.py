@@ -21,6 +21,8 @@ from tunestack.jsonfile import read_json_object
 HUBS = ("hf", "modelscope")
 MAX_DEPTH = 4
 """How many run directories or adapters may refer to one another before we call it a loop."""
+REWARD_COMMANDS = ("rm",)
+"""Training commands whose runs are reward models (a sequence-classification head that scores, never generates)."""
 
 
 @dataclass
@@ -43,6 +45,8 @@ class ResolvedModel:
     """Chat template name recorded by the run or the alias."""
     adapter_chain: list[Path] = field(default_factory=list)
     """Adapters of parent runs, merged into `path` in this order before `adapter` applies (runs built on runs)."""
+    head: str = "causal"
+    """`reward` for a reward model (a run of `tunestack rm`, or a sequence-classification checkpoint), else `causal`."""
 
     @property
     def adapters(self) -> list[Path]:
@@ -91,12 +95,15 @@ def _from_directory(name: str, path: Path, hub: str, depth: int) -> ResolvedMode
     if (path / "run.json").is_file():
         return _from_run(name, path, hub, depth)
     if (path / "config.json").is_file():
-        return ResolvedModel(path.absolute(), "local", name, f"local directory {path.absolute()}")
+        return ResolvedModel(path.absolute(), "local", name, f"local directory {path.absolute()}",
+                             head=_head(path))
     if (path / "adapter_config.json").is_file():
         config = _json(path / "adapter_config.json")
         base = _resolve_base(config.get("base_model_name_or_path"), f"adapter {path}", hub, None, depth)
         source = f"adapter {path.absolute()} on {base.source}"
-        return ResolvedModel(base.path, "local", name, source, adapter=path.absolute(), template=base.template)
+        head = "reward" if config.get("task_type") == "SEQ_CLS" else base.head
+        return ResolvedModel(base.path, "local", name, source, adapter=path.absolute(), template=base.template,
+                             head=head)
     found = sorted(p.name for p in path.iterdir())
     listing = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "") if found else "nothing"
     raise ModelNotFoundError(
@@ -109,6 +116,7 @@ def _from_run(name: str, run: Path, hub: str, depth: int) -> ResolvedModel:
     """A tunestack run directory: its adapter on the base model, or its fully fine-tuned model."""
     meta = _json(run / "run.json")
     final, run_dir, template = run / "final", run.absolute(), meta.get("template")
+    head = "reward" if meta.get("command") in REWARD_COMMANDS else "causal"
     if (final / "adapter_config.json").is_file():
         base_name = meta.get("base_model") or _json(final / "adapter_config.json").get("base_model_name_or_path")
         trained = (meta.get("config") or {}).get("model") or {}  # the ModelArgs the run was trained with
@@ -118,10 +126,10 @@ def _from_run(name: str, run: Path, hub: str, depth: int) -> ResolvedModel:
         links = "".join(f" + adapter {link}" for link in chain)
         source = f"run {run_dir} (adapter on {base.source}{links})"
         return ResolvedModel(base.path, "run", name, source, final.absolute(), run_dir, template or base.template,
-                             adapter_chain=chain)
+                             adapter_chain=chain, head=head)
     if (final / "config.json").is_file():
         source = f"run {run_dir} (full fine-tune of {meta.get('base_model', 'an unrecorded base model')})"
-        return ResolvedModel(final.absolute(), "run", name, source, run_dir=run_dir, template=template)
+        return ResolvedModel(final.absolute(), "run", name, source, run_dir=run_dir, template=template, head=head)
     raise ModelNotFoundError(
         f"run directory {run} has no final/ model yet (status: {meta.get('status', 'unknown')}); "
         "train it to the end or pass a checkpoint directory"
@@ -194,7 +202,15 @@ def _from_hub(name: str, repo_id: str, hub: str, revision: str | None, tried: st
         raise ModelNotFoundError(f"model '{name}': hub repository {repo_id} has no .safetensors weights, which "
                                  "tunestack loads; convert it first or choose a repository that has them")
     at = f"@{revision}" if revision else ""
-    return ResolvedModel(path, "hub", name, f"hub {repo_id}{at} ({'cache' if cached else 'downloaded'})")
+    return ResolvedModel(path, "hub", name, f"hub {repo_id}{at} ({'cache' if cached else 'downloaded'})",
+                         head=_head(path))
+
+
+def _head(path: Path) -> str:
+    """`reward` when the checkpoint's config names a sequence-classification architecture, else `causal`."""
+    config = path / "config.json"
+    architectures = _json(config).get("architectures") or [] if config.is_file() else []
+    return "reward" if any(str(a).endswith("ForSequenceClassification") for a in architectures) else "causal"
 
 
 def _json(path: Path) -> dict:

@@ -15,6 +15,7 @@ class EngineOptions:
     named_adapters: dict[str, str] = field(default_factory=dict)  # served side by side, picked per request
     max_batch: int = 32
     max_context: int | None = None
+    allow_pickle: bool = False  # load pickle weight files (.bin), which can run code (pt backend; others load their own)
 
 
 def create_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOptions | None = None):
@@ -36,7 +37,7 @@ def _pt_engine(model_args: ModelArgs, options: EngineOptions):
     from tunestack.inference.loading import load_for_inference
     from tunestack.inference.pt import PtEngine
 
-    loaded = load_for_inference(model_args, options.adapters, options.named_adapters)
+    loaded = load_for_inference(model_args, options.adapters, options.named_adapters, options.allow_pickle)
     tokenizer = loaded.tokenizer
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
     vocab = loaded.model.get_output_embeddings().weight.shape[0]

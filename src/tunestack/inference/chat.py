@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from tunestack.config import InferArgs, ModelArgs
-from tunestack.errors import DataError
 from tunestack.inference.engine import Engine, SamplingParams
 
 
@@ -57,74 +55,40 @@ def validate_infer(args: InferArgs) -> None:
         problems.append(f"--input: file {args.input} does not exist")
     if args.prompt is not None and args.input:
         problems.append("--prompt and --input exclude each other")
+    if args.resume and not (args.input and args.output):
+        problems.append("--resume: needs --input and --output (the file of answers to continue)")
+    if args.response is not None and not (args.score and args.prompt is not None):
+        problems.append("--response: the answer --score rates; give it with --score and --prompt")
     if problems:
         raise ConfigError(problems)
 
 
-def read_prompts(path: str) -> list[list[dict]]:
-    """Conversations from a JSONL file whose rows hold `messages`, `prompt`, `query` or `instruction`."""
-    conversations = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}: column {exc.colno})") from None
-        conversations.append(_row_to_messages(row, path, number))
-    if not conversations:
-        raise DataError(f"{path}: no prompts (empty file)")
-    return conversations
-
-
-def _row_to_messages(row, path: str, number: int) -> list[dict]:
-    if isinstance(row, dict) and isinstance(row.get("messages"), list):
-        messages = [m for m in row["messages"] if isinstance(m, dict)]
-        if messages and messages[-1].get("role") == "assistant":
-            messages = messages[:-1]  # answer the conversation afresh
-        return messages
-    for key in ("prompt", "query", "instruction"):
-        if isinstance(row, dict) and isinstance(row.get(key), str):
-            text = row[key] + (f"\n{row['input']}" if key == "instruction" and row.get("input") else "")
-            return [{"role": "user", "content": text}]
-    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-    raise DataError(f"{path}, line {number}: expected a \"messages\" list or a \"prompt\" string, found {keys}")
-
-
 def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     validate_infer(args)
-    prompts = read_prompts(args.input) if args.input else None
+    if args.score:
+        from tunestack.inference.score import run_score
+
+        return run_score(model_args, args)
     from tunestack.inference.backends import EngineOptions, create_engine
+    from tunestack.inference.prompt_file import answer_file, answered_rows, read_prompts
+
+    prompts = read_prompts(args.input) if args.input else None
+    done = answered_rows(args.output, prompts, args.input) if args.resume else 0  # checked before loading a model
 
     engine, tokenizer = create_engine(model_args, args.backend,
-                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size))
+                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size,
+                                                    allow_pickle=args.allow_pickle))
     chat = Chat(engine, tokenizer, args.system)
     params = sampling(args)
     try:
         if args.prompt is not None:
             print(chat.answer([[{"role": "user", "content": args.prompt}]], params)[0], flush=True)
         elif prompts is not None:
-            _answer_file(chat, prompts, args, params)
+            answer_file(chat, prompts, args, params, done)
         else:
             _interactive(chat, params)
     finally:
         engine.close()
-
-
-def _answer_file(chat: Chat, prompts: list[list[dict]], args: InferArgs, params: SamplingParams) -> None:
-    from tqdm.auto import tqdm
-
-    out = open(args.output, "w") if args.output else sys.stdout
-    try:
-        for start in tqdm(range(0, len(prompts), args.batch_size), desc="answering", unit="batch",
-                          file=sys.stderr):
-            batch = prompts[start:start + args.batch_size]
-            for messages, answer in zip(batch, chat.answer(batch, params)):
-                out.write(json.dumps({"messages": messages, "response": answer}, ensure_ascii=False) + "\n")
-                out.flush()
-    finally:
-        if out is not sys.stdout:
-            out.close()
 
 
 def _interactive(chat: Chat, params: SamplingParams) -> None:

@@ -1,4 +1,5 @@
-"""Load a model for generation from any name: run directories bring their base, adapter and template."""
+"""Load a model for generation from any name: run directories bring their base, adapter and template; weights load
+from safetensors only unless the user allows pickle files."""
 
 from __future__ import annotations
 
@@ -26,12 +27,15 @@ class LoadedModel:
         return sorted(i for i in ids if i is not None)
 
 
-def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
-    """(resolved model, adapter directories to apply in order, tokenizer with the run's chat template)."""
+def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = (), head: str = "causal"):
+    """(resolved model, adapter directories to apply in order, tokenizer with the run's chat template).
+
+    `head` is what the caller needs: `causal` to generate, `reward` to score; a model of the other kind is refused."""
     from tunestack.hub import resolve_model
     from tunestack.model.load import load_tokenizer
 
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
+    check_head(model_args.model, resolved.head, head)
     adapter_dirs = resolved.adapters + [Path(a) for a in adapters]
     # The run's adapter folder carries the tokenizer and template the model was trained with.
     own = resolved.adapter
@@ -42,25 +46,46 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = ()):
     return resolved, adapter_dirs, tokenizer
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weight files torch reads by unpickling, which can run code hidden in them."""
+
+
+def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Raise, naming the file and the flag, when the weights in `folder` are pickle files only."""
+    folder = Path(folder)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickled:
+        from tunestack.errors import TunestackError
+
+        raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
+                             "only safetensors; convert them, or pass --allow_pickle if you trust this file")
+
+
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
-                       named_adapters: dict[str, str] | None = None) -> LoadedModel:
+                       named_adapters: dict[str, str] | None = None, allow_pickle: bool = False,
+                       head: str = "causal") -> LoadedModel:
     """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
 
     `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
-    can pick one (peft's `adapter_names=`), the base model staying available under its own name.
+    can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
+    weights are pickle files only are refused unless `allow_pickle`. `head="reward"` loads a reward model (a
+    one-output sequence-classification head) instead of a causal LM.
     """
     from tunestack.model.load import load_model
     from tunestack.model.precision import resolve_dtype
 
-    resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters)
+    resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters, head)
+    for folder in [resolved.path, *adapter_dirs, *adapter_folders(named_adapters or {}).values()]:
+        refuse_pickle(folder, allow_pickle)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
-                       trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer)
+                       trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer, head=head)
     if adapter_dirs:
-        import_gptqmodel_quietly()
-        from peft import PeftModel
+        from tunestack.model.tuners import merge_adapter
 
         for adapter in adapter_dirs:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = merge_adapter(model, adapter)
     if named_adapters:
         model = _attach_named(model, named_adapters)
     print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters)
@@ -68,20 +93,41 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
     return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)
 
 
+def check_head(name: str, found: str, wanted: str) -> None:
+    """Refuse a reward model where a model must generate, and a causal LM where one must score."""
+    from tunestack.errors import ConfigError
+
+    if found == wanted:
+        return
+    if found == "reward":
+        raise ConfigError([f"--model {name} is a reward model (a sequence-classification head): it scores text and "
+                           f"does not generate; score with it: tunestack infer --score --model {name}"])
+    raise ConfigError([f"--model {name} is a causal language model, not a reward model: scoring needs a run of "
+                       "`tunestack rm` (or a sequence-classification checkpoint); drop --score to chat with it"])
+
+
 def adapter_folders(named_adapters: dict[str, str]) -> dict[str, Path]:
     """Each named adapter's PEFT folder (a run directory keeps it in final/); raises for one that is none."""
     from tunestack.errors import ConfigError
 
-    folders = {n: Path(p) / "final" if (Path(p) / "final" / "adapter_config.json").is_file() else Path(p)
-               for n, p in named_adapters.items()}
+    if problems := adapter_problems(named_adapters):
+        raise ConfigError(problems)
+    return {name: _adapter_folder(path) for name, path in named_adapters.items()}
+
+
+def adapter_problems(named_adapters: dict[str, str]) -> list[str]:
+    """Why a named adapter cannot be served beside the base model, one line each; read before any model loads."""
+    folders = {name: _adapter_folder(path) for name, path in named_adapters.items()}
     problems = [f"--adapter {name}={path}: no adapter_config.json in {path} (expected a LoRA adapter or run directory)"
                 for name, path in folders.items() if not (path / "adapter_config.json").is_file()]
     problems += [f"--adapter {name}={named_adapters[name]}: this run was trained on top of another run's adapter, "
                  "so it is not an adapter of the base alone; serve it as --model, or export it and serve that"
                  for name, path in folders.items() if _has_parents(path.parent / "run.json")]
-    if problems:
-        raise ConfigError(problems)
-    return folders
+    return problems
+
+
+def _adapter_folder(path: str) -> Path:
+    return Path(path) / "final" if (Path(path) / "final" / "adapter_config.json").is_file() else Path(path)
 
 
 def _has_parents(manifest: Path) -> bool:

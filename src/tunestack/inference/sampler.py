@@ -87,7 +87,10 @@ def _penalize(scores: torch.Tensor, row: RowState) -> torch.Tensor:
 
 def _draw(scores: torch.Tensor, row: RowState) -> int:
     p = row.params
-    scores = scores / p.temperature
+    # Extreme penalties or temperatures overflow float32; +inf scores would turn the softmax into NaN.
+    scores = torch.nan_to_num(scores / p.temperature, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
+    if torch.isneginf(scores).all():
+        return int(scores.argmax())
     if 0 < p.top_k < scores.numel():
         kth = torch.topk(scores, p.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -95,6 +98,7 @@ def _draw(scores: torch.Tensor, row: RowState) -> int:
         ordered, order = torch.sort(scores, descending=True)
         cumulative = ordered.softmax(-1).cumsum(-1)
         drop = cumulative - ordered.softmax(-1) >= p.top_p  # keep the smallest head reaching top_p
+        drop[0] = False  # and always the most likely token (rounding can put it past a tiny top_p)
         scores = scores.clone()
         scores[order[drop]] = float("-inf")
     probs = scores.softmax(-1)

@@ -37,6 +37,9 @@ def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = 
     if requested != "auto":
         if requested.startswith("flash") and not torch.cuda.is_available():
             raise TunestackError(f"--attn_implementation {requested}: flash attention needs a CUDA GPU; use sdpa")
+        if requested == "flex_attention" and max_length is not None and not torch.cuda.is_available():
+            raise TunestackError("--attn_implementation flex_attention: PyTorch's FlexAttention has no backward pass "
+                                 "on CPU, so it cannot train here; use sdpa or eager (it serves and evaluates)")
         return requested
     if torch.cuda.is_available():
         if dtype != torch.float32 and importlib.util.find_spec("flash_attn"):
@@ -66,7 +69,7 @@ def nf4_config(compute_dtype: torch.dtype):
 
 def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool = False,
                trust_remote_code: bool = False, tokenizer=None, train_length: int | None = None,
-               packed: bool = False, head: str = "causal"):
+               packed: bool = False, head: str = "causal", tp: int = 1):
     """A causal LM on the default device, weights in `dtype` (or NF4 with `dtype` compute when quantize_4bit).
 
     `train_length` (the longest training row) and `packed` describe the training rows, when loading for training;
@@ -79,6 +82,8 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         return _prequantized(path, tokenizer)
     kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length, packed),
               "trust_remote_code": trust_remote_code}
+    if tp > 1:  # each process holds its slice of every layer (transformers' tp_plan)
+        kwargs.update(tp_plan="auto", tp_size=tp)
     if quantize_4bit:
         kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
@@ -94,7 +99,7 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         if isinstance(exc, (OSError, ValueError)):
             raise TunestackError(f"could not load a causal language model from {path}: {exc}") from exc
         raise
-    if not quantize_4bit and device_type() == "cuda":
+    if not quantize_4bit and tp == 1 and device_type() == "cuda":
         model.to("cuda")
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

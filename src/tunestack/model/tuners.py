@@ -67,8 +67,25 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
     return _ready(get_peft_model(model, config))
 
 
+def merge_adapter(model, adapter):
+    """`model` with the saved adapter merged into its weights. A causal-LM adapter (an earlier sft or dpo run)
+    merges into a reward model's backbone as well: the layers it adapts are the same, only the head differs."""
+    from tunestack.compat import import_gptqmodel_quietly
+
+    import_gptqmodel_quietly()
+    from peft import PeftConfig, PeftModel
+
+    config = PeftConfig.from_pretrained(str(adapter))
+    if _is_classifier(model) and config.task_type != "SEQ_CLS":
+        config.task_type = None  # a plain PeftModel: the causal-LM wrapper expects generation methods
+    return PeftModel.from_pretrained(model, str(adapter), config=config).merge_and_unload()
+
+
 def continue_adapter(model, adapter, gradient_checkpointing: bool = False):
     """Reopen a saved adapter on `model` with its weights trainable, as it was configured (rank, targets)."""
+    if _is_classifier(model) and _task_type(adapter) != "SEQ_CLS":
+        raise TunestackError(f"--continue_adapter: {adapter} is a language-model adapter, which has no reward head "
+                             "to train; drop --continue_adapter (it is then merged and a new adapter trains on top)")
     model.config.use_cache = False
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -79,6 +96,13 @@ def continue_adapter(model, adapter, gradient_checkpointing: bool = False):
     from peft import PeftModel
 
     return _ready(PeftModel.from_pretrained(model, str(adapter), is_trainable=True))
+
+
+def _task_type(adapter) -> str | None:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(adapter) / "adapter_config.json").read_text()).get("task_type")
 
 
 def _is_classifier(model) -> bool:

@@ -23,7 +23,8 @@ def _memory_mb() -> float:
 
 
 _NOT_METRICS = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-                "num_input_tokens_seen"}
+                "num_input_tokens_seen", "train_tokens_per_second",  # tokens_seen and tokens_per_s say it
+                "num_tokens"}  # TRL's own running count, which restarts at 0 on --resume
 
 
 class RunDirCallback(TrainerCallback):
@@ -39,7 +40,7 @@ class RunDirCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if "loss" not in logs and "eval_loss" not in logs:
+        if not state.is_world_process_zero or ("loss" not in logs and "eval_loss" not in logs):
             return
         # TRL's trainers count the tokens they train on themselves, as a running `num_tokens`.
         now, tokens = time.perf_counter(), state.num_input_tokens_seen or int(logs.get("num_tokens", 0))
@@ -55,11 +56,21 @@ class RunDirCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
+        _barrier()  # every process has written its part (sharded engines write one each)
+        if state.is_world_process_zero and checkpoint.is_dir():
             self.run.mark_checkpoint_complete(checkpoint, state.global_step, self.keep)
+        _barrier()
 
     def on_train_end(self, args, state, control, **kwargs):
-        plot_loss(self.run.read_metrics(), self.run.path / "loss.png")
+        if state.is_world_process_zero:
+            plot_loss(self.run.read_metrics(), self.run.path / "loss.png")
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 HEADLINE = ("rewards/margins", "rewards/accuracies", "accuracy", "reward", "kl")
@@ -74,6 +85,8 @@ class ProgressBar(TrainerCallback):
         self._start = (0.0, 0)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",

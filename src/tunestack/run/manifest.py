@@ -83,4 +83,4 @@ def new_manifest(command: str, groups: list, start, template: str, precision: st
 def _group_name(group) -> str:
     """`ModelArgs` -> `model`, `DpoArgs` -> `method`: the key a group's flags are recorded under."""
     name = type(group).__name__.removesuffix("Args").lower()
-    return name if name in ("model", "data", "tuner", "train") else "method"
+    return name if name in ("model", "data", "tuner", "train", "parallel") else "method"

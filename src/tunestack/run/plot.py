@@ -14,12 +14,10 @@ def plot_loss(metrics: list[dict], path: Path) -> Path | None:
     val = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
     if not train and not val:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the process's backend (a notebook's, say) stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for points, label in ((train, "train"), (val, "validation")):
         if points:
             ax.plot(*zip(*points), label=label, marker="o" if len(points) < 30 else None)
@@ -38,6 +36,5 @@ def plot_loss(metrics: list[dict], path: Path) -> Path | None:
     fig.tight_layout()
     tmp = path.with_name(".loss.png.tmp.png")
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     tmp.replace(path)
     return path

@@ -33,6 +33,7 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     checkpoints = property(lambda self: self.path / "checkpoints")
     final = property(lambda self: self.path / "final")
+    final_tmp = property(lambda self: self.path / "final.tmp")
     tensorboard = property(lambda self: self.path / "tensorboard")
 
     def exists(self) -> bool:
@@ -108,11 +109,14 @@ class RunDir:
 
     def save_final(self, save_fn) -> Path:
         """Write the final model into final.tmp/ with `save_fn(path)`, then swap it into place."""
-        tmp = self.path / "final.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_fn(tmp)
+        shutil.rmtree(self.final_tmp, ignore_errors=True)
+        save_fn(self.final_tmp)
+        return self.swap_final()
+
+    def swap_final(self) -> Path:
+        """Put the complete final.tmp/ in place of final/."""
         shutil.rmtree(self.final, ignore_errors=True)
-        os.replace(tmp, self.final)
+        os.replace(self.final_tmp, self.final)
         return self.final
 
     def truncate_metrics(self, step: int) -> None:

@@ -1,8 +1,10 @@
-"""The HTTP router: OpenAI routes over the serving layer, API keys, and every error as OpenAI's error JSON."""
+"""The HTTP router: OpenAI routes over the serving layer, API keys, health while draining, and every error as
+OpenAI's error JSON."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import weakref
@@ -15,22 +17,24 @@ from starlette.exceptions import HTTPException
 from tunestack.serve.chat import ChatCompletion
 from tunestack.serve.completions import Completion
 from tunestack.serve.errors import ServeError, Unauthorized, error_body
-from tunestack.serve.protocol import ChatCompletionRequest, CompletionRequest
+from tunestack.serve.limits import BodyLimit, TrackRequests
+from tunestack.serve.protocol import ChatCompletionRequest, CompletionRequest, FieldError
 from tunestack.serve.serving import Serving
 
 logger = logging.getLogger("tunestack.serve")
-_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"}
 
 
 def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
     app = FastAPI(title="tunestack", docs_url=None, redoc_url=None, openapi_url=None)
-    keys = [k.encode() for k in api_keys]
+    keys = [_digest(k) for k in api_keys]
 
     def check_key(request: Request) -> None:
         if not keys:
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given.strip().encode(), k) for k in keys):
+        digest = _digest(given.strip())
+        matches = [hmac.compare_digest(digest, k) for k in keys]  # every key compared: no early exit
+        if scheme.lower() != "bearer" or not any(matches):
             raise Unauthorized("Missing or wrong API key: send the header `Authorization: Bearer KEY`.")
 
     router = APIRouter(dependencies=[Depends(check_key)])
@@ -56,12 +60,20 @@ def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        if serving.draining:  # load balancers stop sending requests here; running ones finish
+            return JSONResponse({"status": "draining"}, status_code=503)
         return {"status": "ok"}
 
     app.include_router(router)
     _add_error_handlers(app)
-    app.add_middleware(_CountRequests, serving=serving)
+    app.add_middleware(BodyLimit, limit=serving.limits.max_request_bytes)
+    app.add_middleware(TrackRequests, serving=serving)
     return app
+
+
+def _digest(key: str) -> bytes:
+    """Keys are compared as SHA-256 digests, whose equal lengths keep the comparison's time independent of the key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 async def _answer(job, stream: bool, request: Request):
@@ -86,12 +98,20 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        problems = []
+        problems, params = [], []
         for error in exc.errors():
+            refused = error.get("ctx", {}).get("error")
+            if isinstance(refused, FieldError):  # a check of the protocol models, which names its own field
+                problems.append(str(refused))
+                params.append(refused.field.split(".")[0])
+                continue
             where = ".".join(str(p) for p in error.get("loc", ())[1:]) or "body"
-            problems.append("body: not valid JSON" if error.get("type") == "json_invalid" else f"{where}: {error['msg']}")
-        param = next((str(e["loc"][1]) for e in exc.errors() if len(e.get("loc", ())) > 1), None)
-        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", param), status_code=400)
+            invalid_json = error.get("type") == "json_invalid"
+            problems.append("body: not valid JSON" if invalid_json else f"{where}: {error['msg']}")
+            if len(error.get("loc", ())) > 1 and not invalid_json:  # a JSON error's location is a byte offset
+                params.append(str(error["loc"][1]))
+        return JSONResponse(error_body("; ".join(problems), "invalid_request_error", next(iter(params), None)),
+                            status_code=400)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -102,23 +122,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         logger.exception("request failed")
         return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"),
                             status_code=500)
-
-
-class _CountRequests:
-    """ASGI middleware counting answered requests by route and status (streams pass through untouched)."""
-
-    def __init__(self, app, serving: Serving):
-        self.app = app
-        self.serving = serving
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope["path"] if scope["path"] in _ROUTES else "other"
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start":
-                self.serving.metrics.requests.labels(path, str(message["status"])).inc()
-            await send(message)
-
-        await self.app(scope, receive, counting_send)

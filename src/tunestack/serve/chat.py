@@ -9,8 +9,9 @@ from contextlib import aclosing
 
 from tunestack.serve.choice import ChoiceState, sse_events, step_choices
 from tunestack.serve.errors import BadRequest
+from tunestack.serve.params import sampling_params, usage
 from tunestack.serve.protocol import ChatCompletionRequest
-from tunestack.serve.serving import Admission, Serving, sampling_params, usage
+from tunestack.serve.serving import Admission, Serving
 
 
 def chat_prompt(serving: Serving, request: ChatCompletionRequest) -> list[int]:

@@ -48,7 +48,7 @@ async def step_choices(serving, jobs: list, choices: list[ChoiceState], admissio
     The admission is released however the caller stops iterating."""
     done: set[int] = set()
     try:
-        async for index, out in serving.generate(jobs, done):
+        async for index, out in serving.generate(jobs, done, admission.deadline):
             choice = choices[index]
             before = len(choice.logprobs)
             text = choice.step(out)

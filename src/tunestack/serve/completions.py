@@ -10,8 +10,9 @@ from contextlib import aclosing
 
 from tunestack.serve.choice import ChoiceState, sse_events, step_choices
 from tunestack.serve.errors import BadRequest
+from tunestack.serve.params import sampling_params, usage
 from tunestack.serve.protocol import CompletionRequest
-from tunestack.serve.serving import Admission, Serving, sampling_params, usage
+from tunestack.serve.serving import Admission, Serving
 
 
 class Completion:
@@ -24,15 +25,15 @@ class Completion:
         vocab = serving.engine_vocab
         self.prompts, self.texts = [], []
         for prompt in request.prompts():
-            self.texts.append(serving.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt)
-            if isinstance(prompt, list) and any(not 0 <= t < vocab for t in prompt):
+            if isinstance(prompt, list) and any(not 0 <= t < vocab for t in prompt):  # before decoding them
                 raise BadRequest(f"prompt: token ids must lie in [0, {vocab})", param="prompt")
+            self.texts.append(serving.tokenizer.decode(prompt) if isinstance(prompt, list) else prompt)
             self.prompts.append(prompt if isinstance(prompt, list) else
                                 serving.tokenizer(prompt, add_special_tokens=True)["input_ids"])
         top = request.logprobs
         self.jobs = []
         for ids in self.prompts:
-            max_tokens = serving.check_length(ids, request.max_tokens)
+            max_tokens = serving.check_length(ids, request.max_tokens, param="prompt")
             for i in range(request.n):
                 params = sampling_params(request, max_tokens, i, top, prompt_logprobs=top if request.echo else None)
                 self.jobs.append((ids, params, adapter))
@@ -41,7 +42,7 @@ class Completion:
         self.choices = [ChoiceState(serving.tokenizer, request.stop_strings()) for _ in self.jobs]
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.admission: Admission = serving.admit(len(self.jobs))
+        self.admission: Admission = serving.admit(len(self.jobs), "prompt" if len(self.prompts) > 1 else "n")
 
     def _steps(self) -> AsyncIterator[tuple[int, str, int]]:
         return step_choices(self.serving, self.jobs, self.choices, self.admission)

@@ -31,6 +31,20 @@ class Overloaded(ServeError):
     type = "rate_limit_error"
 
 
+class TooLarge(ServeError):
+    status = 413
+
+
+class TimedOut(ServeError):
+    status = 408
+    type = "timeout_error"
+
+
+class ShuttingDown(ServeError):
+    status = 503
+    type = "service_unavailable_error"
+
+
 class EngineFailed(ServeError):
     status = 500
     type = "server_error"

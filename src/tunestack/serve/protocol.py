@@ -3,17 +3,53 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = logging.getLogger("tunestack.serve")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class FieldError(ValueError):
+    """A request value the server refuses, with the dotted path of its field (`messages.0.content`)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def _find_surrogate(value, path: str) -> str | None:
+    """The path of the first string (or key) holding a lone UTF-16 surrogate, which JSON allows and Unicode text
+    cannot hold (the tokenizer and the UTF-8 encoder refuse it)."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return path or "body"
+        found = _find_surrogate(item, where)
+        if found:
+            return found
+    return None
 
 
 class _Request(BaseModel):
     """Fields we do not know are accepted (clients send many) and logged by name, never silently used."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_surrogates(cls, data):
+        field = _find_surrogate(data, "")
+        if field is not None:
+            raise FieldError(field or "body", "holds a lone UTF-16 surrogate (such as \\ud800), which is not "
+                             "valid Unicode; send the text as UTF-8 or as escaped surrogate pairs")
+        return data
 
     @model_validator(mode="after")
     def _log_unknown(self):
@@ -73,7 +109,7 @@ class _Sampling(_Request):
     @model_validator(mode="after")
     def _check_stop(self):
         if len(self.stop_strings()) > 16:
-            raise ValueError("stop: at most 16 stop strings")
+            raise FieldError("stop", "at most 16 stop strings")
         return self
 
 
@@ -91,7 +127,7 @@ class ChatCompletionRequest(_Sampling):
     @model_validator(mode="after")
     def _check_logprobs(self):
         if self.top_logprobs and not self.logprobs:
-            raise ValueError("top_logprobs: needs logprobs set to true")
+            raise FieldError("top_logprobs", "needs logprobs set to true")
         return self
 
 
@@ -107,11 +143,11 @@ class CompletionRequest(_Sampling):
     @model_validator(mode="after")
     def _check_prompt(self):
         if isinstance(self.prompt, list) and not self.prompt:
-            raise ValueError("prompt: must not be empty")
+            raise FieldError("prompt", "must not be empty")
         if isinstance(self.prompt, list) and any(isinstance(p, list) and not p for p in self.prompt):
-            raise ValueError("prompt: token lists must not be empty")
+            raise FieldError("prompt", "token lists must not be empty")
         if self.max_tokens == 0 and not self.echo:
-            raise ValueError("max_tokens: 0 is only allowed with echo (scoring the prompt)")
+            raise FieldError("max_tokens", "0 is only allowed with echo (scoring the prompt)")
         return self
 
     def prompts(self) -> list[str | list[int]]:

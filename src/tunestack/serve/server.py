@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def parse_adapters(specs: list[str], served_name: str, problems: list[str]) -> d
 
 
 def api_keys(args: ServeArgs, problems: list[str]) -> list[str]:
-    keys = [args.api_key] if args.api_key else []
+    """--api_key (or TUNESTACK_API_KEY) and the keys in --api_key_file; never printed or logged."""
+    key = args.api_key or os.environ.get("TUNESTACK_API_KEY", "").strip()
+    keys = [key] if key else []
     if args.api_key_file:
         path = Path(args.api_key_file)
         if not path.is_file():
@@ -44,10 +47,24 @@ def api_keys(args: ServeArgs, problems: list[str]) -> list[str]:
 
 
 def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
+    """Serve until SIGTERM or Ctrl-C (then drain, see serve/shutdown.py)."""
+    server, engine = build_server(model_args, args)
+    try:
+        server.run()
+    finally:
+        engine.close()
+
+
+def build_server(model_args: ModelArgs, args: ServeArgs):
+    """The uvicorn server over a loaded engine, ready to run: (server, engine). The caller closes the engine."""
     served_name = args.served_model_name or model_args.model
     problems: list[str] = []
     adapters = parse_adapters(args.adapter, served_name, problems)
     keys = api_keys(args, problems)
+    if adapters:  # before the model loads: each must be an adapter of the base alone
+        from tunestack.inference.loading import adapter_problems
+
+        problems += adapter_problems(adapters)
     if problems:
         raise ConfigError(problems)
     from tunestack.inference.async_engine import require
@@ -59,16 +76,17 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
     from tunestack.inference.backends import EngineOptions, create_engine
     from tunestack.serve.app import build_app
     from tunestack.serve.serving import ServeLimits, Serving
+    from tunestack.serve.shutdown import DrainingServer
 
-    options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len)
+    options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len,
+                            allow_pickle=args.allow_pickle)
     engine, tokenizer = create_engine(model_args, args.backend, options)
-    limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens)
-    app = build_app(Serving(engine, tokenizer, served_name, limits), keys)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens, args.request_timeout or None,
+                         args.max_request_bytes)
+    serving = Serving(engine, tokenizer, served_name, limits)
+    config = uvicorn.Config(build_app(serving, keys), host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=5)
+    server = DrainingServer(config, serving, args.drain_timeout)
     print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
           + (" (API key required)" if keys else ""), file=sys.stderr, flush=True)
-    try:
-        server.run()
-    finally:
-        engine.close()
+    return server, engine

@@ -1,5 +1,6 @@
 """The engine-agnostic serving core: model names, prompt limits, admission to a bounded queue, and the bridge
-from the engine's thread to asyncio that cancels a request as soon as its consumer goes away."""
+from the engine's thread to asyncio that cancels a request as soon as its consumer goes away, its time is up or
+the server stops draining."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
-from tunestack.serve.errors import BadRequest, EngineFailed, ModelNotFound, Overloaded
+from tunestack.serve.errors import BadRequest, EngineFailed, ModelNotFound, Overloaded, ShuttingDown, TimedOut
 from tunestack.serve.metrics import ServeMetrics
 
 
@@ -18,6 +19,8 @@ class ServeLimits:
     max_concurrency: int = 32
     max_queue: int = 64
     default_max_tokens: int = 512
+    request_timeout: float | None = None  # seconds from admission to the last token
+    max_request_bytes: int = 16 * 2**20
 
 
 class Serving:
@@ -29,6 +32,10 @@ class Serving:
         self.model_name = model_name
         self.limits = limits
         self.admitted = 0
+        self.in_flight = 0  # HTTP requests being answered (the router counts them)
+        self.draining = False
+        self.cut = False  # past the drain timeout: generations end with ShuttingDown
+        self._live: set[asyncio.Queue] = set()  # the output queue of every generation under way
         self.metrics = ServeMetrics(engine, lambda: self.admitted)
         self.created = int(time.time())
         self._token_text: dict[int, str] = {}
@@ -51,12 +58,15 @@ class Serving:
             self._token_text[token] = self.tokenizer.decode([token])
         return self._token_text[token]
 
-    def check_length(self, prompt: list[int], max_tokens: int | None) -> int:
-        """The number of tokens to generate, after checking the prompt and limit fit in the context."""
+    def check_length(self, prompt: list[int], max_tokens: int | None, param: str = "messages") -> int:
+        """The number of tokens to generate, after checking the prompt and limit fit in the context; `param` names
+        the field that holds the prompt."""
         limit = self.engine.max_context
+        if not prompt:
+            raise BadRequest(f"{param}: the prompt is empty (no tokens); send some text", param=param)
         if len(prompt) >= limit and not (max_tokens == 0 and len(prompt) <= limit):
             raise BadRequest(f"This model's maximum context length is {limit} tokens. However, your prompt has "
-                             f"{len(prompt)} tokens. Please shorten it.", param="messages")
+                             f"{len(prompt)} tokens. Please shorten it.", param=param)
         room = limit - len(prompt)
         if max_tokens is None:
             return min(room, self.limits.default_max_tokens)
@@ -66,23 +76,45 @@ class Serving:
                              f"completion). Please reduce the prompt or max_tokens.", param="max_tokens")
         return max_tokens
 
-    def admit(self, sequences: int) -> Admission:
-        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds."""
+    def admit(self, sequences: int, param: str = "n") -> Admission:
+        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds (with 400
+        when this request alone could never fit; `param` names the field that asks for so many)."""
+        if self.draining:
+            raise ShuttingDown("The server is shutting down and takes no new requests; retry on another replica.")
         bound = self.limits.max_concurrency + self.limits.max_queue
+        if sequences > bound:
+            raise BadRequest(f"{param}: this request needs {sequences} sequences (prompts x n), more than the server "
+                             f"ever holds at once ({bound}: --max_concurrency + --max_queue); send fewer", param=param)
         if self.admitted + sequences > bound:
             self.metrics.rejected.inc()
             raise Overloaded(f"The server is busy ({self.admitted} sequences running or queued, at most {bound}); "
                              "retry shortly.")
         self.admitted += sequences
-        return Admission(self, sequences)
+        timeout = self.limits.request_timeout
+        return Admission(self, sequences, None if timeout is None else time.monotonic() + timeout)
 
-    async def generate(self, jobs: list[tuple[list[int], SamplingParams, str | None]], done: set[int]
-                       ) -> AsyncIterator[tuple[int, StepOutput]]:
+    def cut_off(self) -> None:
+        """End every generation, under way or yet to start, with ShuttingDown (the drain timeout has passed)."""
+        self.cut = True
+        for outputs in self._live:
+            outputs.put_nowait((None, self._cut_error()))
+
+    @staticmethod
+    def _cut_error() -> ShuttingDown:
+        return ShuttingDown("The server is shutting down: this request was ended before it finished; retry it.")
+
+    async def generate(self, jobs: list[tuple[list[int], SamplingParams, str | None]], done: set[int],
+                       deadline: float | None = None) -> AsyncIterator[tuple[int, StepOutput]]:
         """Run the jobs in the engine; yields (job index, output) until every job has finished. The consumer adds
         a job's index to `done` to end it early (a stop string); leaving early (a client that disconnected)
-        cancels the unfinished ones at once."""
+        cancels the unfinished ones at once. Past `deadline` (time.monotonic()) it raises TimedOut."""
+        if self.cut:
+            raise self._cut_error()
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue = asyncio.Queue()
+        timer = None if deadline is None else loop.call_later(max(deadline - time.monotonic(), 0), outputs.put_nowait,
+                                                              (None, TimedOut(self._timeout_message())))
+        self._live.add(outputs)
         requests = [GenerationRequest(prompt, params, lambda out, i=i: loop.call_soon_threadsafe(
             outputs.put_nowait, (i, out)), adapter) for i, (prompt, params, adapter) in enumerate(jobs)]
         started = time.perf_counter()
@@ -94,6 +126,8 @@ class Serving:
         try:
             while open_jobs - done:
                 index, out = await outputs.get()
+                if index is None:  # the deadline or the shutdown
+                    raise out
                 if index in done:
                     continue
                 if isinstance(out.error, UnsupportedRequest):
@@ -115,41 +149,24 @@ class Serving:
                     self.engine.cancel(requests[index].id)
             self.metrics.latency.observe(time.perf_counter() - started)
         finally:
+            self._live.discard(outputs)
+            if timer is not None:
+                timer.cancel()
             for request in requests:
                 self.engine.cancel(request.id)
 
-
-def sampling_params(request, max_tokens: int, index: int, logprobs: int | None, prompt_logprobs: int | None = None,
-                    stop_token_ids: list[int] = ()) -> SamplingParams:
-    """Engine settings for choice `index` of a request (choice i of n samples with seed + i)."""
-    return SamplingParams(
-        max_new_tokens=max_tokens,
-        temperature=1.0 if request.temperature is None else request.temperature,
-        top_p=1.0 if request.top_p is None else request.top_p,
-        top_k=max(request.top_k or 0, 0),
-        repetition_penalty=request.repetition_penalty or 1.0,
-        presence_penalty=request.presence_penalty or 0.0,
-        frequency_penalty=request.frequency_penalty or 0.0,
-        seed=None if request.seed is None else request.seed + index,
-        logprobs=logprobs,
-        prompt_logprobs=prompt_logprobs,
-        stop_token_ids=list(stop_token_ids),
-        ignore_eos=request.ignore_eos,
-        json_object=getattr(request, "response_format", None) is not None and request.response_format.type == "json_object",
-    )
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    def _timeout_message(self) -> str:
+        return (f"request_timeout: the request ran past the server's limit of {self.limits.request_timeout:g} s "
+                "(--request_timeout); ask for fewer tokens or retry later.")
 
 
 class Admission:
-    """A reservation of queue room, released exactly once."""
+    """A reservation of queue room, released exactly once, and the time (time.monotonic()) its request must end by."""
 
-    def __init__(self, serving: Serving, sequences: int):
+    def __init__(self, serving: Serving, sequences: int, deadline: float | None = None):
         self.serving = serving
         self.sequences = sequences
+        self.deadline = deadline
 
     def release(self) -> None:
         self.serving.admitted -= self.sequences

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunestack.config import DataArgs, ModelArgs, TrainArgs, TunerArgs
-from tunestack.config.parse import field_problems
-from tunestack.errors import ConfigError
+from tunestack.config import DataArgs, ModelArgs, ParallelArgs, TrainArgs, TunerArgs
+from tunestack.config.parse import field_problems, to_argv
+from tunestack.errors import ConfigError, TunestackError
 from tunestack.run import RunDir
 from tunestack.run.plot import plot_loss
+from tunestack.train import distributed
+from tunestack.train.distributed import barrier, is_main
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Prepared:
     method_args: object
     compute: object
     learning_rate: float
+    parallel: ParallelArgs = field(default_factory=ParallelArgs)
     extra: dict = field(default_factory=dict)
 
     def training_args(self, config_class=None, **method):
@@ -64,17 +67,26 @@ class Prepared:
 
         from tunestack.train.trainer import training_arguments
 
+        engine = distributed.engine_options(self.parallel, self.args, _layer_class(self.model))
         return training_arguments(self.args, str(self.run.checkpoints), self.compute, self.learning_rate,
                                   has_eval=self.val is not None, config_class=config_class or TrainingArguments,
-                                  **method)
+                                  **engine, **method)
+
+
+def _layer_class(model) -> str | None:
+    """The decoder layer's class name (what FSDP wraps one by one)."""
+    names = getattr(getattr(model, "base_model", model), "_no_split_modules", None) or \
+        getattr(getattr(getattr(model, "base_model", model), "model", model), "_no_split_modules", None)
+    return sorted(names)[0] if names else None
 
 
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if is_main():  # one voice for all the processes of a multi-process run
+        print(message, file=sys.stderr, flush=True)
 
 
 def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method_args=None,
-                      method: Method | None = None) -> None:
+                      method: Method | None = None, parallel: ParallelArgs | None = None) -> None:
     """Cross-field checks before anything heavy runs; every problem is reported at once."""
     problems = []
     if not data.dataset:
@@ -93,61 +105,147 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         checks.append((data.truncation == "truncate", f"--truncation drop: {method.name} keeps each example's start "
                                                       "(--truncation truncate)"))
         checks.append((not data.streaming, f"--streaming: {method.name} reads its data whole; drop --streaming"))
+    if method is not None and method.task not in ("sft", "pt"):
+        checks.append((not train.auto_plan, f"--auto_plan: plans are made for sft and pt runs, not {method.name}"))
     if method is not None and method.head != "causal":
         checks.append((not train.eval_tasks, f"--eval_tasks: a {method.name} run scores text, it does not generate; "
                                              "drop --eval_tasks"))
-    problems += [message for ok, message in checks if not ok]
+    problems += [message for ok, message in checks if not ok] + _efficiency_problems(train)
     if method is not None and method.check is not None:
         problems += method.check(method_args, tuner, train)
+    if parallel is not None:
+        problems += distributed.parallel_problems(parallel, tuner, train)
     if problems:
         raise ConfigError(problems)
 
 
+def _efficiency_problems(train: TrainArgs) -> list[str]:
+    """Switches that need hardware or a library this machine lacks, named with what to do instead."""
+    import importlib.util
+
+    import torch
+
+    problems = []
+    if train.use_liger_kernel and not torch.cuda.is_available():
+        problems.append("--use_liger_kernel: Liger's kernels are Triton kernels for CUDA GPUs; drop it on this machine")
+    elif train.use_liger_kernel and importlib.util.find_spec("liger_kernel") is None:
+        problems.append("--use_liger_kernel: liger-kernel is not installed: pip install liger-kernel")
+    if ("8bit" in train.optim or "paged" in train.optim) and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(f"--optim {train.optim}: needs bitsandbytes: pip install 'tunestack[qlora]'")
+    if "paged" in train.optim and not torch.cuda.is_available():
+        problems.append(f"--optim {train.optim}: paged optimizers page GPU memory; on CPU use adamw_torch or "
+                        "adamw_8bit")
+    return problems
+
+
 def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
-                 train_args: TrainArgs, method_args=None) -> RunDir:
-    """Train with `method`; everything lands in the run directory, which --resume continues after any stop."""
-    validate_training(data_args, tuner_args, train_args, method_args, method)
+                 train_args: TrainArgs, method_args=None, parallel: ParallelArgs | None = None,
+                 callbacks: list | None = None) -> RunDir:
+    """Train with `method`; everything lands in the run directory, which --resume continues after any stop.
+
+    With --nproc or --nnodes this relaunches itself in several processes (torchrun) and waits for them.
+    `callbacks` are extra transformers TrainerCallback objects (from the Python API; one process only)."""
+    import dataclasses
+
+    parallel = parallel or ParallelArgs()
+    validate_training(data_args, tuner_args, train_args, method_args, method, parallel)
     if train_args.eval_tasks:  # a bad task name fails now, not after training
         from tunestack.eval.command import validate_eval
 
         validate_eval(eval_args(data_args, train_args))
-    run = RunDir(train_args.output_dir or f"runs/{method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if train_args.output_dir is None:  # named once, so that every process of a launch writes to the same run
+        train_args = dataclasses.replace(train_args, output_dir=f"runs/{method.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan = None
+    if train_args.auto_plan and not train_args.resume and not distributed.in_worker():
+        plan, (model_args, data_args, tuner_args, train_args, parallel) = _auto_plan(
+            model_args, data_args, tuner_args, train_args, parallel)
+    run = RunDir(train_args.output_dir)
+    distributed.use_cpu_deepspeed(parallel)
+    if distributed.needs_launch(parallel):
+        if callbacks:
+            raise ConfigError(["callbacks=: Python callback objects cannot cross into the launched processes; "
+                               "train in one process, or pass --callbacks PATH.py:Class"])
+        others = [parallel] + ([method_args] if method_args else [])
+        again = dataclasses.replace(train_args, resume=True, overwrite_output_dir=False)
+        argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others) for t in (train_args, again))
+        if distributed.launch(method.name, argv, parallel, train_args.output_dir, resume_argv) != 0:
+            raise TunestackError(f"{method.name}: a training process failed; see {run.manifest_path}")
+        if plan is not None:
+            run.update(auto_plan=plan)
+        return run
+    if distributed.world_size() > 1:
+        distributed.start_process_group()
 
     if train_args.resume and run.exists() and run.read_manifest().get("status") == "completed" \
             and run.final.is_dir():
         say(f"{run.path} is already complete (final/ is written); nothing to resume")
         return run
-    trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args)
-    checkpoint = _resume_point(run) if train_args.resume else None
+    trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+    if plan is not None:
+        _update(run, auto_plan=plan)
+    checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.
-        run.save_final(lambda path: _copy_model_files(checkpoint, path))
-        plot_loss(run.read_metrics(), run.path / "loss.png")
-        run.update(status="completed", final_step=_finished(checkpoint))
+        if is_main():
+            run.save_final(lambda path: _copy_model_files(checkpoint, path))
+            plot_loss(run.read_metrics(), run.path / "loss.png")
+            run.update(status="completed", final_step=_finished(checkpoint))
         _done(run, method)
         return run
-    run.update(status="running")
+    _update(run, status="running", processes=distributed.world_size(), engine=distributed.engine_name(parallel))
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        run.update(status="interrupted")
+        _update(run, status="interrupted")
         say(f"interrupted; continue with: tunestack {method.name} --output_dir {run.path} --resume")
         raise
     except BaseException:
-        run.update(status="failed")
+        _update(run, status="failed")
         raise
-    _save_final(run, trainer.model, trainer.processing_class)
-    run.update(status="completed", final_step=trainer.state.global_step,
-               final_loss=_last_loss(trainer.state.log_history), **_final_figures(trainer.state.log_history))
+    _save_final(run, trainer)
+    _update(run, status="completed", final_step=trainer.state.global_step,
+            final_loss=_last_loss(trainer.state.log_history), **_final_figures(trainer.state.log_history))
     _done(run, method)
-    if train_args.eval_tasks:
+    if train_args.eval_tasks and is_main():
         del trainer
         evaluate_final(run, model_args, data_args, train_args)
     return run
 
 
+def _auto_plan(model_args, data_args, tuner_args, train_args, parallel):
+    """`tunestack estimate`'s recommendation for this machine applied to the groups, and what run.json records."""
+    import dataclasses
+
+    from tunestack.config import PlanArgs
+    from tunestack.plan.estimate import build_estimate
+
+    estimate = build_estimate(model_args, data_args, tuner_args, train_args, parallel, PlanArgs())
+    record = {"fits_as_given": estimate.plan is None, "peak_bytes": estimate.memory.needed,
+              "device_bytes": estimate.device.memory, "changes": []}
+    if estimate.plan is not None:
+        plan = estimate.plan
+        given = plan.groups
+        model_args, data_args, tuner_args, train_args, parallel = (given.model, given.data, given.tuner, given.train,
+                                                                   given.parallel)
+        record.update(changes=plan.changes, fits=plan.fits, peak_bytes=plan.memory.needed)
+        for change in plan.changes:
+            say(f"auto plan: {change}")
+    else:
+        say(f"auto plan: the run fits as given ({estimate.memory.needed / 2**30:.2f} GiB of "
+            f"{estimate.device.memory / 2**30:.2f} GiB)")
+    train_args = dataclasses.replace(train_args, auto_plan=False)  # applied once; launched processes take the result
+    return record, (model_args, data_args, tuner_args, train_args, parallel)
+
+
+def _update(run: RunDir, **fields) -> None:
+    if is_main():
+        run.update(**fields)
+
+
 def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
-                  train_args: TrainArgs, run: RunDir, method_args=None):
+                  train_args: TrainArgs, run: RunDir, method_args=None, parallel: ParallelArgs | None = None):
     """Data, starting model, tuner and the method's ready Trainer writing into `run` (manifest written when fresh)."""
     from tunestack.data import load_datasets
     from tunestack.model.load import load_tokenizer
@@ -163,29 +261,37 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
                                          fallback_template=start.resolved.template)
-    if method.encode is not None:
-        train_rows, val_rows, encoded = method.encode(splits, tokenizer, data_args)
+    if getattr(method_args, "ref_model", None):  # a reference scoring other token ids fails before weights load
+        from tunestack.train.policy import reference_problem
+
+        if problem := reference_problem(method_args.ref_model, tokenizer, model_args):
+            raise ConfigError([problem])
+    if method.encode is not None:  # once, on the first process; the others receive the result
+        train_rows, val_rows, encoded = distributed.from_main(lambda: method.encode(splits, tokenizer, data_args))
     else:
         train_rows, val_rows, encoded = splits.train, splits.val, {}
 
-    run.prepare(resume=train_args.resume, overwrite=train_args.overwrite_output_dir)
+    if is_main():
+        run.prepare(resume=train_args.resume, overwrite=train_args.overwrite_output_dir)
+    barrier()
     compute = resolve_dtype("bf16" if train_args.bf16 else "fp32") if train_args.bf16 is not None \
         else resolve_dtype(model_args.dtype)
     # Frozen base weights may live in the compute dtype; fully trained weights stay fp32 under autocast.
     weights = compute if tuner_args.tuner != "full" else resolve_dtype("fp32")
 
-    from transformers import set_seed
-
     from tunestack.model.tuners import trainable_summary
 
-    set_seed(train_args.seed)  # adapter initialisation draws from the global generator
-    model = build_policy(start, tuner_args, train_args.gradient_checkpointing, dtype=weights,
+    # ZeRO-3 shards the parameters as they load, once the DeepSpeed config is known to transformers.
+    zero3 = distributed.zero3_loading(parallel, train_args, str(run.checkpoints))
+    model = build_policy(start, tuner_args, train_args.gradient_checkpointing, train_args.seed, dtype=weights,
                          attn=model_args.attn_implementation, quantize_4bit=tuner_args.tuner == "qlora",
                          trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer,
-                         train_length=data_args.max_length, packed=data_args.packing, head=method.head)
+                         train_length=data_args.max_length, packed=data_args.packing, head=method.head,
+                         tp=(parallel or ParallelArgs()).tp)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
-    if not train_args.resume:
-        groups = [model_args, data_args, tuner_args, train_args] + ([method_args] if method_args is not None else [])
+    if not train_args.resume and is_main():
+        groups = [model_args, data_args, tuner_args, train_args, parallel or ParallelArgs()] + \
+            ([method_args] if method_args is not None else [])
         run.write_manifest(new_manifest(method.name, groups, start, template, dtype_name(compute),
                                         {**splits.report, **encoded}))
     adapter, full = method.learning_rate
@@ -193,7 +299,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     if train_args.learning_rate is None:
         say(f"learning rate: {learning_rate:g} ({method.name}'s default for --tuner {tuner_args.tuner})")
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
-                        compute, learning_rate, extra={"model_args": model_args})
+                        compute, learning_rate, parallel or ParallelArgs(),
+                        extra={"model_args": model_args, "zero3": zero3})
     return _with_run_callbacks(method.trainer(prepared), run, train_args.save_total_limit)
 
 
@@ -209,18 +316,21 @@ def _with_run_callbacks(trainer, run: RunDir, keep: int):
     return trainer
 
 
-def _resume_point(run: RunDir) -> Path | None:
-    removed = run.discard_incomplete_checkpoints()
-    for path in removed:
-        say(f"discarded incomplete checkpoint {path}")
+def _resume_point(run: RunDir, parallel: ParallelArgs) -> Path | None:
+    if is_main():
+        for path in run.discard_incomplete_checkpoints():
+            say(f"discarded incomplete checkpoint {path}")
+    barrier()
     checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        say("no complete checkpoint yet: training starts from step 0")
-        run.truncate_metrics(0)
-        return None
-    step = int(checkpoint.name.rsplit("-", 1)[1])
-    run.truncate_metrics(step)
-    say(f"resuming from {checkpoint}")
+    recorded = run.read_manifest().get("processes", 1)
+    if checkpoint is not None and recorded != distributed.world_size() and (parallel.fsdp or parallel.deepspeed):
+        raise TunestackError(f"--resume: {run.path} was checkpointed by {recorded} processes; FSDP and DeepSpeed "
+                             f"checkpoints are sharded per process, so resume it with {recorded} processes "
+                             "(DDP checkpoints resume with any --nproc)")
+    step = int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint is not None else 0
+    if is_main():
+        run.truncate_metrics(step)
+    say(f"resuming from {checkpoint}" if checkpoint else "no complete checkpoint yet: training starts from step 0")
     return checkpoint
 
 
@@ -239,13 +349,18 @@ def _copy_model_files(checkpoint: Path, target: Path) -> None:
             shutil.copy2(file, target / file.name)
 
 
-def _save_final(run: RunDir, model, tokenizer) -> None:
-    def save(path: Path) -> None:
-        model.config.use_cache = True  # off only while training
-        model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-
-    run.save_final(save)
+def _save_final(run: RunDir, trainer) -> None:
+    """final/ through the Trainer's own saving, which gathers sharded (FSDP, ZeRO-3) weights; swapped in by rank 0."""
+    if is_main():
+        shutil.rmtree(run.final_tmp, ignore_errors=True)
+    barrier()
+    trainer.model.config.use_cache = True  # off only while training
+    trainer.save_model(str(run.final_tmp))
+    barrier()
+    if is_main():
+        trainer.processing_class.save_pretrained(run.final_tmp)
+        (run.final_tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; run.json records the flags
+        run.swap_final()
 
 
 def _done(run: RunDir, method: Method) -> None:
@@ -260,8 +375,10 @@ def _last_loss(history: list[dict]) -> float | None:
 
 
 def _final_figures(history: list[dict]) -> dict:
-    """The last logged preference figures (margin, accuracy, reward), recorded in run.json beside the loss."""
-    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward"}
+    """The last logged preference figures (margin, accuracy, reward, validation accuracy), recorded in run.json
+    beside the loss."""
+    keys = {"rewards/margins": "final_margin", "rewards/accuracies": "final_accuracy", "reward": "final_reward",
+            "eval_accuracy": "final_eval_accuracy"}
     found = {}
     for entry in history:
         found.update({name: entry[key] for key, name in keys.items() if key in entry})

@@ -56,21 +56,30 @@ def starting_point(model_args: ModelArgs, tuner_args: TunerArgs) -> StartingPoin
     return StartingPoint(resolved, base_name, chain + [own])
 
 
-def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, **load):
-    """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter)."""
+def build_policy(start: StartingPoint, tuner_args: TunerArgs, gradient_checkpointing: bool, seed: int, **load):
+    """Load the base, merge the chain's adapters, then attach the tuner (or reopen the continued adapter).
+
+    The seed is set before loading, where a fresh head (a reward model's score layer) is initialised, and again
+    right before the adapter is made, so its initial weights do not depend on how loading went (DeepSpeed ZeRO-3
+    initialises weights while sharding them, drawing from the global generator)."""
     from tunestack.model.load import load_model
     from tunestack.model.tuners import attach_tuner, continue_adapter
 
+    if start.resolved.head == "reward" and load.get("head", "causal") != "reward":
+        raise ConfigError([f"--model {start.resolved.name}: a reward model scores text and cannot be trained to "
+                           "generate; start from the policy model and pass the reward model to ppo --reward_model or "
+                           "grpo/rloo --reward_funcs"])
+    from transformers import set_seed
+
+    set_seed(seed)
     model = load_model(start.resolved.path, **load)
     if start.merged:
-        from tunestack.compat import import_gptqmodel_quietly
-
-        import_gptqmodel_quietly()
-        from peft import PeftModel
+        from tunestack.model.tuners import merge_adapter
 
         for adapter in start.merged:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = merge_adapter(model, adapter)
         say(f"merged {len(start.merged)} earlier adapter(s) into the base: {', '.join(map(str, start.merged))}")
+    set_seed(seed)
     if start.continue_from is not None:
         say(f"continuing to train the adapter {start.continue_from} (its rank and targets are kept)")
         return continue_adapter(model, start.continue_from, gradient_checkpointing)
@@ -81,16 +90,43 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def reference_model(name: str, prepared) -> object:
-    """A frozen reference model named by --ref_model, checked to share the policy's tokenizer."""
-    from tunestack.config import ModelArgs
-    from tunestack.inference.loading import load_for_inference
+def reference_problem(name: str, tokenizer, model_args: ModelArgs) -> str | None:
+    """Why the model --ref_model names cannot be the reference (its tokenizer differs), read before any weights load."""
+    from tunestack.inference.loading import resolve_for_inference
 
-    model_args = prepared.extra["model_args"]
-    loaded = load_for_inference(ModelArgs(model=name, hub=model_args.hub, dtype=model_args.dtype,
-                                          trust_remote_code=model_args.trust_remote_code))
-    if loaded.tokenizer.get_vocab() != prepared.tokenizer.get_vocab():
-        raise ConfigError([f"--ref_model {name}: its tokenizer differs from the policy's ({len(loaded.tokenizer)} "
-                           f"vs {len(prepared.tokenizer)} tokens); the reference must score the same token ids"])
-    loaded.model.requires_grad_(False)
-    return loaded.model.eval()
+    _, _, theirs = resolve_for_inference(ModelArgs(model=name, hub=model_args.hub,
+                                                   trust_remote_code=model_args.trust_remote_code))
+    if theirs.get_vocab() == tokenizer.get_vocab():
+        return None
+    return (f"--ref_model {name}: its tokenizer differs from the policy's ({len(theirs)} vs {len(tokenizer)} tokens); "
+            "the reference must score the same token ids: pass a model of the same family")
+
+
+def reference_model(name: str | None, prepared) -> object | None:
+    """The reference a TRL trainer compares against: the model --ref_model names; for --tuner full a frozen copy of
+    the starting weights (TRL would reload the bare base from disk, without the parent adapters merged into it);
+    otherwise None, the policy with its adapter disabled."""
+    if name:
+        from tunestack.inference.loading import load_for_inference
+
+        model_args = prepared.extra["model_args"]
+        loaded = load_for_inference(ModelArgs(model=name, hub=model_args.hub, dtype=model_args.dtype,
+                                              trust_remote_code=model_args.trust_remote_code))
+        return loaded.model.requires_grad_(False).eval()
+    if prepared.tuner.tuner == "full":
+        import copy
+
+        return copy.deepcopy(prepared.model).requires_grad_(False).eval()
+    return None
+
+
+def without_adapter_copy(trainer, tuner_args: TunerArgs):
+    """Undo TRL's copy of a PEFT policy's adapter as its "ref" adapter, when that copy adds nothing.
+
+    A fresh adapter changes nothing at the start, so the policy with its adapter disabled is the same reference
+    without a second adapter in memory and in every checkpoint (TRL disables the adapter when there is no "ref").
+    With --continue_adapter the copy is the adapter as this run found it, the right reference, and it stays."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if not tuner_args.continue_adapter and "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+    return trainer

@@ -123,11 +123,27 @@ def _regex_problems(regex: str | None) -> list[str]:
 
 def is_reward_model(spec: str) -> bool:
     """Whether `spec` names a folder (a reward-model run) rather than a built-in or a PATH.py:FUNCTION."""
-    return ".py:" not in spec and Path(spec).expanduser().is_dir()
+    return ".py:" not in spec and not spec.startswith("python:") and Path(spec).expanduser().is_dir()
+
+
+PYTHON_OBJECTS: dict[str, Callable] = {}
+"""Reward functions the Python API was given as objects, under the names `python:NAME` it put in --reward_funcs."""
+
+
+def register_object(function: Callable) -> str:
+    """Name a reward function object for --reward_funcs (this process only)."""
+    name = f"python:{getattr(function, '__name__', type(function).__name__)}:{id(function)}"
+    PYTHON_OBJECTS[name] = function
+    return name
 
 
 def user_function(spec: str) -> Callable:
-    """The function FUNCTION of the file PATH.py named by `spec`, imported once."""
+    """The function FUNCTION of the file PATH.py named by `spec`, imported once (or an object the API gave)."""
+    if spec.startswith("python:"):
+        if spec not in PYTHON_OBJECTS:
+            raise TunestackError(f"--reward_funcs {spec}: a Python function object exists only in the process that "
+                                 "was given it; pass PATH.py:FUNCTION to train in several processes")
+        return PYTHON_OBJECTS[spec]
     path, _, name = spec.rpartition(":")
     if ".py:" not in spec and ("/" in spec or spec.startswith(".")):
         raise TunestackError(f"--reward_funcs {spec}: no such reward-model run directory")
@@ -167,5 +183,6 @@ def reward_functions(args, load_model: Callable | None = None) -> list:
             model = load_model(spec)
             sources.append(RewardFunction(model.__name__, model))
         else:
-            sources.append(RewardFunction(spec.rpartition(":")[2], user_function(spec)))
+            name = spec.split(":")[1] if spec.startswith("python:") else spec.rpartition(":")[2]
+            sources.append(RewardFunction(name, user_function(spec)))
     return sources

@@ -49,7 +49,10 @@ class TunestackTrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         counts = inputs.pop("num_tokens", None)
-        self.state.num_input_tokens_seen += int(counts.sum()) if counts is not None else 0
+        if counts is not None:  # every process's tokens: throughput is that of the global batch
+            total = counts.sum().to(self.accelerator.device)
+            self.state.num_input_tokens_seen += int(self.accelerator.reduce(total, "sum")) \
+                if self.accelerator.num_processes > 1 else int(total)
         return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -60,7 +63,10 @@ class TunestackTrainer(Trainer):
 def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
                        has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
     """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields, which
-    win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count)."""
+    win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by
+    TunestackTrainer unless the method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count
+    in every checkpoint."""
+    method = {"include_num_input_tokens_seen": "no", **method}
     eval_steps = args.eval_steps or args.save_steps
     base = dict(
         output_dir=checkpoints_dir,
@@ -89,9 +95,11 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         remove_unused_columns=False,
         dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=True,
-        include_num_input_tokens_seen="no",
         use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=False,  # attach_tuner enables it when asked (TRL's configs would turn it on)
+        optim=args.optim,
+        neftune_noise_alpha=args.neftune_noise_alpha,
+        use_liger_kernel=args.use_liger_kernel,
     )
     return config_class(**{**base, **method})  # a method's own value wins
 

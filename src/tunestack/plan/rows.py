@@ -1,0 +1,121 @@
+"""The rows a run trains on, as an estimate needs them: the longest micro-batch, average tokens, how many rows."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+IGNORE_INDEX = -100  # the label of positions without a target (tunestack.data.tokenize.IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class RowProfile:
+    """One micro-batch of `batch` rows: the worst one (for memory) and an average one (for time)."""
+
+    batch: int
+    length: int
+    """The longest row; every row of the worst micro-batch is padded to it."""
+    kept: int
+    """Positions of a row whose logits are computed: the columns where some row of the micro-batch has a target."""
+    examples: int
+    """Examples in the worst micro-batch (several per row when packed)."""
+    longest_example: int
+    """The longest single example (packed rows are attended per example)."""
+    mean_padded: float
+    """The padded length of an average micro-batch."""
+    mean_tokens: float
+    """Real (non-padding) tokens of an average row."""
+
+    @property
+    def tokens(self) -> int:
+        """Token positions (padding included) of the worst micro-batch."""
+        return self.batch * self.length
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The training rows' lengths, longest first, or rows of --max_length assumed when no data was read."""
+
+    lengths: tuple[int, ...]
+    examples: tuple[int, ...]
+    """Examples in each row, in the same order (1 unless packed)."""
+    first_targets: tuple[int, ...]
+    """Each row's first logit column with a target (column j predicts token j + 1), smallest first."""
+    longest_example: int
+    measured: bool = False
+    """Whether the lengths come from tokenizing --dataset."""
+
+    @classmethod
+    def assumed(cls, max_length: int) -> Rows:
+        """No data read: rows of --max_length tokens with a target at every position."""
+        return cls((max_length,), (1,), (0,), max_length)
+
+    @classmethod
+    def from_encoded(cls, rows: list[dict]) -> Rows:
+        """From encoded rows (input_ids, labels and, packed, position_ids), as the trainer's collator receives them."""
+        rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
+        pieces = [_examples(r) for r in rows]
+        return cls(tuple(len(r["input_ids"]) for r in rows), tuple(len(p) for p in pieces),
+                   tuple(sorted(_first_target(r["labels"]) for r in rows)), max(max(p) for p in pieces), measured=True)
+
+    @property
+    def count(self) -> int | None:
+        """Training rows (packed rows with --packing); None when no data was read."""
+        return len(self.lengths) if self.measured else None
+
+    def micro_batch(self, batch: int, drawn: int | None = None, seed: int = 0) -> RowProfile:
+        """Micro-batches of `batch` rows drawn at random, as the trainer draws them, when the run draws `drawn` rows
+        in all (None: every row at least once).
+
+        The worst micro-batch holds the longest row drawn: of k rows drawn from N, its expected rank from the top is
+        (N + 1) / (k + 1). Its logits start at the earliest target of its `batch` rows, expected likewise.
+        """
+        count = len(self.lengths)
+        top = _expected_rank(count, drawn)
+        length = self.lengths[top]
+        first = self.first_targets[_expected_rank(count, batch)] if self.measured else 0
+        draw = random.Random(seed)
+        padded = [max(draw.choices(self.lengths, k=batch)) for _ in range(256)] if self.measured else [length]
+        return RowProfile(
+            batch=batch, length=length, kept=max(1, min(length - 1, length - 1 - first)),
+            examples=sum(self.examples[top:top + batch]) if self.measured else batch,
+            longest_example=self.longest_example, mean_padded=sum(padded) / len(padded),
+            mean_tokens=sum(self.lengths) / len(self.lengths),
+        )
+
+
+def _expected_rank(count: int, drawn: int | None) -> int:
+    """Index, from the top of `count` sorted values, of the expected maximum of `drawn` random ones."""
+    if drawn is None or drawn >= count:
+        return 0
+    return min(count - 1, round((count + 1) / (drawn + 1)) - 1)
+
+
+def _first_target(labels: list[int]) -> int:
+    """The first logit column with a target."""
+    return next((j for j, label in enumerate(labels[1:]) if label != IGNORE_INDEX), len(labels) - 1)
+
+
+def _examples(row: dict) -> list[int]:
+    """Lengths of the examples in a row: one, or those of a packed row (positions restart at 0 in each)."""
+    positions = row.get("position_ids")
+    if positions is None:
+        return [len(row["input_ids"])]
+    starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+    return [b - a for a, b in zip(starts, starts[1:])]
+
+
+def data_rows(source, model_args, data_args, seed: int) -> Rows:
+    """Tokenize --dataset with the model's tokenizer as sft does; without data or a local tokenizer, assume rows."""
+    if not data_args.dataset or source.local is None or data_args.streaming:
+        return Rows.assumed(data_args.max_length)
+    from tunestack.data import load_datasets
+    from tunestack.data.encode import encode_rows
+    from tunestack.model.load import load_tokenizer
+
+    splits = load_datasets(data_args, task="sft", seed=seed)
+    tokenizer, _ = load_tokenizer(source.local, model_args.template, model_args.trust_remote_code,
+                                  fallback_template=source.template)
+    rows, _ = encode_rows(splits.train, tokenizer=tokenizer, task="sft", max_length=data_args.max_length,
+                          truncation=data_args.truncation, packing=data_args.packing, source="training data")
+    return Rows.from_encoded(rows)
