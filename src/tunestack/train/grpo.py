@@ -2,7 +2,8 @@
 them with --reward_funcs, and push each up or down by how its reward compares with its group's.
 
 Completions come from the policy itself (CPU or GPU), or from vLLM with --use_vllm. With an adapter, the KL
-reference (--beta > 0) is the policy with its adapter disabled: no second copy in memory."""
+reference (--beta > 0) is the policy with its adapter disabled, no second copy in memory (with --continue_adapter,
+a copy of the adapter as this run found it)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,19 @@ from tunestack.train.rewards import check_gold_answers
 def trainer(prepared: Prepared):
     from trl import GRPOConfig, GRPOTrainer
 
+    from tunestack.train.policy import without_adapter_copy
+
     grpo = prepared.method_args
     config = prepared.training_args(GRPOConfig, **sampling(prepared), loss_type=grpo.loss_type,
                                     scale_rewards=grpo.scale_rewards)
-    return adapter_disabled_reference(GRPOTrainer(
+    return without_adapter_copy(GRPOTrainer(
         model=prepared.model,
         reward_funcs=reward_functions(grpo, reward_model_loader(prepared)),
         args=config,
         train_dataset=prepared.train,
         eval_dataset=prepared.val,
         processing_class=prepared.tokenizer,
-    ))
+    ), prepared.tuner)
 
 
 def sampling(prepared: Prepared) -> dict:
@@ -53,15 +56,6 @@ def reward_model_loader(prepared: Prepared):
         return load_reward_model(name, prepared.tokenizer, prepared.extra["model_args"], flag="--reward_funcs")
 
     return load
-
-
-def adapter_disabled_reference(trainer):
-    """TRL keeps a copy of a PEFT policy's adapter, named "ref", as the KL reference. The reference is the policy
-    with its adapter disabled instead, as for DPO (a fresh adapter starts as a no-op; a --continue_adapter run is
-    held near the model under it): the copy is dropped, TRL then disables the adapter, and final/ holds one adapter."""
-    if "ref" in getattr(trainer.model, "peft_config", {}):
-        trainer.model.delete_adapter("ref")
-    return trainer
 
 
 def check(args, tuner, train) -> list[str]:
