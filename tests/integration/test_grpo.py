@@ -115,15 +115,30 @@ def test_kill_then_resume_continues_exactly(setup, tiny_model_dir, tmp_path):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
 
 
-def test_rloo_trains_with_a_built_in_and_a_user_function(setup, tiny_model_dir, tmp_path):
+def reward_model_dir(tiny_model_dir, path):
+    """A sequence-classification checkpoint with one output on the tiny model's tokenizer: a reward model."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+def test_rloo_trains_with_a_built_in_a_user_function_and_a_reward_model(setup, tiny_model_dir, tmp_path):
     root, data, _, _ = setup
+    scorer = reward_model_dir(tiny_model_dir, tmp_path / "scorer")
     run = tmp_path / "rloo"
     cli("rloo", "--model", str(tiny_model_dir), "--dataset", str(data), "--reward_funcs",
-        f"json,{root / 'mine.py'}:short", "--output_dir", str(run), *FLAGS, "--max_steps", "2",
-        env={"SEEN": str(tmp_path / "seen.json")})
+        f"json,{root / 'mine.py'}:short,{scorer}", "--reward_weights", "1,1,0.5", "--output_dir", str(run), *FLAGS,
+        "--max_steps", "2", env={"SEEN": str(tmp_path / "seen.json")})
     logged = [m for m in metrics(run) if "loss" in m]
     assert [m["step"] for m in logged] == [1, 2] and all(math.isfinite(m["loss"]) for m in logged)
-    assert all({"rewards/json/mean", "rewards/short/std", "reward", "kl"} <= set(m) for m in logged)
+    for m in logged:
+        assert {"rewards/json/mean", "rewards/short/std", "rewards/scorer/mean", "reward", "kl"} <= set(m)
+        assert m["rewards/scorer/std"] > 0  # the reward model scored each completion
+        weighted = m["rewards/json/mean"] + m["rewards/short/mean"] + 0.5 * m["rewards/scorer/mean"]
+        assert m["reward"] == pytest.approx(weighted, abs=1e-5)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in (run / "final").glob("adapter_*")) == ["adapter_config.json",
                                                                         "adapter_model.safetensors"]

@@ -2,7 +2,8 @@
 them with --reward_funcs, and push each up or down by how its reward compares with its group's.
 
 Completions come from the policy itself (CPU or GPU), or from vLLM with --use_vllm. With an adapter, the KL
-reference (--beta > 0) is the policy with its adapter disabled: no second copy in memory."""
+reference (--beta > 0) is the policy with its adapter disabled, no second copy in memory (with --continue_adapter,
+a copy of the adapter as this run found it)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,19 @@ from tunestack.train.rewards import check_gold_answers
 def trainer(prepared: Prepared):
     from trl import GRPOConfig, GRPOTrainer
 
+    from tunestack.train.policy import without_adapter_copy
+
     grpo = prepared.method_args
     config = prepared.training_args(GRPOConfig, **sampling(prepared), loss_type=grpo.loss_type,
                                     scale_rewards=grpo.scale_rewards)
-    return adapter_disabled_reference(GRPOTrainer(
+    return without_adapter_copy(GRPOTrainer(
         model=prepared.model,
         reward_funcs=reward_functions(grpo, reward_model_loader(prepared)),
         args=config,
         train_dataset=prepared.train,
         eval_dataset=prepared.val,
         processing_class=prepared.tokenizer,
-    ))
+    ), prepared.tuner)
 
 
 def sampling(prepared: Prepared) -> dict:
@@ -46,22 +49,13 @@ def sampling(prepared: Prepared) -> dict:
 
 
 def reward_model_loader(prepared: Prepared):
-    """`load(run_dir)`: a reward-model run as a reward source, checked to share the policy's tokenizer."""
+    """`load(run_dir)`: a `tunestack rm` run as a reward source, frozen, checked to share the policy's tokenizer."""
     def load(name: str):
         from tunestack.train.reward_model import load_reward_model
 
-        return load_reward_model(name, prepared.tokenizer, prepared.extra["model_args"])
+        return load_reward_model(name, prepared.tokenizer, prepared.extra["model_args"], flag="--reward_funcs")
 
     return load
-
-
-def adapter_disabled_reference(trainer):
-    """TRL keeps a copy of a PEFT policy's adapter, named "ref", as the KL reference. The reference is the policy
-    with its adapter disabled instead, as for DPO (a fresh adapter starts as a no-op; a --continue_adapter run is
-    held near the model under it): the copy is dropped, TRL then disables the adapter, and final/ holds one adapter."""
-    if "ref" in getattr(trainer.model, "peft_config", {}):
-        trainer.model.delete_adapter("ref")
-    return trainer
 
 
 def check(args, tuner, train) -> list[str]:
@@ -72,8 +66,7 @@ def check(args, tuner, train) -> list[str]:
         problems.append(f"--num_generations {args.num_generations}: a step's completions "
                         f"(--per_device_train_batch_size {train.per_device_train_batch_size} x "
                         f"--gradient_accumulation_steps {train.gradient_accumulation_steps} = {batch}) must be a "
-                        "multiple of it; e.g. "
-                        f"--per_device_train_batch_size {args.num_generations}")
+                        f"multiple of it; e.g. --per_device_train_batch_size {args.num_generations}")
     if args.use_vllm and importlib.util.find_spec("vllm") is None:
         problems.append("--use_vllm: vLLM is not installed: pip install 'tunestack[vllm]' (on a machine with a GPU)")
     if args.vllm_server_url and not (args.use_vllm and args.vllm_mode == "server"):

@@ -180,7 +180,8 @@ def reward_functions(args, load_model: Callable | None = None) -> list:
         if spec in builtins:
             sources.append(RewardFunction(spec, builtins[spec]))
         elif is_reward_model(spec):
-            sources.append(load_model(spec))
+            model = load_model(spec)
+            sources.append(RewardFunction(model.__name__, model))
         else:
             name = spec.split(":")[1] if spec.startswith("python:") else spec.rpartition(":")[2]
             sources.append(RewardFunction(name, user_function(spec)))
