@@ -116,7 +116,7 @@ def main() -> None:
             print(f"{r['engine']:8} failed: {r['error']}")
             continue
         r["scaling_efficiency"] = round(r["tokens_per_s"] / (r["processes"] * single), 3) if single else None
-        peaks = ", ".join(r["peak_rss_mb_per_rank"].values())
+        peaks = ", ".join(map(str, r["peak_rss_mb_per_rank"].values()))
         print(f"{r['engine']:8} {r['processes']:>5} {r['tokens_per_s']:>9} {r['scaling_efficiency']:>10} "
               f"{peaks:>24} {r['final_loss']:>8.4f}")
     out = Path(args.output)

@@ -47,3 +47,20 @@ def test_serve_refuses_a_pickle_model_in_one_line(pickled):
     result = cli("serve", "--model", str(pickled[0]), "--port", "0", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "pytorch_model.bin: pickle weights can run code" in result.stderr.strip().splitlines()[-1]
+
+
+def test_training_and_export_refuse_pickle_weights_unless_allowed(pickled, tmp_path):
+    from helpers import CHAT_ROWS, write_jsonl
+
+    model, adapter = pickled
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    refused = cli("sft", "--model", str(model), "--dataset", str(data), "--max_steps", "1",
+                  "--output_dir", str(tmp_path / "run"), check=False)
+    assert refused.returncode == 2 and "pytorch_model.bin: pickle weights" in refused.stderr
+    assert not (tmp_path / "run").exists()
+    exported = cli("export", "--model", str(model), "--adapter", str(adapter), "--output_dir", str(tmp_path / "out"),
+                   check=False)
+    assert exported.returncode == 2 and "pickle weights" in exported.stderr and "--allow_pickle" in exported.stderr
+    cli("sft", "--model", str(model), "--dataset", str(data), "--max_steps", "1", "--allow_pickle",
+        "--output_dir", str(tmp_path / "run"))
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()

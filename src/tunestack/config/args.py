@@ -62,6 +62,8 @@ class ModelArgs:
         None, "chat template for models without one (chatml, llama3, qwen, ...); default: the tokenizer's own"
     )
     trust_remote_code: bool = arg(False, "allow custom model code from the hub")
+    allow_pickle: bool = arg(False, "also load weights stored as pickle files (.bin, .pt), which can run code when "
+                             "loaded; by default only safetensors are read")
 
 
 @dataclass

@@ -68,6 +68,10 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
 
         check_push(export.push_to_hub, model.hub)
     resolved = resolve_model(model.model, hub=model.hub, revision=model.revision)
+    from tunestack.model.load import refuse_pickle
+
+    for folder in [resolved.path, *resolved.adapters, *(Path(a).expanduser() for a in export.adapter)]:
+        refuse_pickle(folder / "final" if (folder / "run.json").is_file() else folder, model.allow_pickle)
     if resolved.head == "reward":
         raise ConfigError([f"--model {model.model} is a reward model: export writes causal language models; score "
                            f"with it in place (tunestack infer --score --model {model.model}) or pass its run "

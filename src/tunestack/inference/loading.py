@@ -46,21 +46,11 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = (), head:
     return resolved, adapter_dirs, tokenizer
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-"""Weight files torch reads by unpickling, which can run code hidden in them."""
-
-
 def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
-    """Raise, naming the file and the flag, when the weights in `folder` are pickle files only."""
-    folder = Path(folder)
-    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
-        return
-    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
-    if pickled:
-        from tunestack.errors import TunestackError
+    """model/load.py's check that weights are safetensors (imported when needed: it brings torch)."""
+    from tunestack.model.load import refuse_pickle as check
 
-        raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
-                             "only safetensors; convert them, or pass --allow_pickle if you trust this file")
+    check(folder, allow_pickle)
 
 
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),

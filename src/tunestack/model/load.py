@@ -168,3 +168,20 @@ class Int8Rows(torch.nn.Module):
     def forward(self, ids):
         w = self.weight.data
         return ((w.qdata[ids].float() - w.zero_point[ids].float()) * w.scale[ids].float()).to(w.dtype)
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+"""Weight files torch reads by unpickling, which can run code hidden in them."""
+
+
+def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
+    """Raise, naming the file and the flag, when the weights in `folder` are pickle files only."""
+    folder = Path(folder)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+    if pickled:
+        from tunestack.errors import TunestackError
+
+        raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
+                             "only safetensors; convert them, or pass --allow_pickle if you trust this file")

@@ -35,7 +35,11 @@ def starting_point(model_args: ModelArgs, tuner_args: TunerArgs) -> StartingPoin
     from tunestack.jsonfile import read_json_object
     from tunestack.run.manifest import adapter_fingerprint
 
+    from tunestack.model.load import refuse_pickle
+
     resolved = resolve_model(model_args.model, hub=model_args.hub, revision=model_args.revision)
+    for folder in [resolved.path, *resolved.adapters]:
+        refuse_pickle(folder, model_args.allow_pickle)
     if resolved.adapter is None:
         if resolved.run_dir is not None:  # a fully fine-tuned run: its final/ is the base
             return StartingPoint(resolved, str(resolved.run_dir))
