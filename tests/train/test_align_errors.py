@@ -7,7 +7,7 @@ from helpers import KTO_ROWS, PREFERENCE_ROWS, build_model, build_tokenizer, wri
 GOOD, KTO_GOOD = PREFERENCE_ROWS[0], KTO_ROWS[0]
 CASES = {  # name: (command, rows or None, flags, what the one line says)
     "missing rejected": ("dpo", [{"prompt": "q", "chosen": "a"}], [],
-                         'data.jsonl, line 1: expected "prompt"/"chosen"/"rejected" fields'),
+                         'preference data needs "prompt"/"chosen"/"rejected" fields'),
     "rejected missing later": ("orpo", [GOOD, {"prompt": "q", "chosen": "a"}], [],
                                "data.jsonl, line 2: expected \"prompt\"/\"chosen\"/\"rejected\" fields like the first"),
     "chosen equals rejected": ("dpo", [GOOD, {"prompt": "q", "chosen": "same", "rejected": "same"}], [],
