@@ -108,7 +108,8 @@ def method_trainer(command: str, argv: list[str], run):
 
     parsed = parse_groups(COMMANDS[command].groups, [*argv, "--output_dir", str(run)])
     method = getattr(import_module(f"tunestack.train.{command}"), command.upper())
-    return build_trainer(method, *parsed[:4], RunDir(run), *parsed[4:])
+    model, data, tuner, train, parallel, *method_args = parsed
+    return build_trainer(method, model, data, tuner, train, RunDir(run), *method_args, parallel=parallel)
 
 
 def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
