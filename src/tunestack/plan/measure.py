@@ -1,5 +1,6 @@
 """Measure a run on this machine: the real `tunestack sft` for a few steps in a subprocess, its step times (from
-metrics.jsonl) and its peak memory (resident memory of the process; on a GPU, torch.cuda.max_memory_allocated)."""
+metrics.jsonl) and its peak memory (as the run logs it: the process's own peak resident memory; on a GPU,
+torch.cuda.max_memory_allocated)."""
 
 from __future__ import annotations
 
@@ -40,19 +41,16 @@ def run_measured(groups, steps: int, env: dict | None = None) -> Measured:
         command = [sys.executable, "-m", "tunestack", "sft", *sft_flags(replace(groups, train=train)),
                    "--output_dir", str(Path(folder) / "run")]
         with open(log, "w") as errors:
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors,
-                                       env={**os.environ, **(env or {})})
-            _, status, usage = os.wait4(process.pid, 0)  # rusage of this child alone
-        process.returncode = os.waitstatus_to_exitcode(status)
+            process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors, env={**os.environ, **(env or {})})
         if process.returncode:
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
             raise TunestackError(f"--measure: the training run failed ({process.returncode}):\n{tail}")
         records = [json.loads(line) for line in (Path(folder) / "run" / "metrics.jsonl").read_text().splitlines()
                    if line.strip()]
-    return _from_records([r for r in records if "tokens_per_s" in r], usage.ru_maxrss * 1024)
+    return _from_records([r for r in records if "tokens_per_s" in r])
 
 
-def _from_records(records: list[dict], rss: int) -> Measured:
+def _from_records(records: list[dict]) -> Measured:
     """Step times from consecutive records: each covers the tokens since the previous one at its tokens/s."""
     seconds, seen = [], 0
     for record in records:
@@ -61,12 +59,6 @@ def _from_records(records: list[dict], rss: int) -> Measured:
     if len(seconds) < 2:
         raise TunestackError("--measure: the run logged fewer than two steps; raise --measure_steps")
     later = sum(seconds[1:])
-    gpu = max((r.get("memory_mb", 0) for r in records), default=0) * 2**20 if _cuda_run(records) else 0
+    peak = max(r.get("memory_mb", 0) for r in records) * 2**20
     return Measured(seconds[0], later / (len(seconds) - 1), (seen - records[0]["tokens_seen"]) / later,
-                    len(seconds), int(gpu or rss))
-
-
-def _cuda_run(records: list[dict]) -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+                    len(seconds), int(peak))

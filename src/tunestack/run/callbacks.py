@@ -13,13 +13,26 @@ from tunestack.run.rundir import RunDir
 
 
 def _memory_mb() -> float:
-    import resource
-
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss() / 2**20
+
+
+def peak_rss() -> int:
+    """Peak resident bytes of this process's own memory since it started.
+
+    On Linux, VmHWM: getrusage's ru_maxrss would also count the parent's pages that the child saw between fork and
+    exec, so a run started from a large process (a test session, a notebook) would report that process's size."""
+    import resource
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    except (OSError, StopIteration):
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 _NOT_METRICS = {"epoch", "step", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",

@@ -3,6 +3,7 @@ chosen answers; no reference model."""
 
 from __future__ import annotations
 
+from tunestack.config.align import CpoArgs
 from tunestack.train.lifecycle import Method, Prepared
 
 
@@ -17,4 +18,4 @@ def trainer(prepared: Prepared, **loss):
                       processing_class=prepared.tokenizer)
 
 
-CPO = Method("cpo", "preference", trainer, learning_rate=(5e-5, 1e-6))
+CPO = Method("cpo", "preference", trainer, learning_rate=(5e-5, 1e-6), args=CpoArgs)

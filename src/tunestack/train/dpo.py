@@ -5,6 +5,7 @@ For --tuner full, the reference is a frozen copy of the starting weights; --ref_
 
 from __future__ import annotations
 
+from tunestack.config.align import DpoArgs
 from tunestack.train.lifecycle import Method, Prepared
 
 
@@ -39,4 +40,4 @@ def check(dpo, tuner, train) -> list[str]:
     return []
 
 
-DPO = Method("dpo", "preference", trainer, learning_rate=(5e-5, 1e-6), check=check)
+DPO = Method("dpo", "preference", trainer, learning_rate=(5e-5, 1e-6), check=check, args=DpoArgs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from tunestack.config.align import GrpoArgs
 from tunestack.errors import ConfigError
 from tunestack.train.lifecycle import Method, Prepared
 from tunestack.train.reward_funcs import reward_functions, reward_problems
@@ -75,4 +76,4 @@ def check(args, tuner, train) -> list[str]:
 
 
 GRPO = Method("grpo", "prompts", trainer, learning_rate=(1e-5, 1e-6), check=check,
-              check_data=check_gold_answers)
+              check_data=check_gold_answers, args=GrpoArgs)

@@ -5,6 +5,7 @@ As with DPO, the reference model is the policy with its adapter disabled (a froz
 
 from __future__ import annotations
 
+from tunestack.config.align import KtoArgs
 from tunestack.train.lifecycle import Method, Prepared
 
 
@@ -28,4 +29,4 @@ def trainer(prepared: Prepared):
     return without_adapter_copy(kto_trainer, prepared.tuner)
 
 
-KTO = Method("kto", "kto", trainer, learning_rate=(5e-5, 1e-6))
+KTO = Method("kto", "kto", trainer, learning_rate=(5e-5, 1e-6), args=KtoArgs)

@@ -41,6 +41,8 @@ class Method:
     check_data: Callable | None = None
     """`check_data(splits, method_args)`: checks of the rows against the method's flags, before a model loads;
     raises DataError naming the file and row."""
+    args: type | None = None
+    """The method's own flags (DpoArgs, ...); their defaults stand in when a caller passes none."""
 
 
 @dataclass
@@ -148,6 +150,7 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     import dataclasses
 
     parallel = parallel or ParallelArgs()
+    method_args = _method_args(method, method_args)
     validate_training(data_args, tuner_args, train_args, method_args, method, parallel)
     if train_args.eval_tasks:  # a bad task name fails now, not after training
         from tunestack.eval.command import validate_eval
@@ -214,6 +217,11 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     return run
 
 
+def _method_args(method: Method, given):
+    """The method's flags as given, or their defaults."""
+    return given if given is not None or method.args is None else method.args()
+
+
 def _auto_plan(model_args, data_args, tuner_args, train_args, parallel):
     """`tunestack estimate`'s recommendation for this machine applied to the groups, and what run.json records."""
     import dataclasses
@@ -253,6 +261,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     from tunestack.run.manifest import new_manifest
     from tunestack.train.policy import build_policy, starting_point
 
+    parallel = parallel or ParallelArgs()
+    method_args = _method_args(method, method_args)
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
     splits = load_datasets(data_args, task=method.task, seed=train_args.seed)
     if method.check_data is not None:
@@ -287,10 +297,10 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
                          attn=model_args.attn_implementation, quantize_4bit=tuner_args.tuner == "qlora",
                          trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer,
                          train_length=data_args.max_length, packed=data_args.packing, head=method.head,
-                         tp=(parallel or ParallelArgs()).tp)
+                         tp=parallel.tp)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
     if not train_args.resume and is_main():
-        groups = [model_args, data_args, tuner_args, train_args, parallel or ParallelArgs()] + \
+        groups = [model_args, data_args, tuner_args, train_args, parallel] + \
             ([method_args] if method_args is not None else [])
         run.write_manifest(new_manifest(method.name, groups, start, template, dtype_name(compute),
                                         {**splits.report, **encoded}))
@@ -299,7 +309,7 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     if train_args.learning_rate is None:
         say(f"learning rate: {learning_rate:g} ({method.name}'s default for --tuner {tuner_args.tuner})")
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
-                        compute, learning_rate, parallel or ParallelArgs(),
+                        compute, learning_rate, parallel,
                         extra={"model_args": model_args, "zero3": zero3})
     return _with_run_callbacks(method.trainer(prepared), run, train_args.save_total_limit)
 

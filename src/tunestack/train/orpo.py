@@ -3,6 +3,7 @@ pushes the rejected one down, in one stage and without a reference model."""
 
 from __future__ import annotations
 
+from tunestack.config.align import OrpoArgs
 from tunestack.train.lifecycle import Method, Prepared
 
 
@@ -14,4 +15,4 @@ def trainer(prepared: Prepared):
                        processing_class=prepared.tokenizer)
 
 
-ORPO = Method("orpo", "preference", trainer, learning_rate=(5e-5, 1e-6))
+ORPO = Method("orpo", "preference", trainer, learning_rate=(5e-5, 1e-6), args=OrpoArgs)

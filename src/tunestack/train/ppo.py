@@ -17,6 +17,7 @@ import torch
 from transformers import Trainer
 
 from tunestack.config import DataArgs
+from tunestack.config.align import PpoArgs
 from tunestack.errors import ConfigError, DataError
 from tunestack.train.lifecycle import Method, Prepared, say
 
@@ -254,4 +255,4 @@ def check_data(splits, ppo) -> None:
 
 
 PPO = Method("ppo", "prompts", trainer, encode=encode, learning_rate=(1e-5, 1e-6), check=check,
-             check_data=check_data)
+             check_data=check_data, args=PpoArgs)

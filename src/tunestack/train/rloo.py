@@ -6,6 +6,7 @@ Sampling, reward sources and checks are GRPO's (train/grpo.py), the adapter-disa
 
 from __future__ import annotations
 
+from tunestack.config.align import RlooArgs
 from tunestack.train import grpo
 from tunestack.train.lifecycle import Method, Prepared
 from tunestack.train.reward_funcs import reward_functions
@@ -31,4 +32,4 @@ def trainer(prepared: Prepared):
 
 
 RLOO = Method("rloo", "prompts", trainer, learning_rate=(1e-5, 1e-6), check=grpo.check,
-              check_data=check_gold_answers)
+              check_data=check_gold_answers, args=RlooArgs)

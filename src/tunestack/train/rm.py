@@ -8,6 +8,7 @@ conversation as the chat template renders it (data/tokenize.py::conversation_ids
 from __future__ import annotations
 
 from tunestack.config import DataArgs
+from tunestack.config.align import RmArgs
 from tunestack.train.lifecycle import Method, Prepared, say
 
 
@@ -63,4 +64,5 @@ def trainer(prepared: Prepared):
                          eval_dataset=prepared.val, processing_class=prepared.tokenizer)
 
 
-RM = Method("rm", "preference", trainer, encode=encode, head="reward", learning_rate=(1e-4, 1e-5))
+RM = Method("rm", "preference", trainer, encode=encode, head="reward", learning_rate=(1e-4, 1e-5),
+            args=RmArgs)

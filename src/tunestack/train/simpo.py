@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from tunestack.config.align import SimpoArgs
 from tunestack.train import cpo
 from tunestack.train.lifecycle import Method, Prepared
 
@@ -11,4 +12,4 @@ def trainer(prepared: Prepared):
     return cpo.trainer(prepared, loss_type="simpo", simpo_gamma=prepared.method_args.simpo_gamma)
 
 
-SIMPO = Method("simpo", "preference", trainer, learning_rate=(5e-5, 1e-6))
+SIMPO = Method("simpo", "preference", trainer, learning_rate=(5e-5, 1e-6), args=SimpoArgs)
