@@ -55,6 +55,16 @@ def barrier() -> None:
         dist.barrier()
 
 
+def finish() -> None:
+    """End this worker's part in the process group once every rank is done: a group left to the interpreter's exit
+    can abort a rank in its C++ teardown (exit code -6) after the run has already completed."""
+    import torch.distributed as dist
+
+    if in_worker() and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def from_main(make):
     """`make()` on rank 0, its result sent to every rank (data is tokenized once, not once per process)."""
     if world_size() == 1:

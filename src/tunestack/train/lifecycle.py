@@ -196,6 +196,7 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
             plot_loss(run.read_metrics(), run.path / "loss.png")
             run.update(status="completed", final_step=_finished(checkpoint))
         _done(run, method)
+        distributed.finish()
         return run
     _update(run, status="running", processes=distributed.world_size(), engine=distributed.engine_name(parallel))
     try:
@@ -211,8 +212,9 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     _update(run, status="completed", final_step=trainer.state.global_step,
             final_loss=_last_loss(trainer.state.log_history), **_final_figures(trainer.state.log_history))
     _done(run, method)
+    del trainer
+    distributed.finish()
     if train_args.eval_tasks and is_main():
-        del trainer
         evaluate_final(run, model_args, data_args, train_args)
     return run
 
