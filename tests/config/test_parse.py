@@ -56,3 +56,22 @@ def test_yaml_unknown_key_is_named(tmp_path):
 def test_repeated_list_flags_accumulate():
     _, data, _, _ = parse_groups(GROUPS, ["--dataset", "a.jsonl", "--dataset", "b.jsonl,c.jsonl", "--dataset", "d"])
     assert data.dataset == ["a.jsonl", "b.jsonl", "c.jsonl", "d"]
+
+
+def test_flag_names_and_values_from_transformers_ms_swift_and_llama_factory(tmp_path):
+    argv = ["--model_name_or_path", "m", "--torch_dtype", "bfloat16", "--cutoff_len", "64", "--lora_target", "all",
+            "--finetuning_type", "full", "--lora_r", "4", "--val_size", "0.1", "--default_system", "Be brief."]
+    model, data, tuner, _ = parse_groups(GROUPS, argv)
+    assert (model.model, model.dtype, data.max_length, data.val_ratio, data.system) == ("m", "bf16", 64, 0.1,
+                                                                                        "Be brief.")
+    assert (tuner.tuner, tuner.lora_rank, tuner.target_modules) == ("full", 4, ["all-linear"])
+    config = tmp_path / "llama_factory.yaml"
+    config.write_text("model_name_or_path: m\ntorch_dtype: float32\ntrain_type: lora\nmax_seq_length: 128\n")
+    from tunestack.config import RuntimeArgs
+
+    model, data, tuner, _, _ = parse_groups(GROUPS + [RuntimeArgs], ["--config", str(config)])
+    assert (model.dtype, tuner.tuner, data.max_length) == ("fp32", "lora", 128)
+    assert parse_groups([ModelArgs], [], config={"dtype": "float16"}, source="argument")[0].dtype == "fp16"
+    with pytest.raises(ConfigError) as caught:
+        parse_groups(GROUPS, ["--torch_dtype", "float64"])
+    assert caught.value.problems == ["--dtype: expected one of auto, bf16, fp16, fp32, got 'float64'"]

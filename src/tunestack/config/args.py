@@ -19,16 +19,28 @@ SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE
               "a size such as 2GB, 500MB or 4GiB")
 
 
-def arg(default, help: str, choices: tuple | None = None, check: tuple | None = None, **kw):
-    """A dataclass field with its `--help` text and, optionally, the values it accepts."""
+def arg(default, help: str, choices: tuple | None = None, check: tuple | None = None, aliases: tuple = (),
+        values: dict | None = None, **kw):
+    """A dataclass field with its `--help` text and, optionally, the values it accepts.
+
+    `aliases` are other flag names for it (the names transformers, TRL, ms-swift or LLaMA-Factory use), and `values`
+    maps other spellings of a value to ours (`float32` -> `fp32`)."""
     meta = {"help": help}
     if choices:
         meta["choices"] = choices
     if check:
         meta["check"] = check
+    if aliases:
+        meta["aliases"] = aliases
+    if values:
+        meta["values"] = values
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
+
+
+_DTYPE_SPELLINGS = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16",
+                    "torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
 @dataclass
@@ -46,13 +58,14 @@ class ModelArgs:
     model: str = arg(
         "smollm2-135m-instruct",
         "model: local directory, .gguf file, run directory, hub id (org/name) or alias (see `tunestack models`)",
+        aliases=("model_name_or_path", "model_id_or_path"),
     )
     hub: str = arg("hf", "hub for hub ids", choices=("hf", "modelscope"))
     revision: str | None = arg(None, "hub revision (branch, tag or commit)")
     dtype: str = arg(
         "auto",
         "weights and compute precision; auto picks bf16 where the hardware is fast at it (CUDA, CPUs with AMX)",
-        choices=("auto", "bf16", "fp16", "fp32"),
+        choices=("auto", "bf16", "fp16", "fp32"), aliases=("torch_dtype",), values=_DTYPE_SPELLINGS,
     )
     attn_implementation: str = arg(
         "auto", "attention kernel", choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
@@ -74,15 +87,17 @@ class DataArgs:
         [], "datasets: files, folders, built-ins (self-cognition, arith, arith-pref), hub ids; NAME#N samples N rows"
     )
     dataset_info: str | None = arg(None, "dataset registration YAML declaring names, files, columns and task")
-    val_ratio: float = arg(0.0, "fraction of the training data held out for validation", check=FRACTION)
+    val_ratio: float = arg(0.0, "fraction of the training data held out for validation", check=FRACTION,
+                           aliases=("val_size", "split_dataset_ratio"))
     val_dataset: list[str] = arg([], "explicit validation datasets (overrides --val_ratio)")
-    max_length: int = arg(1024, "maximum tokens per example (and per packed row)", check=POSITIVE)
+    max_length: int = arg(1024, "maximum tokens per example (and per packed row)", check=POSITIVE,
+                          aliases=("cutoff_len", "max_seq_length"))
     truncation: str = arg(
         "truncate", "what to do with longer examples: cut them or drop them", choices=("truncate", "drop")
     )
     packing: bool = arg(False, "pack several examples into each row, with no attention across their boundaries")
     streaming: bool = arg(False, "read large JSONL files lazily instead of loading them whole")
-    system: str | None = arg(None, "system prompt added to conversations that have none")
+    system: str | None = arg(None, "system prompt added to conversations that have none", aliases=("default_system",))
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
     num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
@@ -92,13 +107,15 @@ class DataArgs:
 class TunerArgs:
     """Which parameters train."""
 
-    tuner: str = arg("lora", "lora, dora, qlora (4-bit NF4 base) or full", choices=("lora", "dora", "qlora", "full"))
-    lora_rank: int = arg(8, "LoRA rank", check=POSITIVE)
+    tuner: str = arg("lora", "lora, dora, qlora (4-bit NF4 base) or full", choices=("lora", "dora", "qlora", "full"),
+                     aliases=("finetuning_type", "train_type"))
+    lora_rank: int = arg(8, "LoRA rank", check=POSITIVE, aliases=("lora_r",))
     lora_alpha: int = arg(32, "LoRA alpha (scaling = alpha / rank)", check=POSITIVE)
     lora_dropout: float = arg(
         0.0, "dropout on the LoRA input (0 skips the per-step random masks, a large CPU cost)", check=FRACTION
     )
-    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj")
+    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj",
+                                    aliases=("lora_target", "lora_target_modules"), values={"all": "all-linear"})
     modules_to_save: list[str] = arg([], "extra modules trained in full and saved with the adapter")
     continue_adapter: bool = arg(
         False, "with --model RUN_DIR of an adapter run: keep training that adapter instead of merging it into the "

@@ -30,8 +30,11 @@ def _base_type(tp):
     return tp, False, False
 
 
-def _convert(flag: str, raw, scalar, choices) -> object:
-    """Convert one raw value (string from argv or a YAML scalar) to `scalar`, or raise ValueError with a fix."""
+def _convert(flag: str, raw, scalar, choices, spellings: dict | None = None) -> object:
+    """Convert one raw value (string from argv or a YAML scalar) to `scalar`, or raise ValueError with a fix;
+    `spellings` maps other projects' spellings of a value to ours."""
+    if spellings and isinstance(raw, str):
+        raw = spellings.get(raw.lower(), raw)
     if scalar is bool:
         if isinstance(raw, bool):
             return raw
@@ -79,7 +82,8 @@ def build_parser(prog: str, description: str, groups: list[type]) -> argparse.Ar
                 continue
             seen.add(f.name)
             scalar, is_list, _ = _base_type(hints[f.name])
-            names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+            names = [f"--{n}" for name in (f.name, *f.metadata.get("aliases", ()))
+                     for n in dict.fromkeys((name, name.replace("_", "-")))]
             default = f.default_factory() if f.default is MISSING else f.default
             help_text = f.metadata.get("help", "")
             if f.metadata.get("choices"):
@@ -142,6 +146,8 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
             problems.extend(exc.problems)
     if config:
         raw.update(config)
+    aliases = {a: f.name for g in groups for f in fields(g) for a in f.metadata.get("aliases", ())}
+    raw = {aliases.get(key, key): value for key, value in raw.items()}  # torch_dtype: bfloat16 in a YAML file
     for key in list(raw):
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -160,13 +166,15 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
             value = raw[f.name]
             try:
                 if is_list:
-                    values[f.name] = [_convert(f.name, v, scalar, f.metadata.get("choices")) for v in _split_list(value)]
+                    values[f.name] = [_convert(f.name, v, scalar, f.metadata.get("choices"), f.metadata.get("values"))
+                                      for v in _split_list(value)]
                 elif optional and str(value).lower() in ("none", "null"):
                     values[f.name] = None
                 else:
                     if isinstance(value, list):
                         value = value[0] if len(value) == 1 else " ".join(map(str, value))
-                    values[f.name] = _convert(f.name, value, scalar, f.metadata.get("choices"))
+                    values[f.name] = _convert(f.name, value, scalar, f.metadata.get("choices"),
+                                              f.metadata.get("values"))
             except ValueError as exc:
                 problems.append(str(exc))
         results.append(group(**values))

@@ -1,0 +1,160 @@
+"""DPO with LoRA: peak memory and step time of tunestack's reference (the policy with its adapter disabled) against
+a separate reference copy, and against TRL's own DPOTrainer used as its documentation shows, in one run.
+
+What runs. Three DPO jobs on the same model and the same built-in `arith-pref` pairs, each in its own process, one
+after the other, with the same LoRA (rank 8, alpha 16, all linear layers), batch, learning rate, beta, precision
+(fp32) and number of steps:
+
+- `tunestack`: `tunestack.dpo(...)`; the reference log-probabilities come from the same weights with the adapter
+  disabled.
+- `tunestack --ref_model`: the same, with `ref_model` naming the base model, so the reference is a second copy in
+  memory (what a user gets from a trainer that always loads one).
+- `trl`: `trl.DPOTrainer` with a `peft_config`, on the same prompt/chosen/rejected rows rendered with the model's
+  chat template, written the way TRL's DPO example is.
+
+Peak memory is the peak resident set of each process (VmHWM: model loading included). Step time is the median
+wall time between consecutive optimizer steps, after --warmup steps, taken by the same TrainerCallback in all
+three. Targets: `tunestack` uses less memory than `tunestack --ref_model` at no loss of speed, and is at least as
+fast as `trl`.
+
+Usage:
+    python benchmarks/align_memory.py                      # the embedded smollm2-135m-instruct, 12 steps of 8 pairs
+    python benchmarks/align_memory.py --model DIR --steps 6 --batch 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SIDES = ("tunestack", "tunestack --ref_model", "trl")
+
+WORKER = r'''
+import json, sys, time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+config = json.loads(sys.argv[1])
+
+
+class StepTimes(TrainerCallback):
+    def __init__(self):
+        self.times = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+def peak_rss() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+
+
+timer = StepTimes()
+if config["side"] == "trl":
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(config["seed"])
+    tokenizer = AutoTokenizer.from_pretrained(config["model"])
+    model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32)
+    args = DPOConfig(output_dir=config["output_dir"], per_device_train_batch_size=config["batch"],
+                     max_steps=config["steps"], learning_rate=config["learning_rate"], beta=0.1,
+                     logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
+                     max_length=config["max_length"], seed=config["seed"], dataloader_num_workers=0)
+    peft = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(config["rows"]),
+                         processing_class=tokenizer, peft_config=peft, callbacks=[timer])
+    trainer.train()
+else:
+    import tunestack
+
+    extra = {"ref_model": config["model"]} if config["side"] == "tunestack --ref_model" else {}
+    tunestack.dpo(model=config["model"], dataset=config["rows"], output_dir=config["output_dir"],
+                  per_device_train_batch_size=config["batch"], max_steps=config["steps"],
+                  learning_rate=config["learning_rate"], beta=0.1, lora_rank=8, lora_alpha=16, lora_dropout=0.0,
+                  dtype="fp32", logging_steps=1, save_steps=10**6, val_ratio=0.0, max_length=config["max_length"],
+                  seed=config["seed"], callbacks=[timer], **extra)
+print(json.dumps({"peak_rss": peak_rss(), "step_times": [b - a for a, b in zip(timer.times, timer.times[1:])]}))
+'''
+
+
+def pairs(count: int) -> tuple[list[dict], list[dict]]:
+    """`arith-pref` pairs as tunestack reads them (prompt/chosen/rejected text; it applies the chat template) and as
+    conversational rows, which TRL renders with the same template."""
+    from tunestack.data.builtin.arith import arith_preference_rows
+
+    plain = arith_preference_rows()[:count]
+    chat = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in plain]
+    return plain, chat
+
+
+def run_side(side: str, args, rows: tuple[list[dict], list[dict]], folder: Path) -> dict:
+    config = {"side": side, "model": args.model, "rows": rows[1] if side == "trl" else rows[0], "batch": args.batch,
+              "steps": args.steps, "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": 0,
+              "output_dir": str(folder / side.replace(" ", "_").replace("-", ""))}
+    result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(config)], capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if result.returncode:
+        raise SystemExit(f"{side} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    steady = measured["step_times"][args.warmup - 1:] or measured["step_times"]
+    return {"side": side, "peak_mb": measured["peak_rss"] / 2**20, "step_s": statistics.median(steady),
+            "step_times": measured["step_times"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="a model directory (default: the embedded smollm2-135m-instruct)")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    parser.add_argument("--batch", type=int, default=8, help="pairs per step")
+    parser.add_argument("--learning_rate", type=float, default=5e-5)
+    parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--output", default="benchmarks/results/align_memory.json")
+    args = parser.parse_args()
+    if args.model is None:
+        from tunestack.hub import resolve_model
+
+        args.model = resolve_model("smollm2-135m-instruct").path
+    rows = pairs(args.batch * args.steps)
+    with tempfile.TemporaryDirectory(prefix="align-memory-") as folder:
+        results = [run_side(side, args, rows, Path(folder)) for side in SIDES]
+    ours, copy, trl = results
+    print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, fp32, {Path(args.model).name}; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
+    print("| reference | peak memory MB | step s (median) | memory vs tunestack | step time vs tunestack |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['side']} | {r['peak_mb']:.0f} | {r['step_s']:.3f} | {r['peak_mb'] / ours['peak_mb']:.2f}x "
+              f"| {r['step_s'] / ours['step_s']:.2f}x |")
+    checks = {
+        "less memory than a separate reference copy": ours["peak_mb"] < copy["peak_mb"],
+        "no slower than a separate reference copy (within 5%)": ours["step_s"] <= copy["step_s"] * 1.05,
+        "at least TRL's speed (within 5%)": ours["step_s"] <= trl["step_s"] * 1.05,
+    }
+    print()
+    for name, met in checks.items():
+        print(f"- {name}: {'met' if met else 'NOT met'}")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()}, "results": results,
+                                  "checks": checks, "cpu": platform.processor()}, indent=2))
+    print(f"\nwritten: {output}")
+
+
+if __name__ == "__main__":
+    main()
