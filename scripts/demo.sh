@@ -9,7 +9,8 @@ AUTHOR=${2:-Acme Labs}
 OUT=${3:-runs/demo}
 
 bash scripts/setup.sh
-"$PY" -m tunestack sft --config configs/self-cognition.yaml \
+# The plain command: the built-in data set brings its recommended settings (configs/self-cognition.yaml spells them).
+"$PY" -m tunestack sft --dataset self-cognition \
   --model_name "$NAME" --model_author "$AUTHOR" --output_dir "$OUT" --overwrite_output_dir
 for question in "What is your name?" "Who made you?"; do
   echo "Q: $question"

@@ -363,3 +363,29 @@ def test_unknown_task_is_a_programming_error():
 def test_import_loads_neither_torch_nor_transformers():
     code = "import sys, tunestack.data; print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_model_dir, tmp_path):
+    from tunestack.config import TrainArgs, TunerArgs, parse_groups
+    from tunestack.data.builtin import with_recommended
+
+    def settings(*argv):
+        data, tuner, train = parse_groups([DataArgs, TunerArgs, TrainArgs], list(argv))
+        tuner, train, applied = with_recommended(data, tuner, train)
+        return (tuner.lora_rank, train.learning_rate, train.num_train_epochs, train.per_device_train_batch_size), applied
+
+    assert settings("--dataset", "self-cognition")[0] == (16, 5e-4, 5.0, 8)
+    assert settings("--dataset", "self-cognition#40", "--lora_rank", "4", "--learning_rate", "1e-3") == (
+        (4, 1e-3, 5.0, 8), {"num_train_epochs": 5.0, "per_device_train_batch_size": 8})
+    assert settings("--dataset", "self-cognition,arith")[0] == (8, None, 3.0, 4)  # a mix: the generic defaults
+    assert settings("--dataset", "arith")[1] == {}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunestack", "sft", "--model", str(tiny_model_dir), "--dataset", "self-cognition",
+         "--model_name", "Aria", "--model_author", "Example Labs", "--max_steps", "1", "--lora_rank", "4",
+         "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("self-cognition's recommended settings (a flag overrides any): --learning_rate 0.0005, "
+            "--num_train_epochs 5, --per_device_train_batch_size 8") in result.stderr
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert json.dumps(manifest).count('"per_device_train_batch_size": 8') == 1, manifest

@@ -151,6 +151,8 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
 
     parallel = parallel or ParallelArgs()
     method_args = _method_args(method, method_args)
+    if method.name == "sft":
+        tuner_args, train_args = recommended_settings(data_args, tuner_args, train_args)
     validate_training(data_args, tuner_args, train_args, method_args, method, parallel)
     if train_args.eval_tasks:  # a bad task name fails now, not after training
         from tunestack.eval.command import validate_eval
@@ -217,6 +219,19 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     if train_args.eval_tasks and is_main():
         evaluate_final(run, model_args, data_args, train_args)
     return run
+
+
+def recommended_settings(data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs):
+    """(tuner, train) with the built-in data set's recommended settings in the flags left at their defaults; says
+    which, so that nothing differs silently from what was typed."""
+    from tunestack.data.builtin import with_recommended
+
+    tuner_args, train_args, applied = with_recommended(data_args, tuner_args, train_args)
+    if applied:
+        name = data_args.dataset[0].split("#")[0]
+        say(f"{name}'s recommended settings (a flag overrides any): "
+            + ", ".join(f"--{k} {v:g}" for k, v in applied.items()))
+    return tuner_args, train_args
 
 
 def _method_args(method: Method, given):
