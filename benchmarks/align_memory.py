@@ -3,7 +3,9 @@ a separate reference copy, and against TRL's own DPOTrainer used as its document
 
 What runs. Three DPO jobs on the same model and the same built-in `arith-pref` pairs, each in its own process, one
 after the other, with the same LoRA (rank 8, alpha 16, all linear layers), batch, learning rate, beta, precision
-(fp32) and number of steps:
+(--dtype: fp32, or bf16, where tunestack keeps the frozen base in bf16 and TRL autocasts over fp32 weights), no
+gradient checkpointing, and number of steps (TRL's DPOConfig
+defaults to bf16 and checkpointing; they are set to match):
 
 - `tunestack`: `tunestack.dpo(...)`; the reference log-probabilities come from the same weights with the adapter
   disabled.
@@ -68,11 +70,12 @@ if config["side"] == "trl":
 
     torch.manual_seed(config["seed"])
     tokenizer = AutoTokenizer.from_pretrained(config["model"])
-    model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(config["model"], dtype=torch.float32)  # autocast does bf16
     args = DPOConfig(output_dir=config["output_dir"], per_device_train_batch_size=config["batch"],
                      max_steps=config["steps"], learning_rate=config["learning_rate"], beta=0.1,
                      logging_steps=1, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
-                     max_length=config["max_length"], seed=config["seed"], dataloader_num_workers=0)
+                     max_length=config["max_length"], seed=config["seed"], dataloader_num_workers=0,
+                     bf16=config["dtype"] == "bf16", gradient_checkpointing=False)  # not TRL's defaults: as ours
     peft = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(config["rows"]),
                          processing_class=tokenizer, peft_config=peft, callbacks=[timer])
@@ -84,7 +87,8 @@ else:
     tunestack.dpo(model=config["model"], dataset=config["rows"], output_dir=config["output_dir"],
                   per_device_train_batch_size=config["batch"], max_steps=config["steps"],
                   learning_rate=config["learning_rate"], beta=0.1, lora_rank=8, lora_alpha=16, lora_dropout=0.0,
-                  dtype="fp32", logging_steps=1, save_steps=10**6, val_ratio=0.0, max_length=config["max_length"],
+                  bf16=config["dtype"] == "bf16", dtype="fp32", logging_steps=1, save_steps=10**6, val_ratio=0.0,
+                  max_length=config["max_length"],
                   seed=config["seed"], callbacks=[timer], **extra)
 print(json.dumps({"peak_rss": peak_rss(), "step_times": [b - a for a, b in zip(timer.times, timer.times[1:])]}))
 '''
@@ -105,6 +109,7 @@ def pairs(count: int) -> tuple[list[dict], list[dict]]:
 def run_side(side: str, args, rows: tuple[list[dict], list[dict]], folder: Path) -> dict:
     config = {"side": side, "model": args.model, "rows": rows[1] if side == "trl" else rows[0], "batch": args.batch,
               "steps": args.steps, "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": 0,
+              "dtype": args.dtype,
               "output_dir": str(folder / side.replace(" ", "_").replace("-", ""))}
     result = subprocess.run([sys.executable, "-c", WORKER, json.dumps(config)], capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
@@ -124,17 +129,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="compute precision of all three")
     parser.add_argument("--output", default="benchmarks/results/align_memory.json")
     args = parser.parse_args()
     if args.model is None:
         from tunestack.hub import resolve_model
 
-        args.model = resolve_model("smollm2-135m-instruct").path
+        args.model = str(resolve_model("smollm2-135m-instruct").path)
     rows = pairs(args.batch * args.steps)
     with tempfile.TemporaryDirectory(prefix="align-memory-") as folder:
         results = [run_side(side, args, rows, Path(folder)) for side in SIDES]
     ours, copy, trl = results
-    print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, fp32, {Path(args.model).name}; "
+    print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, {args.dtype}, {Path(args.model).name}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
     print("| reference | peak memory MB | step s (median) | memory vs tunestack | step time vs tunestack |")
     print("|---|---:|---:|---:|---:|")
