@@ -379,6 +379,8 @@ def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_
         (4, 1e-3, 5.0, 8), {"num_train_epochs": 5.0, "per_device_train_batch_size": 8})
     assert settings("--dataset", "self-cognition,arith")[0] == (8, None, 3.0, 4)  # a mix: the generic defaults
     assert settings("--dataset", "arith")[1] == {}
+    assert settings("--dataset", "self-cognition", "--tuner", "full")[1] == {  # the adapter's rank and rate stay out
+        "num_train_epochs": 5.0, "per_device_train_batch_size": 8}
     result = subprocess.run(
         [sys.executable, "-m", "tunestack", "sft", "--model", str(tiny_model_dir), "--dataset", "self-cognition",
          "--model_name", "Aria", "--model_author", "Example Labs", "--max_steps", "1", "--lora_rank", "4",

@@ -21,6 +21,7 @@ RECOMMENDED = {
     "self-cognition": {"lora_rank": 16, "learning_rate": 5e-4, "num_train_epochs": 5.0,
                        "per_device_train_batch_size": 8},
 }
+_ADAPTER_ONLY = ("lora_rank", "learning_rate")  # full fine-tuning keeps its own rank-free, lower defaults
 # The tasks each built-in serves; the first is the one `tunestack datasets` lists.
 BUILTIN_TASKS = {"self-cognition": ("sft",), "arith": ("sft", "prompts"), "arith-pref": ("preference", "kto")}
 _SELF_COGNITION = "self_cognition.jsonl"
@@ -83,7 +84,7 @@ def with_recommended(data, tuner, train):
     for group in (tuner, train):
         defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(group)}
         changes = {k: v for k, v in RECOMMENDED[name].items() if k in defaults and getattr(group, k) == defaults[k]
-                   and not (k == "lora_rank" and group.tuner == "full")}
+                   and not (k in _ADAPTER_ONLY and tuner.tuner == "full")}
         applied.update(changes)
         groups.append(replace(group, **changes))
     return groups[0], groups[1], applied
