@@ -233,14 +233,21 @@ def status_outcome(status: int) -> str:
     return "ok" if status == 200 else "429" if status == 429 else f"unexpected {status}"
 
 
-async def check_after(client) -> dict:
-    """After the traffic: nothing left admitted or running, and the server still answers."""
-    metrics = (await client.get("/metrics")).text
-    gauges = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-              if line.startswith(("tunestack_admitted_sequences ", "tunestack_running_sequences ",
-                                  "tunestack_queue_depth "))}
+async def check_after(client, settle_s: float = 15.0) -> dict:
+    """After the traffic: nothing left admitted or running, and the server still answers. Requests whose client
+    has just gone are noticed at their next token, so the gauges get `settle_s` to reach zero; a leak never does."""
+    start = time.monotonic()
+    while True:
+        metrics = (await client.get("/metrics")).text
+        gauges = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+                  if line.startswith(("tunestack_admitted_sequences ", "tunestack_running_sequences ",
+                                      "tunestack_queue_depth "))}
+        if not any(gauges.values()) or time.monotonic() - start > settle_s:
+            break
+        await asyncio.sleep(0.1)
     reply = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES, "max_tokens": 4})
-    return {"gauges": gauges, "answers_after": reply.status_code == 200}
+    return {"gauges": gauges, "settled_s": round(time.monotonic() - start, 2),
+            "answers_after": reply.status_code == 200}
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -26,7 +26,7 @@ __all__ = ["sft", "pt", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "rloo", "r
 
 def train(method: str, **kwargs: Any) -> Run:
     """Train with any training command by name (`train("dpo", ...)` is `dpo(...)`)."""
-    from tunestack.cli.commands import COMMANDS
+    from tunestack.cli.commands import COMMANDS, training_presets
     from tunestack.config.parse import parse_groups
 
     command = COMMANDS.get(method)
@@ -34,7 +34,8 @@ def train(method: str, **kwargs: Any) -> Run:
         raise ValueError(f"{method!r} is not a training command; expected one of "
                          f"{', '.join(n for n, c in COMMANDS.items() if c.training)}")
     objects = _ObjectArgs.take(kwargs)
-    groups = parse_groups(command.groups, [], prog=f"tunestack.{method}()", config=kwargs, source="argument")
+    groups = parse_groups(command.groups, [], prog=f"tunestack.{method}()", config=kwargs, source="argument",
+                          presets=training_presets(method))
     model, data, tuner, train_args, parallel, *method_args = groups
     model, data, train_args = objects.apply(model, data, train_args, method)
     return train_parsed(method, model, data, tuner, train_args, parallel, *method_args, callbacks=objects.callbacks)
@@ -160,13 +161,13 @@ def evaluate(model: str | Path | Run | None = None, tasks: str | list[str] | Non
 def estimate(**kwargs: Any) -> dict[str, Any]:
     """Memory and time of an sft run before it starts (`tunestack estimate`, as its --json object: `peak_bytes`,
     the memory terms per device, tokens per step, the time, and a recommended plan when the run does not fit)."""
-    from tunestack.cli.commands import COMMANDS
+    from tunestack.cli.commands import COMMANDS, training_presets
     from tunestack.config.parse import parse_groups
     from tunestack.plan.estimate import build_estimate
     from tunestack.plan.report import as_json
 
     groups = parse_groups(COMMANDS["estimate"].groups, [], prog="tunestack.estimate()", config=kwargs,
-                          source="argument")
+                          source="argument", presets=training_presets("estimate"))
     return as_json(build_estimate(*groups))
 
 

@@ -367,16 +367,17 @@ def test_import_loads_neither_torch_nor_transformers():
 
 def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_model_dir, tmp_path):
     from tunestack.config import TrainArgs, TunerArgs, parse_groups
-    from tunestack.data.builtin import with_recommended
+    from tunestack.data.builtin import recommended_in_effect, recommended_presets
 
     def settings(*argv):
-        data, tuner, train = parse_groups([DataArgs, TunerArgs, TrainArgs], list(argv))
-        tuner, train, applied = with_recommended(data, tuner, train)
-        return (tuner.lora_rank, train.learning_rate, train.num_train_epochs, train.per_device_train_batch_size), applied
+        data, tuner, train = parse_groups([DataArgs, TunerArgs, TrainArgs], list(argv), presets=recommended_presets)
+        return ((tuner.lora_rank, train.learning_rate, train.num_train_epochs, train.per_device_train_batch_size),
+                recommended_in_effect(data, tuner, train))
 
     assert settings("--dataset", "self-cognition")[0] == (16, 5e-4, 5.0, 8)
-    assert settings("--dataset", "self-cognition#40", "--lora_rank", "4", "--learning_rate", "1e-3") == (
-        (4, 1e-3, 5.0, 8), {"num_train_epochs": 5.0, "per_device_train_batch_size": 8})
+    # Given flags win, even when they equal the generic default (4 examples a step).
+    assert settings("--dataset", "self-cognition#40", "--lora_rank", "4", "--learning_rate", "1e-3",
+                    "--per_device_train_batch_size", "4")[0] == (4, 1e-3, 5.0, 4)
     assert settings("--dataset", "self-cognition,arith")[0] == (8, None, 3.0, 4)  # a mix: the generic defaults
     assert settings("--dataset", "arith")[1] == {}
     assert settings("--dataset", "self-cognition", "--tuner", "full")[1] == {  # the adapter's rank and rate stay out

@@ -50,10 +50,19 @@ class Command:
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
         parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self))
+                              config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self),
+                              presets=training_presets(self.name))
         if not parsed[-1].debug:
             _quiet_libraries()
         return self.function(*parsed[:-1])
+
+
+def training_presets(command: str):
+    """Parsing presets for `command`: sft (and estimate, which plans an sft run) take a built-in data set's
+    recommended settings for the flags not given."""
+    from tunestack.data.builtin import recommended_presets
+
+    return recommended_presets if command in ("sft", "estimate") else None
 
 
 _MISSING_ON_PURPOSE = {"ref_model": "{command} uses no reference model"}

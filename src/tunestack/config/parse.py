@@ -9,6 +9,7 @@ import argparse
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -115,12 +116,14 @@ def _load_yaml(path: str) -> dict:
 
 
 def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", description: str = "",
-                 config: dict | None = None, source: str = "config", elsewhere: dict[str, str] | None = None) -> list:
+                 config: dict | None = None, source: str = "config", elsewhere: dict[str, str] | None = None,
+                 presets: Callable[[dict], dict] | None = None) -> list:
     """Parse argv into one instance per dataclass in `groups`; raises ConfigError listing every problem.
 
     `config` supplies values as YAML would (argv wins); `source` names them in messages (the Python API passes its
     keyword arguments here with source="argument"). `elsewhere` maps flags these groups lack but other commands
-    take to what to say instead of "unknown flag"."""
+    take to what to say instead of "unknown flag". `presets(given)` returns values for flags given nowhere (a
+    built-in data set's recommended settings), which then win over the fields' defaults."""
     parser = build_parser(prog, description, groups)
     namespace, unknown = parser.parse_known_args(argv)
     raw = {}
@@ -155,6 +158,8 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
             problems.append(f"{config_path or source}: unknown {'key' if source == 'config' else source} {key!r}{hint}")
             raw.pop(key)
     raw.update({k: v for k, v in vars(namespace).items() if v is not None})
+    for key, value in (presets(raw) if presets else {}).items():
+        raw.setdefault(key, value)
     results = []
     for group in groups:
         hints = typing.get_type_hints(group)
@@ -184,14 +189,15 @@ def parse_groups(groups: list[type], argv: list[str], prog: str = "tunestack", d
     return results
 
 
-def to_argv(groups: list) -> list[str]:
-    """The flags that reproduce parsed `groups` (only values that differ from the defaults), for relaunching."""
+def to_argv(groups: list, always: tuple | list = ()) -> list[str]:
+    """The flags that reproduce parsed `groups` (values that differ from the defaults, and the fields named in
+    `always` whatever their value), for relaunching."""
     argv = []
     for group in groups:
         for f in fields(group):
             value = getattr(group, f.name)
             default = f.default_factory() if f.default is MISSING else f.default
-            if value == default or f.name == "config":
+            if (value == default and f.name not in always) or f.name == "config":
                 continue
             if isinstance(value, list):
                 argv += [f"--{f.name}", ",".join(map(str, value))]

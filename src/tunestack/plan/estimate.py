@@ -119,9 +119,6 @@ def build_estimate(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: Tr
     from tunestack.plan.measure import run_measured
     from tunestack.plan.timing import estimate_time, run_steps
 
-    from tunestack.data.builtin import with_recommended
-
-    tuner, train, _ = with_recommended(data, tuner, train)  # what `tunestack sft` will run with
     validate_estimate(data, tuner, train, parallel, plan)
     device = detect_device(plan, parallel)
     if plan.measure and (device.kind == "cuda") != _has_cuda():

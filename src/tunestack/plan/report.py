@@ -14,13 +14,16 @@ def command_line(groups, command: str = "sft") -> str:
 
 
 def sft_flags(groups) -> list[str]:
-    """The command-line flags that reproduce `groups` (those whose values differ from the defaults)."""
+    """The command-line flags that reproduce `groups` (those whose values differ from the defaults, and those a
+    built-in data set's presets could otherwise change)."""
+    from tunestack.data.builtin import PRESET_FLAGS
+
     parts = []
     for group in (groups.model, groups.data, groups.tuner, groups.train, groups.parallel):
         for f in fields(group):
             value = getattr(group, f.name)
             default = f.default_factory() if f.default is MISSING else f.default
-            if value == default or value is None:
+            if (value == default and f.name not in PRESET_FLAGS) or value is None:
                 continue
             flag = f"--{f.name}"
             if value is True:

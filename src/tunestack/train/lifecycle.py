@@ -151,8 +151,8 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
 
     parallel = parallel or ParallelArgs()
     method_args = _method_args(method, method_args)
-    if method.name == "sft":
-        tuner_args, train_args = recommended_settings(data_args, tuner_args, train_args)
+    if method.name == "sft" and not distributed.in_worker():
+        say_recommended(data_args, tuner_args, train_args)
     validate_training(data_args, tuner_args, train_args, method_args, method, parallel)
     if train_args.eval_tasks:  # a bad task name fails now, not after training
         from tunestack.eval.command import validate_eval
@@ -172,7 +172,10 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
                                "train in one process, or pass --callbacks PATH.py:Class"])
         others = [parallel] + ([method_args] if method_args else [])
         again = dataclasses.replace(train_args, resume=True, overwrite_output_dir=False)
-        argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others) for t in (train_args, again))
+        from tunestack.data.builtin import PRESET_FLAGS
+
+        argv, resume_argv = (to_argv([model_args, data_args, tuner_args, t] + others, always=PRESET_FLAGS)
+                             for t in (train_args, again))
         if distributed.launch(method.name, argv, parallel, train_args.output_dir, resume_argv) != 0:
             raise TunestackError(f"{method.name}: a training process failed; see {run.manifest_path}")
         if plan is not None:
@@ -221,17 +224,15 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     return run
 
 
-def recommended_settings(data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs):
-    """(tuner, train) with the built-in data set's recommended settings in the flags left at their defaults; says
-    which, so that nothing differs silently from what was typed."""
-    from tunestack.data.builtin import with_recommended
+def say_recommended(data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs) -> None:
+    """Name the built-in data set's recommended settings this run uses (the parser put them in for flags not given),
+    so that nothing differs silently from what was typed."""
+    from tunestack.data.builtin import recommended_in_effect
 
-    tuner_args, train_args, applied = with_recommended(data_args, tuner_args, train_args)
-    if applied:
+    if applied := recommended_in_effect(data_args, tuner_args, train_args):
         name = data_args.dataset[0].split("#")[0]
         say(f"{name}'s recommended settings (a flag overrides any): "
             + ", ".join(f"--{k} {v:g}" for k, v in applied.items()))
-    return tuner_args, train_args
 
 
 def _method_args(method: Method, given):

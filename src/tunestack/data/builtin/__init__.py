@@ -72,19 +72,25 @@ def list_datasets() -> list[dict]:
 
 
 
-def with_recommended(data, tuner, train):
-    """(tuner, train, applied): the built-in data set's RECOMMENDED settings put into every field of `tuner` and
-    `train` still at its default, when all of --dataset is that one built-in; `applied` is what changed."""
-    from dataclasses import MISSING, fields, replace
 
-    names = {name.split("#")[0] for name in data.dataset}
+def recommended_presets(raw: dict) -> dict:
+    """Parsing presets for `sft` (config/parse.py): the built-in data set's RECOMMENDED settings, as values for the
+    flags not given, when all of --dataset is that one built-in. `raw` maps flag names to the values given."""
+    given = raw.get("dataset") or []
+    names = {part.strip().split("#")[0] for item in (given if isinstance(given, list) else [given])
+             for part in str(item).split(",") if part.strip()}
     if len(names) != 1 or (name := names.pop()) not in RECOMMENDED:
-        return tuner, train, {}
-    applied, groups = {}, []
-    for group in (tuner, train):
-        defaults = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(group)}
-        changes = {k: v for k, v in RECOMMENDED[name].items() if k in defaults and getattr(group, k) == defaults[k]
-                   and not (k in _ADAPTER_ONLY and tuner.tuner == "full")}
-        applied.update(changes)
-        groups.append(replace(group, **changes))
-    return groups[0], groups[1], applied
+        return {}
+    full = str(raw.get("tuner", "")).lower() == "full"
+    return {k: v for k, v in RECOMMENDED[name].items() if not (full and k in _ADAPTER_ONLY)}
+
+
+PRESET_FLAGS = sorted({k for settings in RECOMMENDED.values() for k in settings})
+"""Flags a preset may set: written out whenever a run's flags are written again (relaunch, --measure), even at the
+generic default, so that a value given explicitly is not replaced by the preset."""
+
+
+def recommended_in_effect(data, tuner, train) -> dict:
+    """The built-in data set's recommended settings that this run uses (for the line printed at its start)."""
+    presets = recommended_presets({"dataset": data.dataset, "tuner": tuner.tuner})
+    return {k: v for k, v in presets.items() for g in (tuner, train) if hasattr(g, k) and getattr(g, k) == v}
