@@ -41,7 +41,8 @@ def run_measured(groups, steps: int, env: dict | None = None) -> Measured:
         command = [sys.executable, "-m", "tunestack", "sft", *sft_flags(replace(groups, train=train)),
                    "--output_dir", str(Path(folder) / "run")]
         with open(log, "w") as errors:
-            process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors, env={**os.environ, **(env or {})})
+            process = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors,
+                                     env={**os.environ, **(env or {})})
         if process.returncode:
             tail = "\n".join(log.read_text().strip().splitlines()[-5:])
             raise TunestackError(f"--measure: the training run failed ({process.returncode}):\n{tail}")

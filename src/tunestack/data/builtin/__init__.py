@@ -14,9 +14,9 @@ BUILTIN_DATASETS = {
              "rloo, the questions with their numeric answers",
     "arith-pref": f"{ROWS} arithmetic preference pairs: the correct answer chosen, a wrong one rejected",
 }
-# Settings a built-in trains well with, applied by `sft` to every flag the user left at its default. The plain
-# `tunestack sft --dataset self-cognition --model_name N --model_author A` must teach an unusual name: at the generic
-# defaults (rank 8, 1e-4, 3 epochs of 4) the embedded model does not learn it.
+# Settings a built-in trains well with: `sft` and `estimate` use them for every flag not given (recommended_presets).
+# The plain `tunestack sft --dataset self-cognition --model_name N --model_author A` must teach an unusual name: at
+# the generic defaults (rank 8, 1e-4, 3 epochs of 4) the embedded model does not learn it.
 RECOMMENDED = {
     "self-cognition": {"lora_rank": 16, "learning_rate": 5e-4, "num_train_epochs": 5.0,
                        "per_device_train_batch_size": 8},
@@ -69,8 +69,6 @@ def list_datasets() -> list[dict]:
         {"name": name, "description": text, "task": BUILTIN_TASKS[name][0], "rows": rows.get(name, ROWS)}
         for name, text in BUILTIN_DATASETS.items()
     ]
-
-
 
 
 def recommended_presets(raw: dict) -> dict:
