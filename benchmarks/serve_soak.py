@@ -9,6 +9,8 @@ NAME=DIR` serves your own). 2 x (C + Q) clients, each sending one request after 
 from this mix (seeded):
   - chat, whole answer, on the base model or an adapter          expects 200 (or 429 when the queue is full)
   - chat, streamed, with usage                                   expects 200 and a stream ending in [DONE]
+  Every greedy (temperature 0) chat answer, whole or streamed, must equal the answer greedy `model.generate` gives
+  for its model (base or adapter), computed with transformers and peft before the traffic.
   - completions with logprobs, and echo scoring of a prompt      expects 200
   - bad requests: out-of-range values, an unknown model, broken JSON, a lone surrogate, token ids outside the
     vocabulary                                                   expects its 4xx
@@ -123,6 +125,8 @@ async def soak(args) -> dict:
     for adapter in args.adapter:
         command += ["--adapter", adapter]
     threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+    args.expected = greedy_answers(args.model, args.adapter, args.max_tokens)
+    args.answers_checked = 0
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", **threads})
     url = f"http://127.0.0.1:{port}"
@@ -148,6 +152,32 @@ async def soak(args) -> dict:
             server.kill()
         log.close()
     return summarise(args, outcomes, samples, after, exit_code)
+
+
+def greedy_answers(model_dir: str, adapters: list[str], max_tokens: int) -> dict[str, str]:
+    """The answer to MESSAGES that greedy `model.generate` gives for the base model ("tiny") and each NAME=DIR
+    adapter: what every temperature-0 answer of the server must be."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    text = tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
+    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    answers = {}
+    for name, path in [("tiny", None), *(adapter.split("=", 1) for adapter in adapters)]:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = (PeftModel.from_pretrained(model, path) if path else model).eval()
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+        answers[name] = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return answers
+
+
+def greedy_outcome(args, model: str, answers: list[str]) -> str:
+    """"ok" when each answer equals the greedy answer known for `model`, else "wrong answer"."""
+    args.answers_checked += len(answers)
+    return "ok" if all(answer == args.expected[model] for answer in answers) else "wrong answer"
 
 
 async def wait_for(url: str, server, timeout: float = 300) -> None:
@@ -196,7 +226,8 @@ async def one(client, kind: str, rng: random.Random, adapters: list[str], args) 
         return "ok" if ok else f"unexpected {response.status_code}"
     if kind in ("stream", "disconnect_stream"):
         body = {"model": rng.choice(["tiny", *adapters]), "messages": MESSAGES, "max_tokens": tokens, "stream": True,
-                "stream_options": {"include_usage": True}, "temperature": 1.0, "seed": rng.randrange(1000)}
+                "stream_options": {"include_usage": True}, "temperature": rng.choice([0, 1.0]),
+                "seed": rng.randrange(1000)}
         async with client.stream("POST", "/v1/chat/completions", json=body) as response:
             if response.status_code != 200:
                 return status_outcome(response.status_code)
@@ -208,6 +239,10 @@ async def one(client, kind: str, rng: random.Random, adapters: list[str], args) 
                         return "disconnected"  # leaving the block closes the connection mid-stream
         if events[-1:] != ["[DONE]"] or any('"error"' in e for e in events):
             return "bad stream"
+        if body["temperature"] == 0:
+            chunks = [json.loads(e) for e in events[:-1]]
+            text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+            return greedy_outcome(args, body["model"], [text])
         return "ok"
     if kind == "disconnect_wait":
         body = {"model": "tiny", "messages": MESSAGES, "max_tokens": tokens * 4, "ignore_eos": True}
@@ -226,6 +261,8 @@ async def one(client, kind: str, rng: random.Random, adapters: list[str], args) 
     body = {"model": model, "messages": MESSAGES, "max_tokens": tokens, "temperature": rng.choice([0, 0.7]),
             "n": rng.choice([1, 1, 2])}
     response = await client.post("/v1/chat/completions", json=body)
+    if response.status_code == 200 and body["temperature"] == 0:
+        return greedy_outcome(args, model, [c["message"]["content"] for c in response.json()["choices"]])
     return status_outcome(response.status_code)
 
 
@@ -282,7 +319,8 @@ def summarise(args, outcomes: list[dict], samples: list[dict], after: dict, exit
         "latency_p50_s": percentile(served, 50), "latency_p99_s": percentile(served, 99),
         "rss_samples": samples, "rss_at_warmup_mb": after_warmup[0]["rss_mb"], "rss_end_mb": after_warmup[-1]["rss_mb"],
         "rss_growth_mb": rss_growth, "rss_peak_growth_mb": rss_peak_growth, "rss_bound_mb": args.rss_bound_mb,
-        "after": after, "exit_code": exit_code,
+        "after": after, "exit_code": exit_code, "expected_answers": args.expected,
+        "answers_checked": args.answers_checked,
         "target_met": (internal == 0 and not errors and len(outcomes) >= 5000 and rss_peak_growth <= args.rss_bound_mb
                        and after["answers_after"] and not any(after["gauges"].values()) and exit_code == 0),
     }

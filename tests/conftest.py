@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from helpers import CHAT_ROWS, build_model, build_tokenizer, write_jsonl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_hf_home(tmp_path_factory) -> Path:
+    """One temporary HF_HOME for every subprocess of the session (see helpers.cli_env), never the user's cache."""
+    helpers.session_hf_home = tmp_path_factory.mktemp("hf-home")
+    return helpers.session_hf_home
 
 
 @pytest.fixture(scope="session")

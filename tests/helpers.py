@@ -112,13 +112,32 @@ def method_trainer(command: str, argv: list[str], run):
     return build_trainer(method, model, data, tuner, train, RunDir(run), *method_args, parallel=parallel)
 
 
-def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None):
+USER_HF_HOME = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+"""The Hugging Face cache of whoever runs the tests, which no subprocess of theirs may read or write."""
+HUB_CACHE_VARIABLES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "HF_XET_CACHE", "HF_ASSETS_CACHE")
+session_hf_home: Path | None = None
+"""The temporary HF_HOME that every subprocess of this test session shares; set by conftest for the session."""
+
+
+def cli_env(env: dict | None = None, drop: tuple[str, ...] = ()) -> dict:
+    """The environment of every subprocess the tests start: the hub off and HF_HOME the session's temporary one
+    (so the embedded model's conversion into the cache happens at most once a session, and never in the user's)."""
+    if session_hf_home is None:
+        raise RuntimeError("helpers.session_hf_home is unset: conftest's session fixture sets it")
+    full = {key: value for key, value in os.environ.items() if key not in (*HUB_CACHE_VARIABLES, *drop)}
+    full.update({"HF_HUB_OFFLINE": "1", "HF_HOME": str(session_hf_home)})
+    full.update({key: str(value) for key, value in (env or {}).items()})
+    if os.path.abspath(full["HF_HOME"]) == os.path.abspath(USER_HF_HOME):
+        raise RuntimeError(f"a test subprocess would use the user's HF_HOME {USER_HF_HOME}")
+    return full
+
+
+def cli(*args: str, check: bool = True, timeout: float = 600, env: dict | None = None, input: str | None = None):
     """Run the real `tunestack` CLI in a subprocess; returns the CompletedProcess."""
     import subprocess
 
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "tunestack", *args], capture_output=True, text=True,
-                            timeout=timeout, env=full_env)
+                            timeout=timeout, env=cli_env(env), input=input)
     if check and result.returncode != 0:
         raise AssertionError(f"tunestack {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result

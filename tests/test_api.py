@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from helpers import CHAT_ROWS, cli, write_jsonl
+from helpers import CHAT_ROWS, cli, cli_env, write_jsonl
 
 FLAGS = {"max_steps": 3, "logging_steps": 1, "save_steps": 2, "per_device_train_batch_size": 4, "seed": 5,
          "learning_rate": 5e-3}
@@ -15,7 +15,8 @@ TIMING = {"tokens_per_s", "memory_mb"}
 
 def test_import_is_light():
     code = "import sys, tunestack; tunestack.sft; tunestack.Run; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env())
+    assert result.stdout.strip() == "False"
 
 
 def _comparable(run):
@@ -90,7 +91,7 @@ def test_public_api_type_checks():
     src = Path(__file__).parents[1] / "src" / "tunestack"
     result = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--ignore-missing-imports",
                              str(src / "api.py"), str(src / "results.py"), str(src / "__init__.py")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=cli_env())
     assert result.returncode == 0, result.stdout
 
 

@@ -2,11 +2,12 @@
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+
+from helpers import cli_env
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
@@ -18,8 +19,8 @@ def test_gptqmodel_imports_without_writing_to_stdout_or_changing_the_environment
               "import_gptqmodel_quietly()\n"
               "assert 'gptqmodel' in sys.modules\n"
               "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))\n")
-    unset = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_ALLOC_CONF", "CUDA_DEVICE_ORDER")}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=unset)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                            env=cli_env(drop=("PYTORCH_ALLOC_CONF", "CUDA_DEVICE_ORDER")))
     assert json.loads(result.stdout) == {}  # stdout holds only the script's own line: no banner, no new variables
     assert "GPT-QModel" in result.stderr  # the banner went to stderr
 
@@ -36,7 +37,7 @@ def test_infer_chat_shows_no_library_banner_without_debug(tiny_model_dir, tmp_pa
               "print('gptqmodel was imported' if 'gptqmodel' in sys.modules else 'no gptqmodel')\nsys.exit(rc)\n")
     result = subprocess.run([sys.executable, "-c", script, "infer", "--model", str(tiny_model_dir), "--adapter",
                              str(adapter), "--max_new_tokens", "3"], input="hi\n/exit\n", capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            text=True, timeout=300, env=cli_env())
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("gptqmodel was imported")  # so its banner would have shown
     assert "GPT-QModel" not in result.stdout + result.stderr and "ENV:" not in result.stdout + result.stderr

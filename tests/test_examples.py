@@ -1,11 +1,12 @@
 """Every example in examples/ runs, in a reduced form (the tiny model, two steps), so that none goes stale."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import cli_env
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
@@ -25,7 +26,7 @@ def test_every_example_is_listed():
 def test_example_runs(script, tiny_model_dir, tmp_path):
     result = subprocess.run([sys.executable, str(script), "--model", str(tiny_model_dir), "--max_steps", "2",
                              "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env=cli_env())
     assert result.returncode == 0, result.stderr[-3000:]
     assert PRINTS[script.name] in result.stdout, result.stdout[-2000:]
 

@@ -141,13 +141,13 @@ def test_row_that_does_not_match_the_first_row():
 
 def test_bad_role():
     message = error([{"messages": [Q, {"role": "bot", "content": "x"}]}])
-    assert message == "data.jsonl, line 1: messages[1].role is 'bot'; expected system, user or assistant"
+    assert message == "data.jsonl, line 1: messages[1].role is 'bot'; expected system, user, assistant, tool or model"
 
 
 def test_bad_sharegpt_role():
     message = error([{"conversations": [{"from": "human", "value": "x"}, {"from": "bot", "value": "y"}]}])
     assert message == (
-        "data.jsonl, line 1: conversations[1].from is 'bot'; expected human, gpt, system, user or assistant"
+        "data.jsonl, line 1: conversations[1].from is 'bot'; expected human, gpt, system, user, assistant, model or tool"
     )
 
 

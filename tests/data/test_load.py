@@ -1,13 +1,13 @@
 """load_datasets end to end: sources of every kind, sampling, registrations, built-ins, streaming, splits, errors."""
 
 import json
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 
+from helpers import cli_env
 from tunestack.config import DataArgs
 from tunestack.data import BUILTIN_DATASETS, list_datasets, load_datasets
 from tunestack.errors import DataError
@@ -328,7 +328,7 @@ def test_bad_row_deep_in_a_file_fails_up_front(tmp_path, load_data):
     rows = [chat(str(i), "x") for i in range(6)] + [{"messages": [{"role": "bot", "content": "x"}]}]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    expected = f"{path}, line 7: messages[0].role is 'bot'; expected system, user or assistant"
+    expected = f"{path}, line 7: messages[0].role is 'bot'; expected system, user, assistant, tool or model"
     assert load_error(load_data, [path]) == expected
 
 
@@ -350,8 +350,7 @@ def test_downloaded_hub_dataset_loads_offline(tmp_path):
         "print(load_datasets(DataArgs(dataset=['tunestack-tests/tiny'])).train[0])"
     )
     caches = {"HF_HOME": tmp_path, "HF_HUB_CACHE": tmp_path / "hub", "HF_DATASETS_CACHE": tmp_path / "datasets"}
-    env = {**os.environ, **{k: str(v) for k, v in caches.items()}, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=cli_env(caches), capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == str(chat("q", "r")), out.stderr[-2000:]
 
 
@@ -362,7 +361,8 @@ def test_unknown_task_is_a_programming_error():
 
 def test_import_loads_neither_torch_nor_transformers():
     code = "import sys, tunestack.data; print(sorted({'torch', 'transformers', 'datasets'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=cli_env())
+    assert result.stdout == "[]\n"
 
 
 def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_model_dir, tmp_path):
@@ -386,7 +386,7 @@ def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_
         [sys.executable, "-m", "tunestack", "sft", "--model", str(tiny_model_dir), "--dataset", "self-cognition",
          "--model_name", "Aria", "--model_author", "Example Labs", "--max_steps", "1", "--lora_rank", "4",
          "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        env=cli_env())
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("self-cognition's recommended settings (a flag overrides any): --learning_rate 0.0005, "
             "--num_train_epochs 5, --per_device_train_batch_size 8") in result.stderr

@@ -103,3 +103,25 @@ def test_embedded_model_loglikelihoods_match_plain_transformers(mmlu_file, tmp_p
     for sample in _samples(tmp_path / "out", "mmlu"):
         expected = [_reference_loglik(model, tokenizer, sample["prompt"], " " + c) for c in sample["choices"]]
         assert sample["loglikelihoods"] == pytest.approx(expected, abs=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA int4 goes through torchao")
+def test_an_int4_export_is_scored_as_optimum_quanto_scores_it(tiny_model_dir, tiny_tokenizer, mmlu_file, tmp_path):
+    """optimum-quanto's int4 weights fail under torch.inference_mode: scoring runs under no_grad as inference does."""
+    pytest.importorskip("optimum.quanto", reason="optimum-quanto is not installed (pip install 'tunestack[quanto]')")
+    from optimum.quanto import QuantizedModelForCausalLM
+
+    from tunestack.config import ExportArgs
+    from tunestack.export.merge import run_export
+
+    out = tmp_path / "q4"
+    run_export(ModelArgs(model=str(tiny_model_dir)), ExportArgs(output_dir=str(out), quant="int4", eval_ppl=False))
+    args = EvalArgs(tasks=["mmlu"], task_data=[f"mmlu={mmlu_file}"], batch_size=4, limit=4)
+    summary = run_eval(ModelArgs(model=str(out)), args, tmp_path / "eval")
+    samples = _samples(tmp_path / "eval", "mmlu")
+    assert summary["tasks"]["mmlu"]["n"] == len(samples) > 0
+    quantized = QuantizedModelForCausalLM.from_pretrained(str(out))
+    for sample in samples:
+        expected = [_reference_loglik(quantized, tiny_tokenizer, sample["prompt"], " " + c)
+                    for c in sample["choices"]]
+        assert sample["loglikelihoods"] == pytest.approx(expected, abs=1e-3)

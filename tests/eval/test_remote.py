@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import threading
@@ -162,16 +163,59 @@ def test_without_logprobs_the_letter_is_generated_and_the_report_says_so(serve, 
     assert all("raw" in s for s in _samples(tmp_path / "out", "mmlu"))
 
 
-def test_transient_errors_are_retried_and_failing_questions_reported(serve, gsm8k_file, tmp_path, monkeypatch):
-    monkeypatch.setattr("tunestack.eval.remote.BACKOFF_S", 0.01)
+def test_transient_errors_are_retried_and_failing_questions_reported(serve, gsm8k_file, tmp_path):
     url = serve(flaky=2, broken="3 apples")
     summary = run_eval(ModelArgs(), EvalArgs(tasks=["gsm8k"], task_data=[f"gsm8k={gsm8k_file}"], url=url,
-                                             num_fewshot=0, max_new_tokens=4, batch_size=1), tmp_path / "out")
+                                             num_fewshot=0, max_new_tokens=4, batch_size=1, max_retries=2),
+                       tmp_path / "out")
     result = summary["tasks"]["gsm8k"]
     assert result["failed"] == [2] and result["n"] == 5  # the question about 3 apples, after its retries
     assert "1 questions failed" in result["notes"][0]
     assert "HTTP 500" in summary["notes"][0]
     assert _samples(tmp_path / "out", "gsm8k")[2]["error"] == "request failed"
+
+
+class _RateLimitedOnce(http.server.BaseHTTPRequestHandler):
+    """Answers the first chat request with 429 and `Retry-After`, every later one with an answer."""
+
+    requests: list[float] = []
+
+    def do_POST(self):  # noqa: N802 (the name http.server calls)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.requests.append(time.monotonic())
+        if len(self.requests) == 1:
+            body, status, headers = b'{"error": {"message": "slow down"}}', 429, {"Retry-After": "2"}
+        else:
+            body, status, headers = json.dumps({
+                "id": "c", "object": "chat.completion", "created": 0, "model": "tiny",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}}],
+            }).encode(), 200, {}
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rate_limit_waits_as_long_as_retry_after_says():
+    from tunestack.eval.remote import RemoteBackend
+
+    _RateLimitedOnce.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RateLimitedOnce)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = RemoteBackend(f"http://127.0.0.1:{server.server_address[1]}", None, "tiny", concurrency=1,
+                                max_retries=2, seed=0)
+        answers = backend.chat([[{"role": "user", "content": "2 + 2?"}]], 4, lambda n: None)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answers == ["4"] and backend.errors == []
+    first, second = _RateLimitedOnce.requests
+    assert second - first >= 1.9  # the client's own backoff would have waited at most 0.5 s
 
 
 def test_server_down_is_one_clear_line():

@@ -4,13 +4,12 @@ them again, and its report and samples equal an uninterrupted run's."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from helpers import cli
+from helpers import cli, cli_env
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the tiny model gains nothing from more; on a shared CPU they spin and stall
 
@@ -28,7 +27,7 @@ def _lines(path) -> int:
 def _kill_mid_way(args: list[str], progress_file, at_least: int) -> None:
     """Run the CLI and SIGKILL it once `progress_file` holds `at_least` lines."""
     process = subprocess.Popen([sys.executable, "-m", "tunestack", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD})
+                               stderr=subprocess.DEVNULL, env=cli_env(ONE_THREAD))
     deadline = time.time() + 300
     while _lines(progress_file) < at_least:
         assert process.poll() is None, f"ended ({process.returncode}) before it was killed"

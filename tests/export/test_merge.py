@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import build_model, cli, make_adapter
+from helpers import build_model, cli, cli_env, make_adapter
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.merge import run_export
@@ -106,7 +106,7 @@ def test_run_directory_exports_to_a_model_plain_transformers_loads(trained_run, 
     assert record["sizes"]["weights_bytes"] == sum(p.stat().st_size for p in shards)
 
     plain = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(out), json.dumps(PROMPT)], capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=300, env=cli_env())
     assert plain.returncode == 0, plain.stderr[-2000:]
     tokenizer = AutoTokenizer.from_pretrained(trained_run / "final")
     model = with_adapters(tiny_model_dir, trained_run / "final")

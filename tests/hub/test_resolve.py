@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from helpers import cli_env
 from tunestack.errors import ConfigError, MissingExtraError, ModelNotFoundError
 from tunestack.hub import ALIASES, list_models, lookup_alias, resolve_model
 
@@ -173,5 +174,6 @@ def test_list_models_covers_every_alias(tiny_model_dir, hub_cache):
 
 def test_import_loads_neither_torch_nor_transformers():
     code = "import sys, tunestack.hub; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env=cli_env())
     assert result.stdout.strip() == "[]"

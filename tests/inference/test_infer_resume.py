@@ -3,13 +3,12 @@ its output equals an uninterrupted run's."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 
-from helpers import cli, write_jsonl
+from helpers import cli, cli_env, write_jsonl
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the tiny model gains nothing from more; on a shared CPU they spin and stall
 
@@ -26,7 +25,7 @@ def test_infer_file_killed_mid_way_resumes_to_the_uninterrupted_output(tiny_mode
     cli(*args, "--output", str(whole), env=ONE_THREAD)
     assert _rows(whole) == 40
     process = subprocess.Popen([sys.executable, "-m", "tunestack", *args, "--output", str(killed)],
-                               stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1", **ONE_THREAD})
+                               stderr=subprocess.DEVNULL, env=cli_env(ONE_THREAD))
     deadline = time.time() + 300
     while _rows(killed) < 4:
         assert process.poll() is None and time.time() < deadline

@@ -171,3 +171,17 @@ def test_full_dpo_on_an_adapter_run_compares_against_its_starting_weights(sft_ru
     expected = logits(merged(tiny_model_dir, sft_run / "final"))
     assert torch.allclose(logits(trainer.ref_model), expected, atol=1e-4)
     assert torch.allclose(logits(trainer.model), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("command", ["sft", "pt"])
+def test_training_on_an_adapter_run_starts_from_base_plus_its_adapter(command, sft_run, tiny_model_dir, root,
+                                                                      tmp_path):
+    """`sft`/`pt --model RUN_DIR` never drops the run's adapter: the untrained model answers as base + adapter."""
+    data = root / "chat.jsonl"
+    if command == "pt":
+        data = tmp_path / "corpus.txt"
+        data.write_text("The quick brown fox jumps over the lazy dog.\n" * 20)
+    trainer = method_trainer(command, ["--model", str(sft_run), "--dataset", str(data)], tmp_path / "run")
+    start = logits(trainer.model.eval())
+    assert torch.allclose(start, logits(merged(tiny_model_dir, sft_run / "final")), atol=1e-4)
+    assert not torch.allclose(start, logits(merged(tiny_model_dir)), atol=1e-2)  # the adapter changes the base

@@ -6,14 +6,15 @@ import sys
 
 import pytest
 
-from helpers import CHAT_ROWS, cli, write_jsonl
+from helpers import CHAT_ROWS, cli, cli_env, write_jsonl
 
 TRAIN = ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--learning_rate", "1e-2"]
 
 
 def test_help_lists_commands_without_importing_torch():
     code = "import sys; from tunestack.cli import main; main(['--help']); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=cli_env()).stdout
     assert "sft" in out and "infer" in out and out.strip().endswith("False")
     assert "--lora_rank" in cli("sft", "--help").stdout
 
@@ -77,58 +78,117 @@ def test_run_directory_holds_everything(trained_run):
         sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
 
 
-def test_infer_prompt_prints_only_the_answer_equal_to_plain_generate(trained_run, tiny_model_dir):
+@pytest.fixture(scope="module")
+def reference(trained_run, tiny_model_dir):
+    """The trained run as plain transformers and peft load it, with its tokenizer."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, trained_run / "final").eval(), AutoTokenizer.from_pretrained(
+        trained_run / "final")
+
+
+def greedy(reference, messages: list[dict], max_new_tokens: int) -> str:
+    """What `model.generate` answers greedily to `messages`, decoded as the CLI prints it."""
+    model, tokenizer = reference
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_infer_prompt_prints_only_the_answer_equal_to_plain_generate(trained_run, reference):
     result = cli("infer", "--model", str(trained_run), "--prompt", "What is 3 + 4?", "--max_new_tokens", "12",
                  "--dtype", "fp32")
-    tokenizer = AutoTokenizer.from_pretrained(trained_run / "final")
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, trained_run / "final").eval()
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is 3 + 4?"}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)
-    out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-    assert result.stdout == expected + "\n"
+    assert result.stdout == greedy(reference, [{"role": "user", "content": "What is 3 + 4?"}], 12) + "\n"
 
 
-def test_infer_answers_a_file(trained_run, tmp_path):
-    prompts = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "What is 1 + 2?"}, CHAT_ROWS[5], {"query": "hello"}])
+@pytest.fixture(scope="module")
+def base_reference(tiny_model_dir):
+    """The random base model, whose greedy answers differ from prompt to prompt, with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_infer_answers_a_file_each_prompt_as_plain_generate_does(tiny_model_dir, base_reference, tmp_path):
+    rows = [{"prompt": "The quick brown fox"}, CHAT_ROWS[5], {"query": "hello"}, {"instruction": "Who made you?"}]
+    asked = [[{"role": "user", "content": "The quick brown fox"}], CHAT_ROWS[5]["messages"][:1],
+             [{"role": "user", "content": "hello"}], [{"role": "user", "content": "Who made you?"}]]
     out = tmp_path / "out.jsonl"
-    cli("infer", "--model", str(trained_run), "--input", str(prompts), "--output", str(out), "--max_new_tokens", "8")
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 3 and all(isinstance(r["response"], str) for r in rows)
-    assert rows[1]["messages"] == CHAT_ROWS[5]["messages"][:1]
+    cli("infer", "--model", str(tiny_model_dir), "--input", str(write_jsonl(tmp_path / "in.jsonl", rows)),
+        "--output", str(out), "--max_new_tokens", "8", "--dtype", "fp32", "--batch_size", "3")
+    answered = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["messages"] for row in answered] == asked
+    expected = [greedy(base_reference, messages, 8) for messages in asked]
+    assert [row["response"] for row in answered] == expected
+    assert len(set(expected)) == len(expected)  # so an answer written beside another prompt would show
 
 
-def test_interactive_chat_streams_multi_turn(trained_run):
-    proc = subprocess.run([sys.executable, "-m", "tunestack", "infer", "--model", str(trained_run),
-                           "--max_new_tokens", "6"], input="What is 1 + 2?\nAnd 2 + 2?\n/exit\n",
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("assistant> ") == 2
+def test_interactive_chat_streams_multi_turn_and_remembers_the_first_turn(tiny_model_dir, base_reference):
+    """On the random base model, whose answers depend on every token before them."""
+    model = base_reference
+    first, second = "What is 1 + 2?", "And 2 + 2?"
+    proc = cli("infer", "--model", str(tiny_model_dir), "--max_new_tokens", "8", "--dtype", "fp32",
+               input=f"{first}\n{second}\n/exit\n", timeout=300)
+    answers = [part.split("\n")[0].strip() for part in proc.stdout.split("assistant> ")[1:]]
+    history = [{"role": "user", "content": first}]
+    assert len(answers) == 2 and answers[0] == greedy(model, history, 8)
+    history += [{"role": "assistant", "content": answers[0]}, {"role": "user", "content": second}]
+    assert answers[1] == greedy(model, history, 8)  # the second turn is answered with the first in its prompt
+    assert answers[1] != greedy(model, history[-1:], 8)  # ... which changes the answer
 
 
-def test_full_fine_tune_and_pretraining(tiny_model_dir, tmp_path):
+def probe_logits(model):
+    import torch
+
+    with torch.no_grad():
+        return model(input_ids=torch.arange(3, 40).unsqueeze(0)).logits
+
+
+def with_adapter(base_dir, adapter_dir):
+    """The base in fp32 with `adapter_dir` loaded by plain peft (which fails on a malformed adapter)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, adapter_dir).eval()
+
+
+def test_full_fine_tune_and_pretraining(tiny_model_dir, base_reference, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
     data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
     full = tmp_path / "full"
     cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(full), "--tuner", "full",
         "--max_steps", "3", "--packing", *TRAIN)
     assert (full / "final" / "config.json").is_file() and not (full / "final" / "adapter_config.json").exists()
-    assert cli("infer", "--model", str(full), "--prompt", "hi", "--max_new_tokens", "4").returncode == 0
+    tuned = AutoModelForCausalLM.from_pretrained(full / "final", dtype=torch.float32).eval()
+    assert not torch.allclose(probe_logits(tuned), probe_logits(base_reference[0]), atol=1e-3)
+    answer = cli("infer", "--model", str(full), "--prompt", "hi", "--max_new_tokens", "4", "--dtype", "fp32").stdout
+    assert answer == greedy((tuned, base_reference[1]), [{"role": "user", "content": "hi"}], 4) + "\n"
     text = tmp_path / "corpus.txt"
     text.write_text("The quick brown fox jumps over the lazy dog.\nWhat is your name?\n" * 10)
     pt = tmp_path / "pt"
     cli("pt", "--model", str(tiny_model_dir), "--dataset", str(text), "--output_dir", str(pt), "--max_steps", "2",
         *TRAIN)
     assert json.loads((pt / "run.json").read_text())["command"] == "pt"
+    losses = [json.loads(line)["loss"] for line in (pt / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
+    pretrained = probe_logits(with_adapter(tiny_model_dir, pt / "final"))
+    assert not torch.allclose(pretrained, probe_logits(base_reference[0]), atol=1e-3)  # final/ moved off the base
 
 
 @pytest.mark.parametrize("flags", [["--tuner", "dora", "--gradient_checkpointing"], ["--tuner", "qlora"]],
                          ids=["dora-checkpointing", "qlora"])
-def test_other_tuners_train_and_chat(tiny_model_dir, tmp_path, flags):
+def test_other_tuners_train_and_chat(tiny_model_dir, base_reference, tmp_path, flags):
+    import torch
+
     if "qlora" in flags:
         pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
     data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
@@ -137,4 +197,7 @@ def test_other_tuners_train_and_chat(tiny_model_dir, tmp_path, flags):
         *flags, *TRAIN)
     config = json.loads((run / "final" / "adapter_config.json").read_text())
     assert config["use_dora"] == ("dora" in flags)
-    assert cli("infer", "--model", str(run), "--prompt", "hi", "--max_new_tokens", "3").returncode == 0
+    tuned = probe_logits(with_adapter(tiny_model_dir, run / "final"))  # a plain peft adapter for the fp32 base
+    assert not torch.allclose(tuned, probe_logits(base_reference[0]), atol=1e-3)  # ... that changes its logits
+    answer = cli("infer", "--model", str(run), "--prompt", "hi", "--max_new_tokens", "3").stdout
+    assert answer.strip(), "infer printed no answer"

@@ -4,7 +4,6 @@ refuse bad input with one line."""
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import cli, write_jsonl
+from helpers import cli, cli_env, write_jsonl
 
 PROMPTS = [{"prompt": f"What is {a} + {b}?", "answer": a + b} for a in range(1, 9) for b in range(1, 5)]
 USER_REWARDS = '''
@@ -97,7 +96,7 @@ def test_kill_then_resume_continues_exactly(setup, tiny_model_dir, tmp_path):
     args = [sys.executable, "-m", "tunestack", "grpo", "--model", str(tiny_model_dir), "--dataset", str(data),
             "--reward_funcs", reward_funcs, "--output_dir", str(run), *FLAGS]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "SEEN": str(tmp_path / "seen.json")})
+                            env=cli_env({"SEEN": str(tmp_path / "seen.json")}))
     sealed = run / "checkpoints" / "checkpoint-2" / "tunestack_complete.json"
     deadline = time.time() + 300
     while not sealed.exists() and proc.poll() is None and time.time() < deadline:

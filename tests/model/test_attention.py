@@ -45,3 +45,14 @@ def test_attention_choice():
     assert pick_attention("auto", torch.bfloat16, 4096) == "sdpa"
     assert pick_attention("auto", torch.bfloat16) == "sdpa"  # inference
     assert pick_attention("sdpa", torch.bfloat16, 512, packed=True) == "sdpa"
+
+
+def test_a_model_without_sdpa_gets_eager_attention_or_a_clear_error():
+    import pytest
+
+    from tunestack.errors import TunestackError
+
+    assert pick_attention("auto", torch.float32, None, sdpa=False) == "eager"  # gpt-oss: attention sinks
+    assert pick_attention("auto", torch.float32, 4096, sdpa=False) == "eager"
+    with pytest.raises(TunestackError, match="only eagerly"):
+        pick_attention("sdpa", torch.float32, sdpa=False)

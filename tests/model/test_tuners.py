@@ -86,3 +86,22 @@ def test_qlora_trains_adapters_over_a_frozen_nf4_base(tiny_model_dir, tiny_token
     changed = {n for n, p in model.named_parameters() if not same_bits(before[n], p)}
     assert changed and all("lora_" in n for n in changed)
     assert loss_later < loss_first
+
+
+def test_peft_input_casts_are_off_only_inside_half_precision_training(tiny_model_dir):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from transformers import AutoModelForCausalLM
+
+    from tunestack.model.tuners import training_input_casts
+
+    def casts(model) -> set[bool]:
+        return {m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer)}
+
+    half = attach_tuner(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16), TunerArgs())
+    assert casts(half) == {True}  # inference on the model, outside training, keeps peft's cast
+    with training_input_casts(half):
+        assert casts(half) == {False}
+    assert casts(half) == {True}
+    full = attach_tuner(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), TunerArgs())
+    with training_input_casts(full):
+        assert casts(full) == {True}

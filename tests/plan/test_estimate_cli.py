@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import sys
 
-from helpers import cli
+from helpers import cli, cli_env
 from tunestack.config import DataArgs, ModelArgs, ParallelArgs, PlanArgs, TrainArgs, TunerArgs, parse_groups
 from tunestack.plan.estimate import run_estimate
 
@@ -54,7 +54,8 @@ def test_hub_id_offline_fails_in_one_line_and_help_loads_no_torch(tmp_path):
     assert "config.json" in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
     code = ("import sys; from tunestack.cli import main; main(['estimate', '--help']); "
             "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=cli_env()).stdout
     assert "--gpu_memory" in out and "--deepspeed" in out and out.strip().endswith("False")
     bad = cli("estimate", "--deepspeed", "zero3", "--fsdp", "--measure", check=False)
     assert bad.returncode == 2 and "3 problems" in bad.stderr

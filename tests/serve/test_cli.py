@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import time
 import httpx
 import openai
 
-from helpers import cli
+from helpers import cli, cli_env
 from server_helpers import free_port
 
 
@@ -22,7 +21,7 @@ def test_serve_subprocess_with_key_and_adapter(tiny_model_dir, adapters, tmp_pat
         [sys.executable, "-m", "tunestack", "serve", "--model", str(tiny_model_dir), "--port", str(port),
          "--api_key_file", str(keys), "--adapter", f"alpha={adapters['alpha']}", "--served_model_name", "tiny",
          "--dtype", "fp32"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE, text=True)
+        env=cli_env(), stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from server_helpers import FakeEngine
-from tunestack.serve.detokenize import Detokenizer, StopScanner
+from tunestack.inference.detokenize import Detokenizer, StopScanner
 
 
 def test_detokenizer_rebuilds_text_with_multibyte_characters(tiny_tokenizer):
@@ -87,11 +87,11 @@ def test_unknown_fields_are_logged(caplog):
     assert "tool_choice" in caplog.text
 
 
-def test_content_parts_are_joined():
+def test_content_parts_are_joined_by_newlines_as_in_training():
     from tunestack.serve.protocol import ChatMessage
 
     message = ChatMessage(role="user", content=[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])
-    assert message.text() == "ab"
+    assert message.text() == "a\nb"
 
 
 def test_an_engine_failure_mid_stream_arrives_as_an_error_event(tiny_tokenizer):

@@ -5,7 +5,6 @@ from TUNESTACK_API_KEY and appears nowhere in what the server prints, even with 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,6 +16,7 @@ import time
 import httpx
 import pytest
 
+from helpers import cli_env
 from server_helpers import free_port
 
 KEY = "sk-test-4f9c2a77e1"
@@ -59,7 +59,7 @@ def test_sigterm_drains_ends_open_streams_with_an_error_event_and_exits_0(long_c
     process = subprocess.Popen(
         [sys.executable, "-m", "tunestack", "serve", "--model", str(long_context_model_dir), "--port", str(port),
          "--served_model_name", "tiny", "--dtype", "fp32", "--drain_timeout", "2", "--debug"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "TUNESTACK_API_KEY": KEY}, stderr=subprocess.PIPE, text=True)
+        env=cli_env({"TUNESTACK_API_KEY": KEY}), stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_up(url, process)

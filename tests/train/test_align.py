@@ -5,7 +5,6 @@ with its adapter disabled (or the model --ref_model names), and kill -9 then --r
 import hashlib
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 import pytest
 import torch
 
-from helpers import KTO_ROWS, PREFERENCE_ROWS, build_model, build_tokenizer, cli, method_trainer, write_jsonl
+from helpers import KTO_ROWS, PREFERENCE_ROWS, build_model, build_tokenizer, cli, cli_env, method_trainer, write_jsonl
 
 STEPS = ["--max_steps", "8", "--save_steps", "3", "--logging_steps", "1", "--per_device_train_batch_size", "4",
          "--max_length", "64", "--seed", "7"]
@@ -195,7 +194,7 @@ def test_kill_then_resume_continues_dpo_exactly(trained, tiny_model_dir, data, t
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "tunestack", *command_line("dpo", tiny_model_dir, data, run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env=cli_env())
     sealed = run / "checkpoints" / "checkpoint-3" / "tunestack_complete.json"
     deadline = time.time() + 300
     while not sealed.exists() and proc.poll() is None and time.time() < deadline:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from helpers import CHAT_ROWS, cli, write_jsonl
+from helpers import CHAT_ROWS, cli, cli_env, write_jsonl
 
 STEPS = ["--max_steps", "4", "--logging_steps", "1", "--learning_rate", "1e-3", "--seed", "3"]
 
@@ -103,7 +103,7 @@ def test_killed_rank_stops_the_run_and_resume_continues_exactly(single, tmp_path
     run = tmp_path / "run"
     launcher = subprocess.Popen([sys.executable, "-m", "tunestack", "sft", *flags, "--output_dir", str(run)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                env=cli_env())
     sealed = run / "checkpoints" / "checkpoint-2" / "tunestack_complete.json"
     deadline = time.time() + 300
     while not sealed.exists() and launcher.poll() is None and time.time() < deadline:

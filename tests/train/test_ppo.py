@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 import pytest
 import torch
 
-from helpers import cli, write_jsonl
+from helpers import cli, cli_env, write_jsonl
 
 PROMPTS = [{"prompt": f"What is {a} + {b}?"} for a in range(1, 9) for b in range(1, 3)]
 FLAGS = ["--max_steps", "4", "--save_steps", "2", "--logging_steps", "1", "--per_device_train_batch_size", "4",
@@ -150,7 +149,7 @@ def test_ppo_resume_after_kill_matches_uninterrupted_run(setup, tiny_model_dir, 
     args = [sys.executable, "-m", "tunestack", "ppo", "--model", str(tiny_model_dir), "--reward_model", str(reward),
             "--dataset", str(data), "--output_dir", str(run), *FLAGS]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env=cli_env())
     sealed = run / "checkpoints" / "checkpoint-2" / "tunestack_complete.json"
     deadline = time.time() + 300
     while not sealed.exists() and proc.poll() is None and time.time() < deadline:

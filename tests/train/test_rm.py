@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import cli, make_adapter, write_jsonl
+from helpers import cli, cli_env, make_adapter, write_jsonl
 
 PAIRS = [{"prompt": f"What is {a} + {b}?", "chosen": f"{a} + {b} = {a + b}.", "rejected": "hello world hello world"}
          for a in range(1, 9) for b in range(1, 5)]
@@ -174,7 +173,7 @@ def test_rm_resume_after_kill_matches_uninterrupted_run(setup, tmp_path):
     args = [sys.executable, "-m", "tunestack", "rm", "--model", str(parent), "--dataset", str(data),
             "--output_dir", str(run), *FLAGS]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env=cli_env())
     sealed = run / "checkpoints" / "checkpoint-4" / "tunestack_complete.json"
     deadline = time.time() + 300
     while not sealed.exists() and proc.poll() is None and time.time() < deadline:

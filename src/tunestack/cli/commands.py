@@ -18,6 +18,7 @@ from tunestack.config import (
     SimpoArgs,
     DataArgs,
     DownloadArgs,
+    ModelsArgs,
     EvalArgs,
     ExportArgs,
     InferArgs,
@@ -169,11 +170,14 @@ def _eval(model, evaluation):
     run_eval(model, evaluation)
 
 
-def _models():
+def _models(args: ModelsArgs):
+    import json
+
     from tunestack.hub import list_models
+    from tunestack.hub.catalog import models_table
 
     rows = list_models()
-    _print_table(rows, ["alias", "resolves_to", "template", "description"])
+    print(json.dumps({"models": rows}, indent=2) if args.json else models_table(rows), flush=True)
 
 
 def _datasets():
@@ -239,7 +243,8 @@ COMMANDS = {
                 [ModelArgs, ExportArgs], _export),
         Command("eval", "benchmarks (mmlu, gsm8k, ...) and your own tasks on a model, run directory or --url server",
                 [ModelArgs, EvalArgs], _eval),
-        Command("models", "list model aliases and what they resolve to", [], _models),
+        Command("models", "list model aliases by family: size, licence, gating, Hugging Face and ModelScope ids",
+                [ModelsArgs], _models),
         Command("datasets", "list built-in datasets", [], _datasets),
         Command("download", "fetch a model or dataset into the cache", [DownloadArgs], _download),
     ]

@@ -3,6 +3,7 @@
 from tunestack.config.args import (
     DataArgs,
     DownloadArgs,
+    ModelsArgs,
     EvalArgs,
     ExportArgs,
     InferArgs,
@@ -30,6 +31,7 @@ __all__ = [
     "SimpoArgs",
     "DataArgs",
     "DownloadArgs",
+    "ModelsArgs",
     "EvalArgs",
     "ExportArgs",
     "InferArgs",

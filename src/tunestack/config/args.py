@@ -15,6 +15,7 @@ PORT = (lambda v: 0 <= v <= 65535, "a port number in [0, 65535]")
 BACKENDS = ("pt", "vllm", "sglang", "lmdeploy", "llama.cpp")
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "sgd", "adafactor", "adamw_8bit", "paged_adamw_8bit",
               "paged_adamw_32bit", "adamw_bnb_8bit")
+REPORT_TO = ("tensorboard", "wandb", "swanlab", "mlflow", "all", "none")
 SHARD_SIZE = (lambda v: re.fullmatch(r"\d+\s*[KMG]i?B", v.strip(), re.IGNORECASE) is not None,
               "a size such as 2GB, 500MB or 4GiB")
 
@@ -74,6 +75,9 @@ class ModelArgs:
     template: str | None = arg(
         None, "chat template for models without one (chatml, llama3, qwen, ...); default: the tokenizer's own"
     )
+    chat_template: str | None = arg(
+        None, "Jinja chat template file (.jinja) used instead of the tokenizer's own and --template; a run records it "
+        "and saves it with its tokenizer, so infer, serve, eval and export of the run use it")
     trust_remote_code: bool = arg(False, "allow custom model code from the hub")
     allow_pickle: bool = arg(False, "also load weights stored as pickle files (.bin, .pt), which can run code when "
                              "loaded; by default only safetensors are read")
@@ -101,6 +105,9 @@ class DataArgs:
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
     num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
+    enable_thinking: bool | None = arg(
+        None, "passed to the chat template as enable_thinking (Qwen3): false renders answers without reasoning "
+        "behind an empty <think></think> block, as Qwen3 answers with thinking off; default: the template's own")
 
 
 @dataclass
@@ -114,9 +121,13 @@ class TunerArgs:
     lora_dropout: float = arg(
         0.0, "dropout on the LoRA input (0 skips the per-step random masks, a large CPU cost)", check=FRACTION
     )
-    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear or names such as q_proj,v_proj",
+    target_modules: list[str] = arg(["all-linear"], "modules to adapt: all-linear (every linear layer but the output "
+                                    "head and, in MoE models, the routers and experts), names such as q_proj,v_proj, "
+                                    "or one regular expression matched against full module names (no commas)",
                                     aliases=("lora_target", "lora_target_modules"), values={"all": "all-linear"})
     modules_to_save: list[str] = arg([], "extra modules trained in full and saved with the adapter")
+    lora_experts: bool = arg(False, "MoE models (Qwen3-MoE, Mixtral): also adapt every expert's MLP weights; by "
+                             "default adapters skip the experts (the routers are never adapted)")
     continue_adapter: bool = arg(
         False, "with --model RUN_DIR of an adapter run: keep training that adapter instead of merging it into the "
         "base and training a new one on top")
@@ -128,8 +139,8 @@ class TrainArgs:
 
     output_dir: str | None = arg(None, "run directory (default: runs/COMMAND-TIMESTAMP)")
     learning_rate: float | None = arg(
-        None, "peak learning rate (default: the method's own; sft and pt: 1e-4 for adapters, 1e-5 for full)", check=POSITIVE
-    )
+        None, "peak learning rate (default: the method's own; sft and pt: 1e-4 for adapters, 1e-5 for full)",
+        check=POSITIVE)
     num_train_epochs: float = arg(3.0, "epochs over the training data", check=NON_NEGATIVE)
     max_steps: int = arg(-1, "stop after this many optimizer steps (overrides epochs when > 0)")
     per_device_train_batch_size: int = arg(4, "examples (or packed rows) per step and device", check=POSITIVE)
@@ -159,6 +170,19 @@ class TrainArgs:
                           "apply the cheapest change that does; recorded in run.json (sft and pt)")
     overwrite_output_dir: bool = arg(False, "start afresh even if --output_dir holds a run")
     dataloader_num_workers: int = arg(0, "data loading worker processes", check=NON_NEGATIVE)
+    loss_func: str | None = arg(
+        None, "PATH.py:FUNCTION computing the training loss instead of cross-entropy (sft, pt): "
+        "fn(outputs, labels, num_items_in_batch) -> scalar tensor, as transformers' compute_loss_func",
+        aliases=("compute_loss_func",))
+    metrics: str | None = arg(
+        None, "PATH.py:FUNCTION computing metrics at each evaluation (sft, pt): fn(eval_prediction) -> dict of "
+        "numbers, as transformers' compute_metrics; predictions are the predicted token ids aligned with label_ids",
+        aliases=("compute_metrics",))
+    callbacks: list[str] = arg(
+        [], "PATH.py:CLASS of transformers TrainerCallback subclasses, constructed with no arguments")
+    report_to: list[str] = arg(
+        ["tensorboard"], "experiment trackers: tensorboard (into the run directory), wandb, swanlab, mlflow, all "
+        "(those installed) or none; the run is named after its directory", choices=REPORT_TO)
     eval_tasks: list[str] = arg(
         [], "after training, evaluate final/ on these tasks (as `tunestack eval --tasks`); the report goes to eval/"
     )
@@ -235,6 +259,9 @@ class InferArgs:
     backend: str = arg("pt", "inference engine (vllm, sglang, lmdeploy and llama.cpp need their extra installed)",
                        choices=BACKENDS)
     batch_size: int = arg(8, "prompts generated together with --input", check=POSITIVE)
+    enable_thinking: bool | None = arg(
+        None, "passed to the chat template as enable_thinking (Qwen3): false opens each answer with an empty "
+        "<think></think> block, so the model answers without reasoning; default: the template's own")
     resume: bool = arg(False, "with --input and --output: keep the answers already in --output and answer the rest")
     allow_pickle: bool = arg(
         False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
@@ -262,6 +289,10 @@ class ServeArgs:
     max_model_len: int | None = arg(
         None, "context length (prompt + completion); a longer prompt gets a 400; default: the model's", check=POSITIVE)
     default_max_tokens: int = arg(512, "completion tokens when a request gives no max_tokens", check=POSITIVE)
+    enable_thinking: bool | None = arg(
+        None, "passed to the chat template as enable_thinking (Qwen3): false opens each answer with an empty "
+        "<think></think> block, so the model answers without reasoning; default: the template's own; a request's "
+        "chat_template_kwargs override it")
     max_request_bytes: int = arg(16 * 2**20, "largest request body accepted; bigger ones get 413", check=POSITIVE)
     request_timeout: float = arg(
         600.0, "seconds a request may take from admission to its last token; later it ends with 408 (a stream with a "
@@ -272,6 +303,13 @@ class ServeArgs:
     allow_pickle: bool = arg(
         False, "also load model and adapter weights from pickle files (.bin, .pt), which can run code when loaded; "
         "by default only safetensors load")
+
+
+@dataclass
+class ModelsArgs:
+    """How `tunestack models` prints the aliases."""
+
+    json: bool = arg(False, "print one JSON object (for tools) instead of the table")
 
 
 @dataclass
@@ -356,7 +394,8 @@ class EvalArgs:
     )
     allow_code_execution: bool = arg(False, "let humaneval run model-written code (in a sandboxed subprocess)")
     code_timeout: float = arg(10.0, "seconds each humaneval program may run", check=POSITIVE)
-    max_retries: int = arg(4, "retries of a failed server request, with exponential backoff", check=NON_NEGATIVE)
+    max_retries: int = arg(4, "retries of a failed server request (the openai client's: exponential backoff, "
+                           "honouring Retry-After)", check=NON_NEGATIVE)
     model_name: str | None = arg(None, "the name the self-cognition check expects the model to give")
     model_author: str | None = arg(None, "the author the self-cognition check expects the model to give")
     resume: bool = arg(

@@ -1,6 +1,8 @@
 """Turn argv (and an optional YAML file) into argument dataclasses, gathering every bad value into one error.
 
-Parsing has no side effects: nothing is imported, downloaded or created here.
+Parsing has no side effects: nothing is imported, downloaded or created here. transformers' `HfArgumentParser`
+is not used because argparse's typed flags stop at the first bad value, and it cannot tell a flag given on the
+command line from its default (which `--config` YAML merging needs) nor read comma-separated lists.
 """
 
 from __future__ import annotations

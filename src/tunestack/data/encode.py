@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from tunestack.data.packing import pack_sequences
@@ -35,19 +36,21 @@ class EncodeStats:
         return "; ".join(parts)
 
 
-def _encode_row(tokenizer, row: dict, task: str, max_length: int, truncation: str):
+def _encode_row(tokenizer, row: dict, task: str, max_length: int, truncation: str, template_kwargs: dict | None):
     if task == "pt":
         return encode_text(tokenizer, row["text"], max_length, truncation)
-    return encode_conversation(tokenizer, row["messages"], max_length, truncation)
+    tools = json.loads(row["tools"]) if row.get("tools") else None
+    return encode_conversation(tokenizer, row["messages"], max_length, truncation, tools, template_kwargs)
 
 
 def encode_examples(rows, tokenizer, task: str, max_length: int, truncation: str, stats: EncodeStats,
-                    source: str = "dataset", first_index: int = 0) -> list[dict]:
-    """Tokenize and mask canonical rows, skipping (and counting in `stats`) those with nothing to train on."""
+                    source: str = "dataset", first_index: int = 0, template_kwargs: dict | None = None) -> list[dict]:
+    """Tokenize and mask canonical rows, skipping (and counting in `stats`) those with nothing to train on.
+    `template_kwargs` go to the chat template (e.g. {"enable_thinking": False})."""
     encoded = []
     for index, row in enumerate(rows, first_index):
         try:
-            item = _encode_row(tokenizer, row, task, max_length, truncation)
+            item = _encode_row(tokenizer, row, task, max_length, truncation, template_kwargs)
         except DataError as exc:
             raise DataError(f"{source}, example {index + 1}: {exc}") from None
         if item is None:
@@ -66,10 +69,11 @@ def encode_examples(rows, tokenizer, task: str, max_length: int, truncation: str
 
 
 def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
-                source: str = "dataset"):
+                source: str = "dataset", template_kwargs: dict | None = None):
     """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened."""
     stats = EncodeStats()
-    encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source)
+    encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source,
+                              template_kwargs=template_kwargs)
     if not encoded:
         raise DataError(
             f"{source}: no usable examples after tokenization ({stats.summary()}); raise --max_length "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 
 from tunestack.data.messages import (
@@ -63,7 +64,8 @@ _USE_WITH = {
 }
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
-          "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution")  # fmt: skip
+          "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution",
+          "tools")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -108,7 +110,27 @@ def canonical_rows(
 
 def _messages(row: dict, where: str, system: str | None) -> dict:
     messages = message_list(row["messages"], "messages", where, OPENAI)
-    return {"messages": conversation(messages, where, system)}
+    out = {"messages": conversation(messages, where, system)}
+    if row.get("tools") not in (None, "", []):
+        out["tools"] = _tools(row["tools"], where)
+    return out
+
+
+def _tools(value, where: str) -> str:
+    """The row's `tools`: OpenAI function schemas (a list, or JSON text of one), kept as JSON text."""
+    try:
+        tools = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        tools = None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise DataError(f'{where}: tools is {describe(value)}; expected a list of function schemas '
+                        '({"type": "function", "function": {"name": ..., "parameters": {...}}})')
+    return json.dumps(tools, ensure_ascii=False)
+
+
+def uses_tools(row: dict) -> bool:
+    """Whether a canonical sft row carries tool schemas or tool messages (which need the wider features)."""
+    return "tools" in row or any(len(m) > 2 for m in row.get("messages", ()))
 
 
 def _sharegpt(row: dict, where: str, system: str | None) -> dict:
@@ -232,11 +254,15 @@ def _label(row: dict, where: str) -> bool:
     raise DataError(f"{where}: label is {describe(value)}; expected true or false")
 
 
-def features_for(task: str):
-    """The `datasets.Features` of canonical rows for `task`, so that every source concatenates."""
+def features_for(task: str, tools: bool = False):
+    """The `datasets.Features` of canonical rows for `task`, so that every source concatenates; `tools`: sft rows
+    with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key."""
     from datasets import Features, List, Value
 
     turns = List({"role": Value("string"), "content": Value("string")})
+    if task == "sft" and tools:
+        tool_turns = List({key: Value("string") for key in ("role", "content", "tool_calls", "tool_call_id", "name")})
+        return Features({"messages": tool_turns, "tools": Value("string")})
     return Features(
         {
             "sft": {"messages": turns},

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tunestack.config.args import DataArgs
 from tunestack.data.builtin import BUILTIN_DATASETS, builtin_rows
-from tunestack.data.formats import TASKS, canonical_rows, features_for
+from tunestack.data.formats import TASKS, canonical_rows, features_for, uses_tools
 from tunestack.data.hub_datasets import hub_rows
 from tunestack.data.readers import read_rows
 from tunestack.data.registry import read_dataset_info
@@ -103,7 +103,10 @@ def _located_rows(part: Part, opts: _Options):
 
 
 def _part_rows(part: Part, opts: _Options, stats: dict):
-    return canonical_rows(_located_rows(part, opts), opts.task, opts.system, part.columns, stats)
+    rows = _located_rows(part, opts)
+    if part.preprocess is not None:
+        rows = part.preprocess(rows)
+    return canonical_rows(rows, opts.task, opts.system, part.columns, stats)
 
 
 def _read_all(sources: list[Source], opts: _Options, seed: int) -> tuple[list[dict], list[dict]]:
@@ -129,24 +132,35 @@ def _stream(sources: list[Source], opts: _Options):
     """A lazy dataset over every source; the first row of each part is checked now, later rows when reached."""
     from datasets import IterableDataset
 
-    report = []
+    report, tools = [], False
     for source in sources:
         files = []
         for part in source.parts:
             stats = {"file": _label(part), "format": None, "rows": 0}
-            if next(_part_rows(part, opts, stats), None) is None:
+            first = next(_part_rows(part, opts, stats), None)
+            if first is None:
                 raise DataError(f"{stats['file']}: empty dataset (no rows)")
+            tools = tools or (opts.task == "sft" and uses_tools(first))
             files.append({"file": stats["file"], "format": stats["format"], "rows": None})
         report.append({"name": source.spec, "files": files, "rows_read": None, "rows_sampled": source.count})
-    kwargs = {"sources": sources, "opts": opts}
-    return IterableDataset.from_generator(_stream_rows, features=features_for(opts.task), gen_kwargs=kwargs), report
+    kwargs = {"sources": sources, "opts": opts, "tools": tools}
+    features = features_for(opts.task, tools=tools)
+    return IterableDataset.from_generator(_stream_rows, features=features, gen_kwargs=kwargs), report
 
 
-def _stream_rows(sources: list[Source], opts: _Options):
-    """In streaming mode `NAME#N` takes the first N rows of the source."""
+def _stream_rows(sources: list[Source], opts: _Options, tools: bool = False):
+    """In streaming mode `NAME#N` takes the first N rows of the source. The features hold tools when a file's first
+    row has them (`tools`); a later row with tools otherwise would lose them, and stops the run instead."""
     for source in sources:
-        rows = chain.from_iterable(_part_rows(part, opts, {}) for part in source.parts)
-        yield from islice(rows, source.count)
+        rows = islice(chain.from_iterable(_part_rows(part, opts, {}) for part in source.parts), source.count)
+        for row in rows:
+            if tools:
+                row = {"tools": None, **row}
+            elif opts.task == "sft" and uses_tools(row):
+                raise DataError(f"{source.spec}: with --streaming, tools or tool calls must appear in the first row "
+                                "of a file (the streamed dataset takes its columns from those rows); put such a row "
+                                "first, or drop --streaming")
+            yield row
 
 
 def _split(rows: list[dict], ratio: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -169,4 +183,7 @@ def _label(part: Part) -> str:
 def _dataset(rows: list[dict], task: str):
     from datasets import Dataset
 
+    if task == "sft" and any(uses_tools(row) for row in rows):
+        rows = [{"tools": None, **row} for row in rows]
+        return Dataset.from_list(rows, features=features_for(task, tools=True))
     return Dataset.from_list(rows, features=features_for(task))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 from tunestack.data.readers import describe
 from tunestack.errors import DataError
+from tunestack.message_text import join_text_parts
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # How a message names its role and content, and what each role name means: (role key, content key, roles).
-OPENAI = ("role", "content", {r: r for r in ROLES})
+# Gemma's templates call the assistant `model`; data written for them says so.
+OPENAI = ("role", "content", {**{r: r for r in ROLES}, "model": "assistant"})
 SHAREGPT = ("from", "value", {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
-                              "assistant": "assistant"})  # fmt: skip
+                              "assistant": "assistant", "model": "assistant", "tool": "tool"})  # fmt: skip
 _IMAGE_PARTS = ("image", "image_url", "input_image")
 
 
@@ -30,11 +34,31 @@ def _message(item, at: str, where: str, style) -> dict:
         raise DataError(
             f"{where}: {at}.{role_key} is {describe(role)}; expected {', '.join(allowed[:-1])} or {allowed[-1]}"
         )
-    return {"role": roles[role], "content": _content(item.get(content_key), f"{at}.{content_key}", where)}
+    role = roles[role]
+    if role == "assistant" and item.get("tool_calls"):
+        return {"role": role, "content": _content(item.get(content_key) or "", f"{at}.{content_key}", where),
+                "tool_calls": _tool_calls(item["tool_calls"], f"{at}.tool_calls", where)}
+    message = {"role": role, "content": _content(item.get(content_key), f"{at}.{content_key}", where)}
+    if role == "tool":
+        message.update({k: str(item[k]) for k in ("tool_call_id", "name") if item.get(k) is not None})
+    return message
+
+
+def _tool_calls(value, at: str, where: str) -> str:
+    """An assistant's OpenAI `tool_calls` (a list of {"function": {"name", "arguments"}}), kept as JSON text."""
+    try:
+        calls = json.loads(value) if isinstance(value, str) else value
+    except json.JSONDecodeError:
+        calls = None
+    if not isinstance(calls, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("function", c).get("name"), str) for c in calls):
+        raise DataError(f'{where}: {at} is {describe(value)}; expected a list of '
+                        '{"type": "function", "function": {"name": ..., "arguments": {...}}}')
+    return json.dumps(calls, ensure_ascii=False)
 
 
 def _content(value, at: str, where: str) -> str:
-    """A string, or a list of text parts joined by newlines; image parts are refused."""
+    """A string, or a list of text parts joined as `join_text_parts` joins them; image parts are refused."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
@@ -47,7 +71,7 @@ def _content(value, at: str, where: str) -> str:
         if kind != "text" or not isinstance(part.get("text"), str):
             raise DataError(f'{where}: {at}[{i}] is {describe(part)}; expected {{"type": "text", "text": "..."}}')
         texts.append(part["text"])
-    return "\n".join(texts)
+    return join_text_parts(texts)
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:

@@ -1,16 +1,44 @@
-"""The dataset registration YAML (--dataset_info): each name's files or hub id, column mapping and task."""
+"""The dataset registration YAML (--dataset_info): each name's files or hub id, column mapping, task and an optional
+`preprocess: PATH.py:FUNCTION` that maps each raw row to a row in a supported format."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunestack.data.formats import FIELDS, TASKS
 from tunestack.data.readers import describe
-from tunestack.errors import DataError
+from tunestack.errors import DataError, TunestackError
 
-KEYS = ("file", "train", "val", "columns", "task", "hub", "subset", "split")
+KEYS = ("file", "train", "val", "columns", "task", "hub", "subset", "split", "preprocess")
 EXAMPLE = "mydata: {train: data/train.jsonl, val: data/val.jsonl, columns: {question: query, answer: response}}"
+
+
+@dataclass(frozen=True)
+class RowPreprocessor:
+    """A registered dataset's `preprocess` function, applied to each raw row before `columns`: it returns the row in
+    a supported format (a dict), or None to leave the row out."""
+
+    function: Callable
+    spec: str
+    dataset: str
+    info_file: Path
+
+    def __call__(self, rows) -> Iterator:
+        """(where, row) pairs in, (where, preprocessed row) pairs out."""
+        for where, row in rows:
+            try:
+                out = self.function(row)
+            except Exception as exc:
+                raise DataError(f"{where}: preprocess {self.spec} of dataset {self.dataset!r} in {self.info_file} "
+                                f"failed: {type(exc).__name__}: {exc}") from None
+            if out is None:
+                continue
+            if not isinstance(out, dict):
+                raise DataError(f"{where}: preprocess {self.spec} of dataset {self.dataset!r} in {self.info_file} "
+                                f"returned {describe(out)}; expected a row (a dict) or None to leave it out")
+            yield where, out
 
 
 @dataclass(frozen=True)
@@ -26,6 +54,7 @@ class RegisteredDataset:
     hub: str | None = None
     subset: str | None = None
     split: str | None = None
+    preprocess: RowPreprocessor | None = None
 
     def where(self, key: str) -> str:
         """How messages point at this declaration: `'train' of 'mydata' in info.yaml`."""
@@ -69,6 +98,7 @@ def _entry(name: str, spec, info_file: Path) -> RegisteredDataset:
         hub=_string(spec.get("hub"), "hub", at),
         subset=_string(spec.get("subset"), "subset", at),
         split=_string(spec.get("split"), "split", at),
+        preprocess=_preprocess(spec.get("preprocess"), name, info_file, at),
     )
 
 
@@ -105,3 +135,18 @@ def _string(value, key: str, at: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise DataError(f"{at}: {key} is {describe(value)}; expected a string")
     return value
+
+
+def _preprocess(value, name: str, info_file: Path, at: str) -> RowPreprocessor | None:
+    """The `preprocess: PATH.py:FUNCTION` function, PATH relative to the YAML file's folder."""
+    from tunestack.user_code import load_object
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{at}: preprocess is {describe(value)}; expected PATH.py:FUNCTION")
+    try:
+        function = load_object(f"{at}: preprocess", value, relative_to=info_file.parent)
+    except TunestackError as exc:
+        raise DataError(str(exc)) from None
+    return RowPreprocessor(function, value, name, info_file)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunestack.data.builtin import BUILTIN_DATASETS
 from tunestack.data.readers import SUFFIXES, check_suffix, list_data_files
-from tunestack.data.registry import RegisteredDataset
+from tunestack.data.registry import RegisteredDataset, RowPreprocessor
 from tunestack.errors import DataError
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@[\w.\[\]:%+-]+)?$")
@@ -23,6 +23,8 @@ class Part:
     columns: dict = field(default_factory=dict)
     subset: str | None = None
     split: str = "train"
+    preprocess: RowPreprocessor | None = None
+    """A registered dataset's own row mapping, applied before `columns`."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,10 @@ def resolve(spec: str, registry: dict[str, RegisteredDataset], task: str) -> Sou
         if entry.task and entry.task != task:
             raise DataError(f"{name} is declared as {entry.task} data in {entry.info_file}; {task} cannot use it")
         if entry.hub:
-            parts = (Part("hub", entry.hub, entry.columns, entry.subset, entry.split or "train"),)
+            parts = (Part("hub", entry.hub, entry.columns, entry.subset, entry.split or "train", entry.preprocess),)
         else:
-            parts = _file_parts(entry.train, entry.columns, entry.where("train"))
-        return Source(spec, parts, count, _file_parts(entry.val, entry.columns, entry.where("val")))
+            parts = _file_parts(entry.train, entry.columns, entry.where("train"), entry.preprocess)
+        return Source(spec, parts, count, _file_parts(entry.val, entry.columns, entry.where("val"), entry.preprocess))
     if name in BUILTIN_DATASETS:
         return Source(spec, (Part("builtin", name),), count)
     path = Path(name).expanduser()
@@ -81,14 +83,15 @@ def _parse_count(spec: str) -> tuple[str, int | None]:
     return name, int(count)
 
 
-def _file_parts(paths, columns: dict, declared: str | None) -> tuple[Part, ...]:
+def _file_parts(paths, columns: dict, declared: str | None,
+                preprocess: RowPreprocessor | None = None) -> tuple[Part, ...]:
     parts = []
     for path in paths:
         if path.is_dir():
-            parts += [Part("file", str(f), columns) for f in list_data_files(path)]
+            parts += [Part("file", str(f), columns, preprocess=preprocess) for f in list_data_files(path)]
         elif path.is_file():
             check_suffix(path)
-            parts.append(Part("file", str(path), columns))
+            parts.append(Part("file", str(path), columns, preprocess=preprocess))
         else:
             raise DataError(f"file not found: {path} (no such file or folder; declared as {declared})")
     return tuple(parts)

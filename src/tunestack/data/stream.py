@@ -14,9 +14,10 @@ class EncodedStream(IterableDataset):
     """Token rows from a stream of canonical rows; examples that encode to nothing usable are skipped."""
 
     def __init__(self, rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
-                 buffer: int = 512):
+                 buffer: int = 512, template_kwargs: dict | None = None):
         self.rows = rows
-        self.encode = dict(tokenizer=tokenizer, task=task, max_length=max_length, truncation=truncation)
+        self.encode = dict(tokenizer=tokenizer, task=task, max_length=max_length, truncation=truncation,
+                           template_kwargs=template_kwargs)
         self.packing = packing
         self.buffer = buffer
 

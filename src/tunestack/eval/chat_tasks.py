@@ -3,11 +3,11 @@ generation files, each question with its scoring function."""
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tunestack.arith import arith_problems
 from tunestack.errors import ConfigError, DataError
 from tunestack.eval.extract import last_number
 from tunestack.eval.loading import LOCATION
@@ -34,16 +34,12 @@ class ChatItem:
 
 
 def arith_items() -> list[ChatItem]:
-    """Add, subtract and multiply questions; an answer is right when its last number is the result."""
-    rng = random.Random(ARITH_SEED)
+    """Add, subtract and multiply questions from the training built-in's generator (with its own seed); an answer is
+    right when its last number is the result."""
     items = []
-    for _ in range(ARITH_QUESTIONS):
-        op = rng.choice("+-*")
-        a, b = (rng.randint(2, 99), rng.randint(2, 99)) if op == "*" else (rng.randint(0, 999), rng.randint(0, 999))
-        if op == "-" and b > a:
-            a, b = b, a
-        gold = str({"+": a + b, "-": a - b, "*": a * b}[op])
-        items.append(ChatItem([{"role": "user", "content": f"What is {a} {op} {b}?"}], gold,
+    for problem in arith_problems(ARITH_QUESTIONS, ARITH_SEED):
+        gold = str(problem.answer)
+        items.append(ChatItem([{"role": "user", "content": problem.question}], gold,
                               lambda out, gold=gold: {"exact_match": float(last_number(out) == gold)},
                               lambda out: last_number(out) or ""))
     return items

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from pathlib import Path
 
@@ -92,16 +91,19 @@ def read_hub(task: str, repo: str, subsets: list[str | None], splits: list[str])
            f"--task_data {task}=PATH (a file or folder in the schema of {repo})")
     import datasets
 
+    from tunestack.hub.fetch import cached_snapshot
+    from tunestack.hub.reach import hub_offline, hub_reachable
+
     source = repo
-    if _offline() or not _hub_reachable():
-        source = _cached(repo)
+    if hub_offline() or not hub_reachable():
+        source = cached_snapshot(repo, repo_type="dataset")
         if source is None:
             raise DataError(f"task {task}: hub dataset {repo} is not downloaded and the hub cannot be reached; {fix}")
     out: dict[str, list[dict]] = {}
     for subset in subsets:
         for split in splits:
             try:
-                rows = datasets.load_dataset(source, subset, split=split)
+                rows = datasets.load_dataset(str(source), subset, split=split)
             except ValueError as exc:  # this subset has no such split (e.g. no dev split)
                 if "split" in str(exc).lower():
                     continue
@@ -125,33 +127,3 @@ def hub_subsets(repo: str) -> list[str]:
     except Exception as exc:
         raise DataError(f"hub dataset {repo}: cannot list its subjects ({type(exc).__name__}); "
                         f"pass --task_data or --subjects") from None
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _cached(repo: str) -> str | None:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(repo, repo_type="dataset", local_files_only=True)
-    except (OSError, ValueError):
-        return None
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens; behind a proxy we cannot tell, so assume yes."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    from huggingface_hub import constants
-
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout).close()
-    except OSError:
-        return False
-    return True

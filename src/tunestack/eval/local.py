@@ -38,10 +38,9 @@ class LocalBackend:
 
     def chat(self, conversations: list[list[dict]], max_new_tokens: int, progress: Callable[[int], None]) -> list[str]:
         """Greedy answers to conversations, rendered with the tokenizer's chat template."""
-        ids = []
-        for messages in conversations:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from tunestack.inference.chat_prompt import chat_prompt_ids
+
+        ids = [chat_prompt_ids(self.tokenizer, messages) for messages in conversations]
         return [text.strip() for text in self._run(ids, [], max_new_tokens, progress)]
 
     def _run(self, ids: list[list[int]], until: list[str], max_new_tokens: int, progress) -> list[str]:

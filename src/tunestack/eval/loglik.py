@@ -83,7 +83,7 @@ class LoglikScorer:
         column = {p: i for i, p in enumerate(positions)}
         device = self.model.device
         kwargs = {"logits_to_keep": torch.tensor(positions, device=device)} if self._keeps_logits else {}
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: optimum-quanto's int4 weights fail inside it
             logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
         if not self._keeps_logits:

@@ -1,19 +1,15 @@
-"""The server backend: any OpenAI-compatible server through the official `openai` client, with retries and backoff;
-multiple choice by prompt log-probabilities (the harness's local-completions request), generation by completions."""
+"""The server backend: any OpenAI-compatible server through the official `openai` client, whose own retries (backoff
+on connection errors, timeouts, 408, 409, 429 and 5xx, honouring `Retry-After`) are the retry policy; multiple
+choice by prompt log-probabilities (the harness's local-completions request), generation by completions."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from tunestack.errors import MissingExtraError, TunestackError
 from tunestack.eval.extract import truncate_at
 from tunestack.eval.scoring import LogprobsUnavailable
-
-BACKOFF_S = 0.5
-"""The first retry waits this long; each further retry waits twice as long as the one before."""
-
 
 class RemoteBackend:
     """Evaluation against a running server; a question whose requests keep failing is reported, not fatal."""
@@ -29,9 +25,9 @@ class RemoteBackend:
         self.openai = openai
         base = url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY", max_retries=0,
-                                    timeout=timeout)
-        self.concurrency, self.max_retries, self.seed = concurrency, max_retries, seed
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or "EMPTY",
+                                    max_retries=max_retries, timeout=timeout)
+        self.concurrency, self.seed = concurrency, seed
         self.notes: list[str] = []
         self.errors: list[str] = []
         self._chat_for_completions = False
@@ -40,7 +36,7 @@ class RemoteBackend:
 
     def _first_model(self) -> str:
         try:
-            models = self._retrying(lambda: self.client.models.list().data)
+            models = self.client.models.list().data
         except self.openai.APIError as exc:
             raise TunestackError(f"--url {self.base_url}: the server cannot be reached or refused to list its "
                                  f"models ({_reason(exc)}); is it running? (or name the model: "
@@ -49,22 +45,11 @@ class RemoteBackend:
             raise TunestackError(f"--url {self.base_url}: the server lists no models; pass --served_model_name")
         return models[0].id
 
-    def _retrying(self, call: Callable):
-        """call(), retried with exponential backoff on connection errors, timeouts, 429 and 5xx."""
-        transient = (self.openai.APIConnectionError, self.openai.RateLimitError, self.openai.InternalServerError)
-        for attempt in range(self.max_retries + 1):
-            try:
-                return call()
-            except transient:
-                if attempt == self.max_retries:
-                    raise
-                time.sleep(BACKOFF_S * 2 ** attempt)
-
     def _each(self, work: Callable, items: list, progress: Callable[[int], None]) -> list:
         """work(item) for every item, `concurrency` at a time; None (and a recorded error) where it failed."""
         def guarded(item):
             try:
-                return self._retrying(lambda: work(item))
+                return work(item)
             except (self.openai.APIError, LogprobsUnavailable) as exc:
                 self.errors.append(_reason(exc))
                 return None
@@ -79,7 +64,7 @@ class RemoteBackend:
         if not pairs:
             return []
         try:  # the first request tells whether the server gives prompt log-probabilities at all
-            first = [self._retrying(lambda: self._loglik(pairs[0]))]
+            first = [self._loglik(pairs[0])]
         except (self.openai.BadRequestError, self.openai.NotFoundError, self.openai.UnprocessableEntityError) as exc:
             raise LogprobsUnavailable(_reason(exc)) from None
         except self.openai.APIError as exc:

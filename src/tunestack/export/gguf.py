@@ -1,10 +1,13 @@
-"""Write a Llama-architecture Hugging Face model folder as one GGUF file that llama.cpp and its kin load."""
+"""Write a Hugging Face model folder (Llama, Mistral, Mixtral, Qwen2/2.5, Qwen3, Qwen3-MoE, Gemma 3, Phi-3/Phi-4) as
+one GGUF file that llama.cpp and its kin load."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunestack.errors import TunestackError
@@ -14,15 +17,42 @@ _BLOCK = 32
 """Row length q8_0 and q4_0 quantize in blocks of; rows of other lengths are written in f16."""
 
 
+@dataclass(frozen=True)
+class _Architecture:
+    """How one Hugging Face model type is written in GGUF."""
+
+    name: str
+    """gguf.MODEL_ARCH member."""
+    permute_qk: bool = False
+    """Llama-style RoPE: llama.cpp wants each head's rotary halves interleaved."""
+    norm_plus_one: bool = False
+    """Gemma's RMSNorm scales by (1 + weight); llama.cpp stores the factor itself."""
+
+
+ARCHITECTURES = {
+    "llama": _Architecture("LLAMA", permute_qk=True),
+    "mistral": _Architecture("LLAMA", permute_qk=True),  # llama.cpp writes Mistral as llama
+    "qwen2": _Architecture("QWEN2"),
+    "qwen3": _Architecture("QWEN3"),
+    "gemma3_text": _Architecture("GEMMA3", norm_plus_one=True),
+    "phi3": _Architecture("PHI3"),
+    "qwen3_moe": _Architecture("QWEN3MOE"),
+    "mixtral": _Architecture("LLAMA", permute_qk=True),  # llama.cpp writes Mixtral as llama with experts
+}
+"""Model types GGUF export writes. Others llama.cpp defines (GLM-4, DeepSeek-V2/V3, gpt-oss) need tensor layouts
+this writer does not produce yet (partial rotary, multi-head latent attention, MXFP4 experts); they are refused."""
+
+
 def gguf_architecture_problem(folder: Path) -> str | None:
     """Why the model in `folder` cannot be written as GGUF, or None."""
     try:
         model_type = json.loads((Path(folder) / "config.json").read_text()).get("model_type")
     except (OSError, ValueError) as error:
         return f"{folder}/config.json cannot be read ({error}); GGUF export needs a Hugging Face model folder"
-    if model_type != "llama":
-        return (f"--to gguf: the model is {model_type!r} architecture; GGUF export supports only llama "
-                "(Llama, SmolLM2, TinyLlama and the like); use --to hf")
+    if model_type not in ARCHITECTURES:
+        return (f"--to gguf: the model is {model_type!r} architecture; GGUF export supports "
+                f"{', '.join(sorted(ARCHITECTURES))}; use --to hf (llama.cpp's own convert_hf_to_gguf.py covers "
+                "more architectures)")
     return None
 
 
@@ -38,13 +68,14 @@ def write_gguf(folder: Path, target: Path, gguf_type: str) -> dict:
     if problem := gguf_architecture_problem(folder):
         raise TunestackError(problem)
     config = json.loads((Path(folder) / "config.json").read_text())
+    arch = ARCHITECTURES[config["model_type"]]
     vocab = gguf_vocab(Path(folder), config["vocab_size"])
     tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
     try:
-        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
+        writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.name]])
         _add_hyperparameters(writer, config, gguf_type, name=Path(folder).name)
         _add_vocab(writer, vocab)
-        fallback = _add_tensors(writer, Path(folder), config, gguf_type)
+        fallback = _add_tensors(writer, Path(folder), config, arch, gguf_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -64,6 +95,7 @@ def _add_hyperparameters(writer, config: dict, gguf_type: str, name: str) -> Non
     heads, hidden = config["num_attention_heads"], config["hidden_size"]
     head_dim = config.get("head_dim") or hidden // heads
     rope = config.get("rope_parameters") or {}
+    rope = rope.get("full_attention", rope)  # Gemma 3 keys RoPE by layer kind; llama.cpp fixes the sliding one
     if rope.get("rope_type", "default") != "default" or config.get("rope_scaling"):
         raise TunestackError(f"--to gguf: rope scaling {rope.get('rope_type') or config.get('rope_scaling')} is not "
                              "supported; GGUF export writes models with plain RoPE only")
@@ -75,9 +107,15 @@ def _add_hyperparameters(writer, config: dict, gguf_type: str, name: str) -> Non
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
     writer.add_rope_dimension_count(head_dim)
-    if head_dim != hidden // heads:
+    if head_dim != hidden // heads or config["model_type"] == "gemma3_text":
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
+    if config.get("sliding_window") and config["model_type"] == "gemma3_text":
+        writer.add_sliding_window(config["sliding_window"])
+    if experts := config.get("num_experts") or config.get("num_local_experts"):
+        writer.add_expert_count(experts)
+        writer.add_expert_used_count(config["num_experts_per_tok"])
+        writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(config["vocab_size"])
@@ -86,10 +124,12 @@ def _add_hyperparameters(writer, config: dict, gguf_type: str, name: str) -> Non
 
 
 def _add_vocab(writer, vocab: dict) -> None:
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(vocab["model"])
     writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
+    if vocab["scores"] is not None:
+        writer.add_token_scores(vocab["scores"])
     writer.add_token_merges(vocab["merges"])
     for name, token_id in vocab["special"].items():
         if token_id is not None:
@@ -100,26 +140,30 @@ def _add_vocab(writer, vocab: dict) -> None:
         writer.add_chat_template(vocab["chat_template"])
 
 
-def _add_tensors(writer, folder: Path, config: dict, gguf_type: str) -> list[str]:
-    """Every weight under its GGUF name, Q and K rows reordered for llama.cpp's RoPE; returns the f16 fallbacks."""
+def _add_tensors(writer, folder: Path, config: dict, arch: _Architecture, gguf_type: str) -> list[str]:
+    """Every weight under its GGUF name, in the layout llama.cpp expects; returns the f16 fallbacks."""
     import gguf
     import numpy as np
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.name], config["num_hidden_layers"])
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     fallback = []
-    for hf_name, tensor in _weights(folder):
+    experts = config.get("num_experts") or config.get("num_local_experts")
+    for hf_name, tensor in _stacked_experts(_weights(folder), experts):
         if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
             continue  # llama.cpp reuses token_embd.weight for a tied output
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise TunestackError(f"--to gguf: weight {hf_name} in {folder} has no GGUF name for llama")
+            raise TunestackError(f"--to gguf: weight {hf_name} in {folder} has no GGUF name for "
+                                 f"{config['model_type']}")
         data = tensor.float().numpy()
-        if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+        if arch.permute_qk and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             data = _permute(data, heads)
-        elif hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+        elif arch.permute_qk and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             data = _permute(data, kv_heads)
+        elif arch.norm_plus_one and hf_name.endswith("norm.weight"):
+            data = data + 1
         kind = "f32" if data.ndim == 1 else gguf_type
         if kind in ("q8_0", "q4_0") and data.shape[-1] % _BLOCK:
             kind = "f16"
@@ -133,6 +177,38 @@ def _permute(weights, n_head: int):
     """Interleave each head's two rotary halves, as llama.cpp's converter does (transformers' loader undoes it)."""
     shape = weights.shape
     return weights.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+_EXPERT = re.compile(r"(?P<layer>.+\.(?:mlp|block_sparse_moe)\.experts)\.(?P<index>\d+)\."
+                     r"(?P<proj>gate_proj|up_proj|down_proj|w1|w2|w3)\.weight")
+_MIXTRAL_NAMES = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
+"""Mixtral's checkpoints call an expert's gate, down and up projections w1, w2 and w3."""
+
+
+def _stacked_experts(weights, experts: int | None):
+    """GGUF holds an MoE layer's experts as one [experts, rows, columns] tensor per projection: stack the
+    per-expert weights a saved folder holds, and split transformers' fused gate-and-up tensor when it holds that."""
+    pending: dict[str, dict[int, object]] = {}
+    for name, tensor in weights:
+        if name.endswith("mlp.experts.gate_up_proj"):
+            gate, up = tensor.chunk(2, dim=1)
+            yield name.replace("gate_up_proj", "gate_proj.weight"), gate
+            yield name.replace("gate_up_proj", "up_proj.weight"), up
+        elif name.endswith("mlp.experts.down_proj"):
+            yield f"{name}.weight", tensor
+        elif experts and (match := _EXPERT.fullmatch(name)):
+            proj = _MIXTRAL_NAMES.get(match["proj"], match["proj"])
+            key = f"{match['layer'].replace('block_sparse_moe', 'mlp')}.{proj}.weight"
+            pending.setdefault(key, {})[int(match["index"])] = tensor
+            if len(pending[key]) == experts:
+                import torch
+
+                stack = pending.pop(key)
+                yield key, torch.stack([stack[i] for i in range(experts)])
+        else:
+            yield name, tensor
+    if pending:
+        raise TunestackError(f"--to gguf: incomplete experts in the model folder: {sorted(pending)}")
 
 
 def _weights(folder: Path):

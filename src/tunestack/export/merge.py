@@ -131,7 +131,7 @@ def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     first = plan.adapters[0].path if plan.adapters else plan.resolved.path
     folder = first if (first / "tokenizer_config.json").is_file() else plan.resolved.path
     tokenizer, _ = load_tokenizer(folder, model_args.template, model_args.trust_remote_code,
-                                  fallback_template=plan.resolved.template)
+                                  fallback_template=plan.resolved.template, chat_template=model_args.chat_template)
     return tokenizer
 
 

@@ -19,9 +19,11 @@ def check_push(repo: str, hub: str) -> None:
     if hub == "modelscope":
         _check_modelscope(repo)
         return
-    from huggingface_hub import HfApi, constants
+    from huggingface_hub import HfApi
 
-    if constants.HF_HUB_OFFLINE:
+    from tunestack.hub.reach import hub_offline
+
+    if hub_offline():
         raise TunestackError(f"--push_to_hub {repo}: HF_HUB_OFFLINE is set, so nothing can be uploaded; unset it, "
                              "or export without --push_to_hub and upload later with `hf upload`")
     try:

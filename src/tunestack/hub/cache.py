@@ -22,14 +22,6 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def hub_offline() -> bool:
-    """Whether the hub must not be contacted (`HF_HUB_OFFLINE=1`)."""
-    from huggingface_hub import constants
-
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return constants.is_offline_mode() or value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def _hf_home() -> Path:
     """`$HF_HOME` as set now, else huggingface_hub's default (which also honours `$XDG_CACHE_HOME`)."""
     if os.environ.get("HF_HOME"):

@@ -22,9 +22,7 @@ def download_model(name: str, hub: str = "hf", revision: str | None = None) -> P
     if Path(name).expanduser().exists():
         return resolve_model(name, hub, revision).path
     alias = lookup_alias(name)
-    repo_id = (alias.modelscope if hub == "modelscope" else alias.hf) if alias else name
-    if repo_id is None:
-        raise ModelNotFoundError(f"model '{name}': no ModelScope id is known for this alias; use --hub hf")
+    repo_id = alias.hub_id(name, hub) if alias else name
     if not looks_like_hub_id(repo_id):
         raise ModelNotFoundError(
             f"model '{name}': not an alias (see `tunestack models`) nor a hub id (org/name), "

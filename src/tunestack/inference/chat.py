@@ -6,38 +6,40 @@ import sys
 from pathlib import Path
 
 from tunestack.config import InferArgs, ModelArgs
+from tunestack.inference.chat_prompt import chat_prompt_ids
+from tunestack.inference.detokenize import Detokenizer
 from tunestack.inference.engine import Engine, SamplingParams
 
 
 class Chat:
     """Text in, text out over an engine on token ids, with the tokenizer's chat template."""
 
-    def __init__(self, engine: Engine, tokenizer, system: str | None = None):
+    def __init__(self, engine: Engine, tokenizer, system: str | None = None, template_kwargs: dict | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.system = system
+        self.template_kwargs = template_kwargs or {}
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         if self.system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.system}] + messages
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return chat_prompt_ids(self.tokenizer, messages, self.template_kwargs)
 
     def answer(self, conversations: list[list[dict]], params: SamplingParams) -> list[str]:
         outputs = self.engine.generate([self.prompt_ids(c) for c in conversations], params)
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outputs]
 
     def stream(self, messages: list[dict], params: SamplingParams):
-        """Yield text pieces as tokens arrive, never splitting a multi-byte character."""
-        tokens: list[int] = []
-        shown = ""
+        """Yield text pieces as tokens arrive, never splitting a multi-byte character; each token is decoded with a
+        few tokens of context, not the whole reply again."""
+        detokenizer = Detokenizer(self.tokenizer)
         for token in self.engine.stream(self.prompt_ids(messages), params):
-            tokens.append(token)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if text.endswith("\ufffd"):
-                continue
-            yield text[len(shown):]
-            shown = text
+            piece = detokenizer.add(token)
+            if piece:
+                yield piece
+        tail = detokenizer.flush()
+        if tail:
+            yield tail
 
 
 def sampling(args: InferArgs) -> SamplingParams:
@@ -78,7 +80,9 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     engine, tokenizer = create_engine(model_args, args.backend,
                                       EngineOptions(adapters=args.adapter, max_batch=args.batch_size,
                                                     allow_pickle=args.allow_pickle))
-    chat = Chat(engine, tokenizer, args.system)
+    from tunestack.data.tokenize import template_kwargs
+
+    chat = Chat(engine, tokenizer, args.system, template_kwargs(args.enable_thinking))
     params = sampling(args)
     try:
         if args.prompt is not None:

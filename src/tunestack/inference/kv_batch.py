@@ -9,7 +9,8 @@ class KVBatch:
     """The running batch's cache (a transformers DynamicCache) with each row's count of left-padding slots.
 
     Row i holds `pads[i]` empty slots and then its real tokens, so every row ends at the same column and one
-    forward pass extends all of them; the attention mask hides the empty slots.
+    forward pass extends all of them; the attention mask hides the empty slots. Dropping rows is the cache's own
+    `batch_select_indices`; transformers has no left-side trim or merge of two caches, so those two are ours.
     """
 
     def __init__(self, cache, pads: list[int]):
@@ -34,9 +35,7 @@ class KVBatch:
 
     def keep(self, rows: list[int]) -> None:
         """Drop every row not in `rows`, then the leading columns that are padding in all remaining rows."""
-        index = torch.tensor(rows, device=self._device())
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.cache.batch_select_indices(torch.tensor(rows, device=self._device()))
         self.pads = [self.pads[r] for r in rows]
         self._trim()
 
@@ -58,7 +57,9 @@ class KVBatch:
             self.pads = [p - shared for p in self.pads]
 
     def _device(self):
-        return self.cache.layers[0].keys.device
+        """Where the cached tensors live (the CPU while no layer holds any yet)."""
+        filled = [layer.keys for layer in self.cache.layers if getattr(layer, "keys", None) is not None]
+        return filled[0].device if filled else torch.device("cpu")
 
 
 def supports_batching(cache) -> bool:

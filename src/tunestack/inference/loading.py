@@ -41,7 +41,7 @@ def resolve_for_inference(model_args: ModelArgs, adapters: list[str] = (), head:
     own = resolved.adapter
     tokenizer_dir = own if own is not None and (own / "tokenizer_config.json").is_file() else resolved.path
     tokenizer, _ = load_tokenizer(tokenizer_dir, model_args.template, model_args.trust_remote_code,
-                                  fallback_template=resolved.template)
+                                  fallback_template=resolved.template, chat_template=model_args.chat_template)
     tokenizer.padding_side = "left"
     return resolved, adapter_dirs, tokenizer
 

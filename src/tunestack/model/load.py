@@ -11,29 +11,66 @@ import torch
 
 from tunestack.data.templates import ensure_chat_template
 from tunestack.errors import MissingExtraError, TunestackError
+from tunestack.model.families import note_untested
 from tunestack.model.precision import device_type
 
 log = logging.getLogger(__name__)
 
 
 def load_tokenizer(path, template: str | None = None, trust_remote_code: bool = False,
-                   fallback_template: str | None = None):
-    """The tokenizer at `path` with a pad token and a chat template: `template` if given, else its own, else
-    `fallback_template` (the model alias's) or chatml."""
+                   fallback_template: str | None = None, chat_template: str | None = None):
+    """The tokenizer at `path` with a pad token and a chat template: the Jinja file `chat_template` if given (its
+    name is then `file:PATH`), else `template`, else its own, else `fallback_template` (the model alias's) or
+    chatml."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    template_name = ensure_chat_template(tokenizer, template, fallback_template)
+    if chat_template:
+        template_name = use_chat_template_file(tokenizer, chat_template)
+    else:
+        template_name = ensure_chat_template(tokenizer, template, fallback_template)
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        set_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return tokenizer, template_name
 
 
-def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None, packed: bool = False) -> str:
+PAD_TOKEN = "<|pad|>"
+"""The token added as padding to a tokenizer that has neither a pad, an EOS nor an unknown token."""
+
+
+def set_pad_token(tokenizer) -> None:
+    """Give a tokenizer without a pad token one: its EOS, else its unknown token, else a new PAD_TOKEN (load_model
+    then grows the embeddings). An EOS pad loses nothing: labels come from the chat template's assistant spans and
+    the collator pads labels with -100, so the EOS that ends an answer is still trained on; generation pads by
+    attention mask."""
+    if tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    elif tokenizer.unk_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    else:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+
+
+def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None, packed: bool = False,
+                   softcap: bool = False, sdpa: bool = True) -> str:
     """flash attention 2 on CUDA in half precision when installed; sdpa otherwise, except for training on CPU:
     packed rows get the per-example kernel of model/attention.py, and short rows eager attention (faster than
-    sdpa's CPU backward, and its L^2 scores are small)."""
+    sdpa's CPU backward, and its L^2 scores are small).
+
+    `softcap`: the model soft-caps its attention logits (Gemma 2's attn_logit_softcapping), which sdpa and the
+    packed kernel cannot do: eager attention then, or flash attention 2 on CUDA (it soft-caps too).
+    `sdpa`: whether the model's class runs under sdpa at all (gpt-oss, with its attention sinks, does not)."""
+    if not sdpa and requested in ("sdpa", "tunestack_packed"):
+        raise TunestackError(f"--attn_implementation {requested}: transformers runs this model's attention only "
+                             "eagerly or with flash attention; use eager (or auto)")
+    softcap = softcap or not sdpa
+    if softcap and requested in ("sdpa", "tunestack_packed"):
+        raise TunestackError(f"--attn_implementation {requested}: this model soft-caps its attention logits "
+                             "(attn_logit_softcapping), which sdpa cannot do; use eager (or auto)")
+    if softcap and requested == "auto":
+        flash = torch.cuda.is_available() and dtype != torch.float32 and importlib.util.find_spec("flash_attn")
+        return "flash_attention_2" if flash else "eager"
     if requested != "auto":
         if requested.startswith("flash") and not torch.cuda.is_available():
             raise TunestackError(f"--attn_implementation {requested}: flash attention needs a CUDA GPU; use sdpa")
@@ -50,6 +87,22 @@ def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = 
 
         return register()
     return "eager" if max_length is not None and max_length <= 1024 else "sdpa"
+
+
+def attention_limits(path, trust_remote_code: bool = False) -> tuple[bool, bool]:
+    """(softcap, sdpa): whether the model's config soft-caps attention logits (Gemma 2: attn_logit_softcapping;
+    for a multimodal config, its text config's), and whether its causal-LM class supports sdpa."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return False, True  # loading the model reports the problem
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type, ""), None)
+    sdpa = getattr(model_class, "_supports_sdpa", True) is not False
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "attn_logit_softcapping", None) is not None, sdpa
 
 
 def nf4_config(compute_dtype: torch.dtype):
@@ -80,8 +133,8 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
 
     if is_quanto_folder(path) or (is_prequantized(path) and not quantize_4bit):
         return _prequantized(path, tokenizer)
-    kwargs = {"dtype": dtype, "attn_implementation": pick_attention(attn, dtype, train_length, packed),
-              "trust_remote_code": trust_remote_code}
+    attn = pick_attention(attn, dtype, train_length, packed, *attention_limits(path, trust_remote_code))
+    kwargs = {"dtype": dtype, "attn_implementation": attn, "trust_remote_code": trust_remote_code}
     if tp > 1:  # each process holds its slice of every layer (transformers' tp_plan)
         kwargs.update(tp_plan="auto", tp_size=tp)
     if quantize_4bit:
@@ -99,6 +152,7 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
         if isinstance(exc, (OSError, ValueError)):
             raise TunestackError(f"could not load a causal language model from {path}: {exc}") from exc
         raise
+    note_untested(getattr(model.config, "model_type", None))
     if not quantize_4bit and tp == 1 and device_type() == "cuda":
         model.to("cuda")
     if tokenizer is not None and len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
@@ -185,3 +239,19 @@ def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
 
         raise TunestackError(f"{folder / pickled[0]}: pickle weights can run code when loaded, and tunestack loads "
                              "only safetensors; convert them, or pass --allow_pickle if you trust this file")
+
+
+def use_chat_template_file(tokenizer, path: str) -> str:
+    """Give `tokenizer` the Jinja template in the file `path` (--chat_template), checked on a two-turn
+    conversation; returns the name a run records, `file:ABSOLUTE_PATH`."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TunestackError(f"--chat_template {path}: file not found")
+    tokenizer.chat_template = file.read_text(encoding="utf-8")
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+                                      tokenize=False)
+    except Exception as exc:
+        raise TunestackError(f"--chat_template {path}: the template fails on a two-turn conversation "
+                             f"({type(exc).__name__}: {exc})") from None
+    return f"file:{file.resolve()}"

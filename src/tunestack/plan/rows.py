@@ -125,7 +125,7 @@ def data_rows(source, model_args, data_args, seed: int) -> Rows:
 
     splits = load_datasets(data_args, task="sft", seed=seed)
     tokenizer, _ = load_tokenizer(source.local, model_args.template, model_args.trust_remote_code,
-                                  fallback_template=source.template)
+                                  fallback_template=source.template, chat_template=model_args.chat_template)
     rows, _ = encode_rows(splits.train, tokenizer=tokenizer, task="sft", max_length=data_args.max_length,
                           truncation=data_args.truncation, packing=data_args.packing, source="training data")
     return Rows.from_encoded(rows)

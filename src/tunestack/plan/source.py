@@ -43,7 +43,7 @@ def model_source(args: ModelArgs) -> ModelSource:
             resolved = resolve_model(args.model)
             return ModelSource(_read(resolved.path / "config.json"), resolved.source, resolved.path, alias.template)
     if alias is not None:
-        repo = alias.modelscope if args.hub == "modelscope" and alias.modelscope else alias.hf
+        repo = alias.hub_id(args.model, args.hub)
         return ModelSource(_hub_config(repo, args), f"hub {repo} (config.json only)", template=alias.template)
     from tunestack.hub.fetch import looks_like_hub_id
 

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
+from tunestack.inference.chat_prompt import chat_prompt_ids
 from tunestack.serve.choice import ChoiceState, sse_events, step_choices
 from tunestack.serve.errors import BadRequest
 from tunestack.serve.params import sampling_params, usage
@@ -15,13 +16,13 @@ from tunestack.serve.serving import Admission, Serving
 
 
 def chat_prompt(serving: Serving, request: ChatCompletionRequest) -> list[int]:
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                for m in request.messages]
+    """The request's prompt token ids, rendered as the terminal chat and evaluation render a conversation."""
+    messages = [{"role": m.role, "content": m.text()} for m in request.messages]
     try:
-        text = serving.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat_prompt_ids(serving.tokenizer, messages,
+                               {**getattr(serving, "template_kwargs", {}), **(request.chat_template_kwargs or {})})
     except Exception as exc:  # the template itself refuses (say, roles that do not alternate)
         raise BadRequest(f"messages: the model's chat template rejected them: {exc}", param="messages") from None
-    return serving.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 class ChatCompletion:

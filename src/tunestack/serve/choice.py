@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 
 from tunestack.inference.engine import StepOutput, TokenLogprob
-from tunestack.serve.detokenize import Detokenizer, StopScanner
+from tunestack.inference.detokenize import Detokenizer, StopScanner
 from tunestack.serve.errors import ServeError, error_body
 
 

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tunestack.message_text import content_text
+
 logger = logging.getLogger("tunestack.serve")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -79,9 +81,8 @@ class ChatMessage(BaseModel):
     name: str | None = None
 
     def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
-        return self.content or ""
+        """The content as the model sees it: text parts joined by the rule training uses."""
+        return content_text(self.content)
 
 
 class _Sampling(_Request):
@@ -120,6 +121,7 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict | None = None  # as vLLM accepts: {"enable_thinking": false} for Qwen3
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -83,7 +83,9 @@ def build_server(model_args: ModelArgs, args: ServeArgs):
     engine, tokenizer = create_engine(model_args, args.backend, options)
     limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens, args.request_timeout or None,
                          args.max_request_bytes)
-    serving = Serving(engine, tokenizer, served_name, limits)
+    from tunestack.data.tokenize import template_kwargs
+
+    serving = Serving(engine, tokenizer, served_name, limits, template_kwargs(args.enable_thinking))
     config = uvicorn.Config(build_app(serving, keys), host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=5)
     server = DrainingServer(config, serving, args.drain_timeout)

@@ -26,9 +26,11 @@ class ServeLimits:
 class Serving:
     """What the chat and completion handlers share: one engine, its tokenizer, names, limits and metrics."""
 
-    def __init__(self, engine: Engine, tokenizer, model_name: str, limits: ServeLimits):
+    def __init__(self, engine: Engine, tokenizer, model_name: str, limits: ServeLimits,
+                 template_kwargs: dict | None = None):
         self.engine = engine
         self.tokenizer = tokenizer
+        self.template_kwargs = template_kwargs or {}  # the chat template's defaults (--enable_thinking)
         self.model_name = model_name
         self.limits = limits
         self.admitted = 0

@@ -72,7 +72,7 @@ class Prepared:
         engine = distributed.engine_options(self.parallel, self.args, _layer_class(self.model))
         return training_arguments(self.args, str(self.run.checkpoints), self.compute, self.learning_rate,
                                   has_eval=self.val is not None, config_class=config_class or TrainingArguments,
-                                  **engine, **method)
+                                  run_name=self.run.path.name, **engine, **method)
 
 
 def _layer_class(model) -> str | None:
@@ -101,6 +101,8 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         (not (data.streaming and train.max_steps <= 0),
          "--streaming: a stream has no known length; set --max_steps"),
         (not (train.resume and train.overwrite_output_dir), "--resume and --overwrite_output_dir exclude each other"),
+        (not train.metrics or data.val_ratio > 0 or bool(data.val_dataset) or bool(data.dataset_info),
+         "--metrics: computed at evaluation steps, which need validation data; add --val_ratio 0.05 or --val_dataset"),
     ]
     if method is not None and method.task not in ("sft", "pt"):
         checks.append((not data.packing, f"--packing: {method.name} trains on whole examples; drop --packing"))
@@ -113,6 +115,7 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
         checks.append((not train.eval_tasks, f"--eval_tasks: a {method.name} run scores text, it does not generate; "
                                              "drop --eval_tasks"))
     problems += [message for ok, message in checks if not ok] + _efficiency_problems(train)
+    problems += _extension_problems(train, method)
     if method is not None and method.check is not None:
         problems += method.check(method_args, tuner, train)
     if parallel is not None:
@@ -138,6 +141,15 @@ def _efficiency_problems(train: TrainArgs) -> list[str]:
         problems.append(f"--optim {train.optim}: paged optimizers page GPU memory; on CPU use adamw_torch or "
                         "adamw_8bit")
     return problems
+
+
+def _extension_problems(train: TrainArgs, method: Method | None) -> list[str]:
+    """--loss_func, --metrics, --callbacks and --report_to: files, names and trackers that are not there."""
+    from tunestack.train.extensions import extension_problems
+    from tunestack.train.tracking import tracker_problems
+
+    return extension_problems(train, method.name if method is not None else None) + \
+        tracker_problems(train.report_to)
 
 
 def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
@@ -204,8 +216,11 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         distributed.finish()
         return run
     _update(run, status="running", processes=distributed.world_size(), engine=distributed.engine_name(parallel))
+    from tunestack.model.tuners import training_input_casts
+
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        with training_input_casts(trainer.model):
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
         _update(run, status="interrupted")
         say(f"interrupted; continue with: tunestack {method.name} --output_dir {run.path} --resume")
@@ -288,7 +303,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     start = starting_point(model_args, tuner_args)
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
-                                         fallback_template=start.resolved.template)
+                                         fallback_template=start.resolved.template,
+                                         chat_template=model_args.chat_template)
     if getattr(method_args, "ref_model", None):  # a reference scoring other token ids fails before weights load
         from tunestack.train.policy import reference_problem
 
@@ -329,17 +345,20 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
                         compute, learning_rate, parallel,
                         extra={"model_args": model_args, "zero3": zero3})
-    return _with_run_callbacks(method.trainer(prepared), run, train_args.save_total_limit)
+    return _with_run_callbacks(method.trainer(prepared), run, train_args)
 
 
-def _with_run_callbacks(trainer, run: RunDir, keep: int):
+def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs):
+    """The run's own callbacks (metrics.jsonl, sealed checkpoints, progress, TensorBoard), then --callbacks."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from tunestack.train.extensions import user_callbacks
     from tunestack.train.trainer import run_callbacks
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    for callback in run_callbacks(run, keep):
+    for callback in run_callbacks(run, train_args.save_total_limit, train_args.report_to) + \
+            user_callbacks(train_args):
         trainer.add_callback(callback)
     return trainer
 

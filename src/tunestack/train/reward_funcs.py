@@ -21,7 +21,6 @@ anything else, stops training with one line naming the function and the sample.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import numbers
 import re
@@ -150,24 +149,9 @@ def user_function(spec: str) -> Callable:
     if not path.endswith(".py") or not name:
         raise TunestackError(f"--reward_funcs {spec}: not a built-in ({', '.join(BUILTINS)}), a PATH.py:FUNCTION or "
                              "a reward-model run directory")
-    file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise TunestackError(f"--reward_funcs {spec}: file {path} not found")
-    function = getattr(_module(str(file)), name, None)
-    if not callable(function):
-        raise TunestackError(f"--reward_funcs {spec}: {path} defines no function {name}")
-    return function
+    from tunestack.user_code import load_object
 
-
-@functools.cache
-def _module(path: str):
-    module_spec = importlib.util.spec_from_file_location(f"tunestack_rewards_{Path(path).stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise TunestackError(f"--reward_funcs: importing {path} failed: {type(exc).__name__}: {exc}") from None
-    return module
+    return load_object("--reward_funcs", spec)
 
 
 def reward_functions(args, load_model: Callable | None = None) -> list:

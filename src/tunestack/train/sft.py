@@ -10,10 +10,11 @@ from tunestack.train.lifecycle import Method, Prepared, run_training, say
 def encode(splits, tokenizer, data: DataArgs, task: str = "sft"):
     """Token ids and loss labels for the training (and validation) rows, with what encoding did, for run.json."""
     from tunestack.data.encode import encode_rows
+    from tunestack.data.tokenize import template_kwargs
     from tunestack.run.manifest import rows_fingerprint
 
     options = dict(tokenizer=tokenizer, task=task, max_length=data.max_length, truncation=data.truncation,
-                   packing=data.packing)
+                   packing=data.packing, template_kwargs=template_kwargs(data.enable_thinking))
     if data.streaming:
         from tunestack.data.stream import EncodedStream
 
@@ -33,9 +34,11 @@ def encode(splits, tokenizer, data: DataArgs, task: str = "sft"):
 def trainer(prepared: Prepared):
     from tunestack.data.encode import to_dataset
     from tunestack.data.packing import Collator
-    from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer
+    from tunestack.train.extensions import loss_function, metrics_function
+    from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer, predicted_ids
 
     train = prepared.train
+    metrics = metrics_function(prepared.args)
     return TunestackTrainer(
         model=prepared.model,
         args=prepared.training_args(),
@@ -43,6 +46,9 @@ def trainer(prepared: Prepared):
         eval_dataset=to_dataset(prepared.val) if prepared.val else None,
         data_collator=TokenCountingCollator(Collator(prepared.tokenizer.pad_token_id)),
         processing_class=prepared.tokenizer,
+        compute_loss_func=loss_function(prepared.args),
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=predicted_ids if metrics is not None else None,
     )
 
 

@@ -7,6 +7,7 @@ from transformers import Trainer, TrainingArguments
 
 from tunestack.config import TrainArgs
 from tunestack.data.tokenize import IGNORE_INDEX
+from tunestack.train.tracking import RunConfigToTrackers, trackers
 
 
 class TokenCountingCollator:
@@ -29,9 +30,13 @@ class TunestackTrainer(Trainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.compute_loss_func is not None:  # --loss_func: the user's loss over the whole sequence's logits
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         targets = labels[:, 1:]
         keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+        if return_outputs and self.compute_metrics is not None:  # --metrics: a prediction for every position
+            keep = torch.arange(targets.shape[1], device=labels.device)
         if keep.numel() == 0:
             keep = torch.tensor([targets.shape[1] - 1], device=labels.device)
         outputs = model(**inputs, logits_to_keep=keep)
@@ -45,7 +50,25 @@ class TunestackTrainer(Trainer):
             loss = loss / num_items_in_batch
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes  # num_items_in_batch is summed over processes
+        if getattr(outputs, "aux_loss", None) is not None:
+            loss = loss + self._router_loss(outputs.aux_loss, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _router_loss(self, aux_loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
+        """An MoE model's load-balancing loss (output_router_logits) weighted by its router_aux_loss_coef, as its
+        own loss adds it; per micro-batch, so divided by the accumulation steps when the Trainer does not divide.
+        Its mean over the logging interval goes to the metrics as `aux_loss`."""
+        if self.model.training:
+            self._aux_losses = [*getattr(self, "_aux_losses", []), aux_loss.detach().item()]
+        term = getattr(self.model.config, "router_aux_loss_coef", 0.0) * aux_loss
+        return term / self.args.gradient_accumulation_steps if num_items_in_batch is not None else term
+
+    def log(self, logs: dict, *args, **kwargs):
+        aux = getattr(self, "_aux_losses", None)
+        if aux and "loss" in logs:
+            logs["aux_loss"] = round(sum(aux) / len(aux), 6)
+            self._aux_losses = []
+        super().log(logs, *args, **kwargs)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         counts = inputs.pop("num_tokens", None)
@@ -57,11 +80,25 @@ class TunestackTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs.pop("num_tokens", None)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        # Without --metrics nothing reads the logits: evaluation keeps the loss only.
+        return super().prediction_step(model, inputs, prediction_loss_only or self.compute_metrics is None,
+                                       ignore_keys)
+
+
+def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`preprocess_logits_for_metrics` for --metrics: the most likely token at each position, shifted so that
+    `predictions[:, t]` is the guess for `label_ids[:, t]` (IGNORE_INDEX at position 0); ids, not logits, are
+    gathered, so memory stays small."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    ids = logits.argmax(dim=-1)
+    first = torch.full_like(ids[:, :1], IGNORE_INDEX)
+    return torch.cat([first, ids], dim=1)[:, : labels.shape[1]]
 
 
 def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dtype, learning_rate: float,
-                       has_eval: bool, config_class: type = TrainingArguments, **method) -> TrainingArguments:
+                       has_eval: bool, config_class: type = TrainingArguments, run_name: str | None = None,
+                       **method) -> TrainingArguments:
     """transformers TrainingArguments (or a TRL config, `config_class`, with the method's own `method` fields, which
     win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by
     TunestackTrainer unless the method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count
@@ -91,7 +128,9 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         save_total_limit=None,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
-        report_to="none",  # tensorboard is attached by run_callbacks, writing into the run directory
+        # tensorboard is attached by run_callbacks, writing into the run directory; the others through transformers
+        report_to=[name for name in trackers(args.report_to) if name != "tensorboard"] or "none",
+        run_name=run_name,
         remove_unused_columns=False,
         dataloader_num_workers=args.dataloader_num_workers,
         disable_tqdm=True,
@@ -104,11 +143,15 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
     return config_class(**{**base, **method})  # a method's own value wins
 
 
-def run_callbacks(run, keep: int) -> list:
-    """Callbacks every training method uses: run-directory bookkeeping, progress bar, TensorBoard events."""
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
+def run_callbacks(run, keep: int, report_to: list[str] = ("tensorboard",)) -> list:
+    """Callbacks every training method uses: run-directory bookkeeping, progress bar, TensorBoard events (into the
+    run directory, unless --report_to leaves tensorboard out)."""
     from tunestack.run.callbacks import ProgressBar, RunDirCallback
 
-    return [RunDirCallback(run, keep), ProgressBar(), TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard)))]
+    callbacks = [RunDirCallback(run, keep), ProgressBar(), RunConfigToTrackers(run)]
+    if "tensorboard" in trackers(list(report_to)):
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard))))
+    return callbacks

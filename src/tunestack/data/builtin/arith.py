@@ -1,54 +1,17 @@
-"""Verifiable arithmetic questions, generated deterministically, as instruction rows, preference pairs and prompts
-with gold answers."""
+"""The `arith` built-ins: the shared arithmetic problems (`tunestack.arith`) as instruction rows, preference pairs
+and prompts with gold answers."""
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from tunestack.arith import Problem, arith_problems as _problems
 
 ROWS = 1000
 SEED = 20240601
-_PHRASINGS = ("What is {q}?", "Calculate {q}.", "Compute {q}.", "What does {q} equal?")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One question `a op b` with its answer and a plausible wrong answer."""
-
-    a: int
-    op: str
-    b: int
-    question: str
-    answer: int
-    wrong: int
-
-    @property
-    def expression(self) -> str:
-        return f"{self.a} {self.op} {self.b}"
-
-    def reply(self, value: int) -> str:
-        """The answer sentence for `value`: `37 + 58 = 95.`"""
-        return f"{self.expression} = {value}."
 
 
 def arith_problems(n: int = ROWS, seed: int = SEED) -> list[Problem]:
-    """`n` problems (add and subtract up to 999, multiply up to 99 x 99), the same for the same seed."""
-    rng = random.Random(seed)
-    return [_problem(rng) for _ in range(n)]
-
-
-def _problem(rng: random.Random) -> Problem:
-    op = rng.choice("+-*")
-    if op == "*":
-        a, b = rng.randint(2, 99), rng.randint(2, 99)
-    else:
-        a, b = rng.randint(0, 999), rng.randint(0, 999)
-    if op == "-" and b > a:
-        a, b = b, a
-    answer = {"+": a + b, "-": a - b, "*": a * b}[op]
-    question = rng.choice(_PHRASINGS).format(q=f"{a} {op} {b}")
-    wrong = answer + rng.choice([-1, 1]) * rng.choice([1, 2, 10, 11, 100 if answer >= 100 else 3])
-    return Problem(a, op, b, question, answer, wrong)
+    """The training built-in's problems: `n` of them from `tunestack.arith`, the same for the same seed."""
+    return _problems(n, seed)
 
 
 def arith_rows() -> list[dict]:

@@ -1,0 +1,28 @@
+"""The model families tunestack is tested with, and the one notice a run on any other family gets."""
+
+from __future__ import annotations
+
+import sys
+
+TESTED_MODEL_TYPES = {
+    "llama": "Llama 3.x, SmolLM2, TinyLlama", "mistral": "Mistral, Ministral", "qwen2": "Qwen2, Qwen2.5",
+    "qwen3": "Qwen3", "qwen3_moe": "Qwen3-MoE", "gemma3_text": "Gemma 3", "gemma2": "Gemma 2",
+    "phi3": "Phi-3, Phi-4", "glm4": "GLM-4", "deepseek_v3": "DeepSeek-V3 / R1", "mixtral": "Mixtral",
+    "gpt_oss": "gpt-oss",
+}
+"""Model types the family matrix (tests/families) takes through sft, infer, serve, export and eval."""
+
+UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
+              "only the architectures it names")
+_noted: set[str] = set()
+
+
+def note_untested(model_type: str | None) -> None:
+    """Say once per process that a model of an untested family is tried as a generic causal LM, and what was not
+    verified for it."""
+    if not model_type or model_type in TESTED_MODEL_TYPES or model_type in _noted:
+        return
+    _noted.add(model_type)
+    print(f"note: model type {model_type!r} is not among the families tunestack is tested with; it is tried as a "
+          f"generic transformers causal LM, but these were not verified for it: {UNVERIFIED}", file=sys.stderr,
+          flush=True)
