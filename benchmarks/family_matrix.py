@@ -44,7 +44,7 @@ def _cell(check) -> dict:
 
 def family_row(family, folder: Path) -> dict:
     from families.checks import (
-        PROMPT, eval_answers, gguf_logit_error, gguf_mixtral_logit_error, mask_pieces, merged_logit_error,
+        PROMPT, eval_answers, gguf_logit_error, gguf_read_back_logit_error, mask_pieces, merged_logit_error,
         reference_answer, served_answer, train_family,
     )
 
@@ -66,7 +66,7 @@ def family_row(family, folder: Path) -> dict:
         if not family.gguf:
             return True, None
         path = api.export(run, folder / "gguf", to="gguf", gguf_type="f32").path
-        check = gguf_logit_error if family.gguf_loader else gguf_mixtral_logit_error
+        check = gguf_logit_error if family.gguf_loader else gguf_read_back_logit_error
         error = check(path / json.loads((path / "export.json").read_text())["gguf"]["file"], base, run.final)
         return error < 1e-3, error
 

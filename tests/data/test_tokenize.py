@@ -91,3 +91,20 @@ def test_unknown_template_names_the_choices(tiny_tokenizer):
 
     with pytest.raises(TunestackError, match="--template 'nope'.*chatml"):
         ensure_chat_template(tiny_tokenizer, "nope")
+
+
+def test_a_generation_prompt_that_differs_from_the_turn_opening_names_the_template(tiny_model_dir):
+    """A template whose generation prompt ('assistant\\n') is not how it opens an assistant turn ('assistant: ')
+    would put the loss mask where the model never answers: an error naming the template, not silent mislabelling."""
+    from transformers import AutoTokenizer
+
+    from tunestack.errors import DataError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + (': ' if m['role'] == 'assistant' else '\n') + "
+        "m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+        "{% endif %}")
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    with pytest.raises(DataError, match=rf"chat template of {tiny_model_dir}.*add_generation_prompt"):
+        encode_conversation(tokenizer, messages, max_length=64)

@@ -126,16 +126,88 @@ def test_cli_merges_an_adapter_and_writes_q8_0(tiny_model_dir, tiny_tokenizer, t
     assert logit_error(model, merged, tiny_tokenizer, "mean") < 0.05
 
 
+def _tiny_gguf(config, tmp_path, randomize=()):
+    """A tiny random model of `config` (with the parameters named in `randomize` drawn from a normal, as trained
+    biases are), saved with the test tokenizer; its GGUF (f32) tensors by name, the reader, and the model."""
+    from gguf import GGUFReader
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config.vocab_size = len(tokenizer)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    for name, parameter in model.named_parameters():
+        if name.endswith(randomize):
+            torch.nn.init.normal_(parameter)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    write_gguf(tmp_path / "model", tmp_path / "m.gguf", "f32")
+    reader = GGUFReader(tmp_path / "m.gguf")
+    return {t.name: torch.from_numpy(np.array(t.data)) for t in reader.tensors}, reader, model
+
+
+def test_gpt_oss_experts_compute_as_llama_cpp_reads_them(tmp_path):
+    """An expert computed from the GGUF tensors as llama.cpp does (x @ W.T + b per projection, clamped SwiGLU)
+    equals transformers' fused, interleaved gate-and-up expert; sinks, router bias and YaRN keys are there."""
+    from transformers import GptOssConfig
+
+    config = GptOssConfig(hidden_size=64, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2,
+                          sliding_window=8, max_position_embeddings=256)
+    tensors, reader, model = _tiny_gguf(config, tmp_path, randomize=("proj_bias",))
+    experts = model.model.layers[1].mlp.experts
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        expected = experts._apply_gate(x @ experts.gate_up_proj[2] + experts.gate_up_proj_bias[2])
+        expected = expected @ experts.down_proj[2] + experts.down_proj_bias[2]
+
+    def linear(name):
+        return x @ tensors[f"blk.1.ffn_{name}_exps.weight"][2].T + tensors[f"blk.1.ffn_{name}_exps.bias"][2]
+
+    gate, up = linear("gate").clamp(max=7.0), linear("up").clamp(-7.0, 7.0)
+    hidden = gate * torch.sigmoid(1.702 * gate) * (up + 1)
+    actual = hidden @ tensors["blk.1.ffn_down_exps.weight"][2].T + tensors["blk.1.ffn_down_exps.bias"][2]
+    assert torch.allclose(actual, expected, atol=1e-5)
+    assert {"blk.0.attn_sinks.weight", "blk.0.ffn_gate_inp.bias", "blk.0.attn_q.bias"} <= set(tensors)
+    keys = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("gpt-oss.")}
+    assert keys["gpt-oss.rope.scaling.type"] == "yarn" and keys["gpt-oss.rope.scaling.factor"] == 32.0
+    assert keys["gpt-oss.rope.scaling.original_context_length"] == 4096
+    assert keys["gpt-oss.attention.sliding_window"] == 8
+
+
+def test_deepseek_latent_attention_splits_as_llama_cpp_reads_it(tmp_path):
+    """llama.cpp scores a query against the latent with k_b and expands values with v_b per head: both equal
+    transformers' kv_b_proj; DeepSeek-V3's router is written as sigmoid with its correction bias."""
+    from transformers import DeepseekV3Config
+
+    config = DeepseekV3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=4, kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8,
+                              qk_nope_head_dim=8, v_head_dim=16, n_routed_experts=4, moe_intermediate_size=32,
+                              first_k_dense_replace=1, n_group=1, topk_group=1, num_experts_per_tok=2,
+                              max_position_embeddings=256)
+    tensors, reader, model = _tiny_gguf(config, tmp_path)
+    kv_b = model.model.layers[0].self_attn.kv_b_proj.weight.detach().reshape(4, 8 + 16, 16)
+    latent, query = torch.randn(16), torch.randn(4, 8)
+    k_b, v_b = tensors["blk.0.attn_k_b.weight"], tensors["blk.0.attn_v_b.weight"]
+    for head in range(4):
+        assert torch.allclose((k_b[head] @ query[head]) @ latent, query[head] @ (kv_b[head, :8] @ latent), atol=1e-5)
+        assert torch.allclose(v_b[head] @ latent, kv_b[head, 8:] @ latent, atol=1e-5)
+    assert "blk.1.exp_probs_b.bias" in tensors and "blk.0.attn_kv_b.weight" not in tensors
+    keys = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("deepseek2.")}
+    assert keys["deepseek2.attention.head_count_kv"] == 1 and keys["deepseek2.attention.key_length"] == 16 + 8
+    assert keys["deepseek2.expert_gating_func"] == 2 and keys["deepseek2.leading_dense_block_count"] == 1
+
+
 def test_other_architectures_and_tokenizers_are_refused(tiny_model_dir, tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    qwen = tmp_path / "qwen"
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(qwen)
-    result = cli("export", "--model", str(qwen), "--output_dir", str(tmp_path / "o"), "--to", "gguf", check=False)
+    gpt2 = tmp_path / "gpt2"
+    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(gpt2)
+    result = cli("export", "--model", str(gpt2), "--output_dir", str(tmp_path / "o"), "--to", "gguf", check=False)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert "'qwen2' architecture" in result.stderr and "only llama" in result.stderr
+    assert "'gpt2' architecture" in result.stderr and "GGUF export supports" in result.stderr
     assert not (tmp_path / "o").exists()
 
     folder = tmp_path / "wordlevel"
@@ -143,7 +215,7 @@ def test_other_architectures_and_tokenizers_are_refused(tiny_model_dir, tmp_path
     core = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>").save_pretrained(folder)
-    with pytest.raises(TunestackError, match="byte-level BPE tokenizers only") as error:
+    with pytest.raises(TunestackError, match="GGUF export supports BPE tokenizers.*WordLevel") as error:
         write_gguf(folder, folder / "m.gguf", "f16")
     assert "\n" not in str(error.value) and not list(folder.glob("*.gguf")) and not list(folder.glob(".*tmp*"))
 

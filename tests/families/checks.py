@@ -131,38 +131,67 @@ def merged_logit_error(base: Path, adapter: Path, merged: Path) -> float:
         return (model(ids).logits - reference(ids).logits).abs().max().item()
 
 
-def gguf_mixtral_logit_error(path: Path, base: Path, adapter: Path) -> float:
-    """As gguf_logit_error for a Mixtral GGUF, which transformers' GGUF loader reads as plain Llama: the tensors are
-    read with the gguf package, named back with its tensor-name map, Q/K rows restored with transformers' own
-    inverse of llama.cpp's permutation, and loaded into the Mixtral model they came from."""
+def gguf_read_back_logit_error(path: Path, base: Path, adapter: Path) -> float:
+    """As gguf_logit_error for a family transformers' GGUF loader cannot read (Mixtral, which it reads as plain
+    Llama; GLM-4 and DeepSeek-V3, which it does not know; gpt-oss, whose llama.cpp layout it misreads): the tensors
+    are read with the gguf package, named back with its tensor-name map for the file's architecture, put back in
+    the Hugging Face layout (Llama's Q/K rows with transformers' own inverse of llama.cpp's permutation; experts,
+    sinks and DeepSeek's split k_b/v_b by read_back_tensor), and loaded into the model class they came from."""
     import gguf
-    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     reference = base_plus_adapter(base, adapter).merge_and_unload()
     config = reference.config
     reader = gguf.GGUFReader(path)
+    field = reader.fields["general.architecture"]
+    arch = bytes(field.parts[field.data[0]]).decode()
     tensors = {t.name: torch.from_numpy(gguf.dequantize(t.data, t.tensor_type).copy()) for t in reader.tensors}
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    unpermute = LlamaTensorProcessor()._reverse_permute_weights
+    names = gguf.get_tensor_name_map(next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch),
+                                     config.num_hidden_layers)
     state = {}
     for hf_name, value in reference.state_dict().items():
-        if hf_name.endswith("experts.gate_up_proj"):
-            stem = hf_name.removesuffix("gate_up_proj")
-            pair = [tensors.pop(names.get_name(stem + part) + ".weight") for part in ("gate_proj", "up_proj")]
-            state[hf_name] = torch.cat(pair, dim=1)
+        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue
-        stem, suffix = hf_name.rsplit(".", 1) if hf_name.endswith((".weight", ".bias")) else (hf_name, "")
-        data = tensors.pop(names.get_name(stem) + (f".{suffix}" if suffix else ".weight"))
-        if stem.endswith(("q_proj", "k_proj")):
-            heads = config.num_attention_heads if stem.endswith("q_proj") else config.num_key_value_heads
-            data = torch.from_numpy(unpermute(data.numpy(), heads, heads))
-        state[hf_name] = data.reshape(value.shape)
+        state[hf_name] = read_back_tensor(hf_name, tensors, names, config, arch).reshape(value.shape)
     assert not tensors, f"tensors nobody reads: {sorted(tensors)}"
     model = type(reference)(config).eval()
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not config.tie_word_embeddings)
     ids = probe_ids(config.vocab_size)
     with torch.no_grad():
         return (model(ids).logits - reference(ids).logits).abs().max().item()
+
+
+def read_back_tensor(hf_name: str, tensors: dict, names, config, arch: str) -> torch.Tensor:
+    """The Hugging Face tensor `hf_name`, taken out of `tensors` (GGUF name -> tensor) and undoing llama.cpp's
+    layout: stacked experts ([experts, out, in] per projection; gpt-oss interleaves gate and up columns in
+    [experts, in, out]), DeepSeek's kv_b_proj split per head into k_b (transposed) and v_b."""
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    def take(stem: str, suffix: str = "weight") -> torch.Tensor:
+        return tensors.pop(f"{names.get_name(stem)}.{suffix}")
+
+    stem, suffix = hf_name.rsplit(".", 1) if hf_name.endswith((".weight", ".bias")) else (hf_name, "")
+    experts = hf_name.rsplit(".", 1)[0]
+    if arch == "gpt-oss" and hf_name.endswith(("experts.gate_up_proj", "experts.gate_up_proj_bias")):
+        kind = "bias" if hf_name.endswith("_bias") else "weight"
+        gate, up = (take(f"{experts}.{part}", kind) for part in ("gate_proj", "up_proj"))
+        pairs = torch.stack([gate, up], dim=-2 if kind == "weight" else -1)  # interleave rows, then columns
+        return pairs.flatten(1, 2).transpose(1, 2) if kind == "weight" else pairs.flatten(-2)
+    if arch == "gpt-oss" and hf_name.endswith("experts.down_proj"):
+        return take(hf_name).transpose(1, 2)
+    if arch == "gpt-oss" and hf_name.endswith("experts.down_proj_bias"):
+        return take(f"{experts}.down_proj", "bias")
+    if hf_name.endswith("experts.gate_up_proj"):
+        return torch.cat([take(f"{experts}.{part}") for part in ("gate_proj", "up_proj")], dim=1)
+    if hf_name.endswith("kv_b_proj.weight"):
+        k_b, v_b = take(stem.replace("kv_b_proj", "k_b_proj")), take(stem.replace("kv_b_proj", "v_b_proj"))
+        return torch.cat([k_b.transpose(1, 2), v_b], dim=1).flatten(0, 1)
+    if hf_name.endswith("e_score_correction_bias"):
+        return take(hf_name.replace("e_score_correction_bias", "e_score_correction"), "bias")
+    data = take(stem, suffix or "weight")
+    if arch == "llama" and stem.endswith(("q_proj", "k_proj")):
+        heads = config.num_attention_heads if stem.endswith("q_proj") else config.num_key_value_heads
+        data = torch.from_numpy(LlamaTensorProcessor()._reverse_permute_weights(data.numpy(), heads, heads))
+    return data
 
 
 def gguf_logit_error(path: Path, base: Path, adapter: Path) -> float:

@@ -55,10 +55,10 @@ FAMILIES = {f.name: f for f in [
            "<|im_end|>", "<|endoftext|>"),
     Family("glm4", "Glm4Config", "glm4",
            ("<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"), None,
-           "<|endoftext|>", "<|endoftext|>", extra=dict(head_dim=16), gguf=False),
+           "<|endoftext|>", "<|endoftext|>", extra=dict(head_dim=16), gguf_loader=False),
     Family("deepseek-v3", "DeepseekV3Config", "deepseek",
            ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜▁pad▁｜>"),
-           "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", gguf=False,
+           "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", gguf_loader=False,
            extra=dict(num_key_value_heads=4,  # MLA: as many key as query heads
                       kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
                       n_routed_experts=4, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1, topk_group=1,
@@ -70,7 +70,8 @@ FAMILIES = {f.name: f for f in [
            tokenizer="spm", extra=dict(head_dim=16, num_local_experts=4, **MOE), gguf_loader=False),
     Family("gpt-oss", "GptOssConfig", "gpt-oss",
            ("<|startoftext|>", "<|endoftext|>", "<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>"),
-           None, "<|return|>", "<|endoftext|>", gguf=False,
+           # transformers 5.24's GGUF loader reads gpt-oss's YaRN keys wrongly and expects other expert names
+           None, "<|return|>", "<|endoftext|>", gguf_loader=False,
            extra=dict(head_dim=16, num_local_experts=4, sliding_window=64, **MOE)),
 ]}
 

@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 from families.checks import (
-    PROMPT, QA, eval_answers, gguf_logit_error, gguf_mixtral_logit_error, mask_pieces, merged_logit_error,
+    PROMPT, QA, eval_answers, gguf_logit_error, gguf_read_back_logit_error, mask_pieces, merged_logit_error,
     reference_answer, served_answer, train_family,
 )
 from families.specs import FAMILIES
@@ -69,5 +69,5 @@ def test_gguf_round_trip_keeps_the_logits(family_run, tmp_path):
         return
     export = api.export(run, tmp_path / "gguf", to="gguf", gguf_type="f32")
     record = json.loads((export.path / "export.json").read_text())
-    check = gguf_logit_error if family.gguf_loader else gguf_mixtral_logit_error
+    check = gguf_logit_error if family.gguf_loader else gguf_read_back_logit_error
     assert check(export.path / record["gguf"]["file"], base, run.final) < 1e-3

@@ -130,7 +130,7 @@ def _opening_mismatch(tokenizer, opening: str, upto: str) -> str:
     """Why masks cannot be trusted: the generation prompt is not how the template opens an assistant turn."""
     at = next((k for k, (a, b) in enumerate(zip(opening, upto)) if a != b), min(len(opening), len(upto)))
     window = slice(max(at - 20, 0), at + 20)
-    return (f"the chat template of {tokenizer.name_or_path or 'the tokenizer'} opens an assistant turn as "
+    return (f"{template_name(tokenizer)} opens an assistant turn as "
             f"{upto[window]!r} in a conversation but as {opening[window]!r} with add_generation_prompt, so the loss "
             "mask would not match what the model sees when it answers; fix the template (--template)")
 

@@ -1,16 +1,19 @@
-"""Write a Hugging Face model folder (Llama, Mistral, Mixtral, Qwen2/2.5, Qwen3, Qwen3-MoE, Gemma 3, Phi-3/Phi-4) as
-one GGUF file that llama.cpp and its kin load."""
+"""Write a Hugging Face model folder (Llama, Mistral, Mixtral, Qwen2/2.5, Qwen3, Qwen3-MoE, Gemma 3, Phi-3/Phi-4,
+GLM-4, gpt-oss, DeepSeek-V3) as one GGUF file that llama.cpp and its kin load."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunestack.errors import TunestackError
+from tunestack.export.gguf_layouts import (
+    add_deepseek_hyperparameters, check_gpt_oss, deepseek_tensors, expert_count, gpt_oss_tensors, stacked_experts,
+)
 
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_0")
 _BLOCK = 32
@@ -27,6 +30,11 @@ class _Architecture:
     """Llama-style RoPE: llama.cpp wants each head's rotary halves interleaved."""
     norm_plus_one: bool = False
     """Gemma's RMSNorm scales by (1 + weight); llama.cpp stores the factor itself."""
+    layout: Callable = stacked_experts
+    """Rewrites the folder's (name, tensor) pairs into the Hugging Face-style names and the shapes that gguf's
+    tensor-name map and llama.cpp expect (export/gguf_layouts.py)."""
+    yarn: bool = False
+    """Whether YaRN rope scaling is written (the keys llama.cpp reads for this architecture) rather than refused."""
 
 
 ARCHITECTURES = {
@@ -38,9 +46,14 @@ ARCHITECTURES = {
     "phi3": _Architecture("PHI3"),
     "qwen3_moe": _Architecture("QWEN3MOE"),
     "mixtral": _Architecture("LLAMA", permute_qk=True),  # llama.cpp writes Mixtral as llama with experts
+    "glm4": _Architecture("GLM4"),  # rotary on half of each head, on adjacent pairs: no permutation
+    "gpt_oss": _Architecture("GPT_OSS", layout=gpt_oss_tensors, yarn=True),
+    "deepseek_v3": _Architecture("DEEPSEEK2", layout=deepseek_tensors, yarn=True),
 }
-"""Model types GGUF export writes. Others llama.cpp defines (GLM-4, DeepSeek-V2/V3, gpt-oss) need tensor layouts
-this writer does not produce yet (partial rotary, multi-head latent attention, MXFP4 experts); they are refused."""
+"""Model types GGUF export writes, in llama.cpp's layout for each: gpt-oss with attention sinks, biased experts
+split from the interleaved gate/up tensor (in the chosen --gguf_type, not MXFP4) and YaRN; DeepSeek-V3 with
+multi-head latent attention (kv_b_proj split into k_b and v_b), shared experts and the router's correction bias.
+Other model types are refused, DeepSeek-V2 among them (its softmax router is not written)."""
 
 
 def gguf_architecture_problem(folder: Path) -> str | None:
@@ -73,7 +86,7 @@ def write_gguf(folder: Path, target: Path, gguf_type: str) -> dict:
     tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
     try:
         writer = gguf.GGUFWriter(tmp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[arch.name]])
-        _add_hyperparameters(writer, config, gguf_type, name=Path(folder).name)
+        _add_hyperparameters(writer, config, arch, gguf_type, name=Path(folder).name)
         _add_vocab(writer, vocab)
         fallback = _add_tensors(writer, Path(folder), config, arch, gguf_type)
         writer.write_header_to_file()
@@ -89,38 +102,75 @@ def write_gguf(folder: Path, target: Path, gguf_type: str) -> dict:
     return {"file": target.name, "bytes": target.stat().st_size, "type": gguf_type, "f16_fallback": fallback}
 
 
-def _add_hyperparameters(writer, config: dict, gguf_type: str, name: str) -> None:
+def _add_hyperparameters(writer, config: dict, arch: _Architecture, gguf_type: str, name: str) -> None:
     import gguf
 
-    heads, hidden = config["num_attention_heads"], config["hidden_size"]
-    head_dim = config.get("head_dim") or hidden // heads
-    rope = config.get("rope_parameters") or {}
-    rope = rope.get("full_attention", rope)  # Gemma 3 keys RoPE by layer kind; llama.cpp fixes the sliding one
-    if rope.get("rope_type", "default") != "default" or config.get("rope_scaling"):
-        raise TunestackError(f"--to gguf: rope scaling {rope.get('rope_type') or config.get('rope_scaling')} is not "
-                             "supported; GGUF export writes models with plain RoPE only")
     writer.add_name(name)
     writer.add_context_length(config["max_position_embeddings"])
-    writer.add_embedding_length(hidden)
+    writer.add_embedding_length(config["hidden_size"])
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
-    writer.add_rope_dimension_count(head_dim)
-    if head_dim != hidden // heads or config["model_type"] == "gemma3_text":
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-    if config.get("sliding_window") and config["model_type"] == "gemma3_text":
-        writer.add_sliding_window(config["sliding_window"])
-    if experts := config.get("num_experts") or config.get("num_local_experts"):
+    writer.add_head_count(config["num_attention_heads"])
+    if config["model_type"] == "deepseek_v3":
+        add_deepseek_hyperparameters(writer, config)
+    else:
+        _add_attention(writer, config)
+    if experts := expert_count(config):
         writer.add_expert_count(experts)
         writer.add_expert_used_count(config["num_experts_per_tok"])
         writer.add_expert_feed_forward_length(config.get("moe_intermediate_size") or config["intermediate_size"])
-    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
+    _add_rope(writer, config, arch)
     writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
     writer.add_vocab_size(config["vocab_size"])
     file_types = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0", "q4_0": "MOSTLY_Q4_0"}
     writer.add_file_type(gguf.LlamaFileType[file_types[gguf_type]])
+
+
+def _add_attention(writer, config: dict) -> None:
+    """Key-value heads, head width, rotary width and sliding window of standard (grouped-query) attention."""
+    heads, hidden = config["num_attention_heads"], config["hidden_size"]
+    head_dim = config.get("head_dim") or hidden // heads
+    writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
+    rope = _rope_parameters(config)
+    rotary = rope.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))  # GLM-4, Phi-4-mini
+    writer.add_rope_dimension_count(int(head_dim * rotary))
+    if head_dim != hidden // heads or config["model_type"] == "gemma3_text":
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if config["model_type"] == "gpt_oss":
+        check_gpt_oss(config)
+    if config.get("sliding_window") and config["model_type"] in ("gemma3_text", "gpt_oss"):
+        writer.add_sliding_window(config["sliding_window"])
+
+
+def _rope_parameters(config: dict) -> dict:
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    return rope.get("full_attention", rope)  # Gemma 3 keys RoPE by layer kind; llama.cpp fixes the sliding one
+
+
+def _add_rope(writer, config: dict, arch: _Architecture) -> None:
+    """RoPE base, and YaRN scaling where llama.cpp reads it for the architecture; other scaling is refused."""
+    import gguf
+
+    rope = _rope_parameters(config)
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "yarn" and arch.yarn:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+        for key, add in (("beta_fast", writer.add_rope_scaling_yarn_beta_fast),
+                         ("beta_slow", writer.add_rope_scaling_yarn_beta_slow),
+                         ("attention_factor", writer.add_rope_scaling_yarn_attn_factor),
+                         ("extrapolation_factor", writer.add_rope_scaling_yarn_ext_factor)):
+            if rope.get(key) is not None:
+                add(float(rope[key]))
+        if rope.get("mscale_all_dim"):  # DeepSeek: llama.cpp's converter stores a tenth of it
+            writer.add_rope_scaling_yarn_log_mul(0.1 * float(rope["mscale_all_dim"]))
+    elif kind != "default":
+        supported = ", ".join(sorted(t for t, a in ARCHITECTURES.items() if a.yarn))
+        raise TunestackError(f"--to gguf: rope scaling {kind!r} of {config['model_type']} is not supported; GGUF "
+                             f"export writes plain RoPE, and YaRN for {supported}; use --to hf")
+    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
 
 
 def _add_vocab(writer, vocab: dict) -> None:
@@ -149,8 +199,7 @@ def _add_tensors(writer, folder: Path, config: dict, arch: _Architecture, gguf_t
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     fallback = []
-    experts = config.get("num_experts") or config.get("num_local_experts")
-    for hf_name, tensor in _stacked_experts(_weights(folder), experts):
+    for hf_name, tensor in arch.layout(_weights(folder), config):
         if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
             continue  # llama.cpp reuses token_embd.weight for a tied output
         name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -177,38 +226,6 @@ def _permute(weights, n_head: int):
     """Interleave each head's two rotary halves, as llama.cpp's converter does (transformers' loader undoes it)."""
     shape = weights.shape
     return weights.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
-
-
-_EXPERT = re.compile(r"(?P<layer>.+\.(?:mlp|block_sparse_moe)\.experts)\.(?P<index>\d+)\."
-                     r"(?P<proj>gate_proj|up_proj|down_proj|w1|w2|w3)\.weight")
-_MIXTRAL_NAMES = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
-"""Mixtral's checkpoints call an expert's gate, down and up projections w1, w2 and w3."""
-
-
-def _stacked_experts(weights, experts: int | None):
-    """GGUF holds an MoE layer's experts as one [experts, rows, columns] tensor per projection: stack the
-    per-expert weights a saved folder holds, and split transformers' fused gate-and-up tensor when it holds that."""
-    pending: dict[str, dict[int, object]] = {}
-    for name, tensor in weights:
-        if name.endswith("mlp.experts.gate_up_proj"):
-            gate, up = tensor.chunk(2, dim=1)
-            yield name.replace("gate_up_proj", "gate_proj.weight"), gate
-            yield name.replace("gate_up_proj", "up_proj.weight"), up
-        elif name.endswith("mlp.experts.down_proj"):
-            yield f"{name}.weight", tensor
-        elif experts and (match := _EXPERT.fullmatch(name)):
-            proj = _MIXTRAL_NAMES.get(match["proj"], match["proj"])
-            key = f"{match['layer'].replace('block_sparse_moe', 'mlp')}.{proj}.weight"
-            pending.setdefault(key, {})[int(match["index"])] = tensor
-            if len(pending[key]) == experts:
-                import torch
-
-                stack = pending.pop(key)
-                yield key, torch.stack([stack[i] for i in range(experts)])
-        else:
-            yield name, tensor
-    if pending:
-        raise TunestackError(f"--to gguf: incomplete experts in the model folder: {sorted(pending)}")
 
 
 def _weights(folder: Path):
