@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -32,6 +34,37 @@ def running_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_subprocess(model_dir, *flags: str, env: dict | None = None):
+    """`tunestack serve --model MODEL_DIR FLAGS` in a subprocess on a free loopback port, served as `tiny` (with
+    `env` added to the tests' environment); yields (base URL, process) once /health answers, and stops it after."""
+    import httpx
+
+    from helpers import cli_env
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tunestack", "serve", "--model", str(model_dir), "--port",
+                                str(port), "--served_model_name", "tiny", "--dtype", "fp32", *flags],
+                               env=cli_env(env), stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read()
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.time() < deadline, "server did not come up"
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=30)
 
 
 def make_serving(model_dir, named_adapters=None, max_concurrency=8, max_queue=16, max_context=None):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from server_helpers import make_serving, running_server
@@ -32,3 +35,14 @@ def client(server):
     import openai
 
     return openai.OpenAI(base_url=server[0] + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def long_context_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with room for 8192 positions, so that a long stream, left to run, outlasts any test."""
+    path = tmp_path_factory.mktemp("long-context")
+    for file in tiny_model_dir.iterdir():
+        shutil.copy(file, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8192}))
+    return path

@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import httpx
 import openai
 
-from helpers import cli, cli_env
-from server_helpers import free_port
+from helpers import cli
+from server_helpers import serve_subprocess
 
 
 def test_serve_subprocess_with_key_and_adapter(tiny_model_dir, adapters, tmp_path):
-    port = free_port()
     keys = tmp_path / "keys.txt"
     keys.write_text("first-key\nsecond-key\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tunestack", "serve", "--model", str(tiny_model_dir), "--port", str(port),
-         "--api_key_file", str(keys), "--adapter", f"alpha={adapters['alpha']}", "--served_model_name", "tiny",
-         "--dtype", "fp32"],
-        env=cli_env(), stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, "server did not come up"
-            time.sleep(0.2)
+    with serve_subprocess(tiny_model_dir, "--api_key_file", str(keys), "--adapter",
+                          f"alpha={adapters['alpha']}") as (url, process):
         client = openai.OpenAI(base_url=url + "/v1", api_key="second-key", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["tiny", "alpha"]
         reply = client.chat.completions.create(model="alpha", messages=[{"role": "user", "content": "hi"}],
                                                max_tokens=3)
         assert reply.usage.completion_tokens <= 3
         assert httpx.get(url + "/v1/models").status_code == 401
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     assert "serving tiny, alpha on http://127.0.0.1" in process.stderr.read()
 
 

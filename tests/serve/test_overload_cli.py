@@ -3,59 +3,17 @@
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-import sys
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
-import pytest
 
-from helpers import cli_env
-from server_helpers import free_port
+from server_helpers import serve_subprocess
 
 LONG = 8000
 """Tokens the long stream asks for: far more than the 20 it reads before disconnecting."""
 READ = 20
-
-
-@pytest.fixture(scope="module")
-def long_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with room for 8192 positions, so that the long stream, left to run, would outlast the test."""
-    path = tmp_path_factory.mktemp("long-context")
-    for file in tiny_model_dir.iterdir():
-        shutil.copy(file, path)
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8192}))
-    return path
-
-
-@contextmanager
-def serve(model_dir, *flags: str):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tunestack", "serve", "--model", str(model_dir), "--port",
-                                str(port), "--served_model_name", "tiny", "--dtype", "fp32", *flags],
-                               env=cli_env(), stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read()
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline, "server did not come up"
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def metrics(url) -> dict[str, float]:
@@ -75,8 +33,8 @@ def body(max_tokens: int, stream: bool = False) -> dict:
             "ignore_eos": True, "stream": stream, "temperature": 0}
 
 
-def test_full_queue_is_a_429_from_admission_and_a_disconnect_frees_its_slot(long_model_dir):
-    with serve(long_model_dir, "--max_concurrency", "1", "--max_queue", "1") as url:
+def test_full_queue_is_a_429_from_admission_and_a_disconnect_frees_its_slot(long_context_model_dir):
+    with serve_subprocess(long_context_model_dir, "--max_concurrency", "1", "--max_queue", "1") as (url, _):
         assert metrics(url)["tunestack_rejected_overload"] == 0
         queued: list[httpx.Response] = []
         with httpx.Client(timeout=60) as client:

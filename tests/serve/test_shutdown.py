@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
-import pytest
 
-from helpers import cli_env
-from server_helpers import free_port
+from server_helpers import serve_subprocess
 
 KEY = "sk-test-4f9c2a77e1"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 MESSAGES = [{"role": "user", "content": "hello"}]
-
-
-def _wait_until_up(url: str, process) -> None:
-    deadline = time.time() + 180
-    while True:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.time() < deadline, "server did not come up"
-        time.sleep(0.2)
 
 
 def _admitted(url: str) -> float:
@@ -43,28 +25,11 @@ def _admitted(url: str) -> float:
                       if line.startswith("tunestack_admitted_sequences ")))
 
 
-@pytest.fixture(scope="module")
-def long_context_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny model with room for 8192 positions, so that one stream outlasts --drain_timeout however fast the CPU."""
-    path = tmp_path_factory.mktemp("long-context")
-    for file in tiny_model_dir.iterdir():
-        shutil.copy(file, path)
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 8192}))
-    return path
-
-
 def test_sigterm_drains_ends_open_streams_with_an_error_event_and_exits_0(long_context_model_dir):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tunestack", "serve", "--model", str(long_context_model_dir), "--port", str(port),
-         "--served_model_name", "tiny", "--dtype", "fp32", "--drain_timeout", "2", "--debug"],
-        env=cli_env({"TUNESTACK_API_KEY": KEY}), stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, process)
+    events, short = [], {}
+    with serve_subprocess(long_context_model_dir, "--drain_timeout", "2", "--debug",
+                          env={"TUNESTACK_API_KEY": KEY}) as (url, process):
         assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        events, short = [], {}
 
         def long_stream():  # 4 x 4000 tokens: far longer than --drain_timeout on any CPU
             body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4000, "n": 4, "ignore_eos": True,
@@ -98,10 +63,7 @@ def test_sigterm_drains_ends_open_streams_with_an_error_event_and_exits_0(long_c
         reader.join(timeout=60)
         assert not reader.is_alive()
         assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-        stderr = process.communicate()[1]
+    stderr = process.stderr.read()
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["type"] == "service_unavailable_error"  # the final event
     chunks = [json.loads(e) for e in events[:-2]]
