@@ -60,6 +60,6 @@ def test_full_queue_is_a_429_from_admission_and_a_disconnect_frees_its_slot(long
         assert waited < per_token * LONG / 4, (waited, per_token)
         wait_for(url, "tunestack_running_sequences", 0)
         wait_for(url, "tunestack_admitted_sequences", 0)
-        assert metrics(url)["tunestack_generation_tokens"] < 100 < LONG
+        assert metrics(url)["tunestack_generation_tokens"] < LONG / 10  # the long stream stopped early
         ok = httpx.post(url + "/v1/chat/completions", json=body(3), timeout=60)  # its slot is free again
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
