@@ -120,15 +120,20 @@ def probe_ids(vocab_size: int) -> torch.Tensor:
     return torch.randint(0, vocab_size, (2, 24))
 
 
+def max_logit_error(model, reference) -> float:
+    """Largest absolute logit difference between two models on the same random token ids."""
+    ids = probe_ids(reference.config.vocab_size)
+    with torch.no_grad():
+        return (model(ids).logits - reference(ids).logits).abs().max().item()
+
+
 def merged_logit_error(base: Path, adapter: Path, merged: Path) -> float:
     """Largest absolute logit difference between the merged export and base + adapter."""
     from transformers import AutoModelForCausalLM
 
     reference = base_plus_adapter(base, adapter)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
-    ids = probe_ids(model.config.vocab_size)
-    with torch.no_grad():
-        return (model(ids).logits - reference(ids).logits).abs().max().item()
+    return max_logit_error(model, reference)
 
 
 def gguf_read_back_logit_error(path: Path, base: Path, adapter: Path) -> float:
@@ -155,9 +160,7 @@ def gguf_read_back_logit_error(path: Path, base: Path, adapter: Path) -> float:
     assert not tensors, f"tensors nobody reads: {sorted(tensors)}"
     model = type(reference)(config).eval()
     model.load_state_dict(state, strict=not config.tie_word_embeddings)
-    ids = probe_ids(config.vocab_size)
-    with torch.no_grad():
-        return (model(ids).logits - reference(ids).logits).abs().max().item()
+    return max_logit_error(model, reference)
 
 
 def read_back_tensor(hf_name: str, tensors: dict, names, config, arch: str) -> torch.Tensor:
@@ -208,6 +211,4 @@ def gguf_logit_error(path: Path, base: Path, adapter: Path) -> float:
     ids = [t(text, add_special_tokens=False)["input_ids"] for t in (tokenizer, original)]
     assert ids[0] == ids[1], "the GGUF's tokenizer splits text differently"
     reference = base_plus_adapter(base, adapter)
-    ids = probe_ids(reference.config.vocab_size)
-    with torch.no_grad():
-        return (model(ids).logits - reference(ids).logits).abs().max().item()
+    return max_logit_error(model, reference)
