@@ -12,6 +12,7 @@ from helpers import build_model, cli, cli_env, make_adapter
 from tunestack.config import ExportArgs, ModelArgs
 from tunestack.errors import TunestackError
 from tunestack.export.merge import run_export
+from tunestack.progress import read_events
 
 PROMPT = [{"role": "user", "content": "What is 12 + 30?"}]
 
@@ -217,9 +218,12 @@ def test_a_failed_write_leaves_no_half_export(failure, existing, adapters, tiny_
     with pytest.raises(TunestackError if isinstance(failure, OSError) else KeyboardInterrupt):
         run_export(ModelArgs(model=str(tiny_model_dir)),
                    ExportArgs(adapter=[str(adapters["lora"])], output_dir=str(out), overwrite=existing))
-    assert [p.name for p in tmp_path.iterdir()] == (["merged"] if existing else [])
-    if existing:
-        assert [p.name for p in out.iterdir()] == ["old.txt"]
+    # Nothing of the new model: the old contents, and the events saying how the export ended.
+    assert [p.name for p in tmp_path.iterdir()] == ["merged"]
+    assert sorted(p.name for p in out.iterdir()) == (["events.jsonl", "old.txt"] if existing else ["events.jsonl"])
+    end = read_events(out)[-1]
+    assert end["kind"] == "end" and end["status"] == ("failed" if isinstance(failure, OSError) else "interrupted")
+    assert isinstance(failure, KeyboardInterrupt) or "No space left on device" in end["message"]
 
 
 @pytest.mark.slow

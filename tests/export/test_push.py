@@ -35,7 +35,9 @@ def export_and_push(model: Path, adapter: Path, out: Path, hub: str, env: dict, 
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir()}
+    """The export's files, less its progress events (events.jsonl), which stay local."""
+    assert (folder / "events.jsonl").is_file()
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "events.jsonl"}
 
 
 HUBS = [pytest.param("hf", hugging_face_app, "hf_test", id="hugging-face"),

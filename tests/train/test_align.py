@@ -164,8 +164,9 @@ def check_reference(trainer, reference_model):
 def test_dpo_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir, data, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"])],
-                             tmp_path / "run")
+    # fp32: the check is exact; on a CPU with AMX --dtype auto would hold the frozen base in bf16
+    trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"]),
+                                     "--dtype", "fp32"], tmp_path / "run")
     assert trainer.ref_model is None and list(trainer.model.peft_config) == ["default"]  # no second copy
     check_reference(trainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval())
 
@@ -184,7 +185,7 @@ def test_dpo_ref_model_loads_the_named_model(tiny_model_dir, other_model, data, 
     from transformers import AutoModelForCausalLM
 
     trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"]),
-                                     "--ref_model", str(other_model)], tmp_path / "run")
+                                     "--ref_model", str(other_model), "--dtype", "fp32"], tmp_path / "run")
     assert trainer.ref_model is not None
     check_reference(trainer, AutoModelForCausalLM.from_pretrained(other_model, dtype=torch.float32).eval())
 

@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in rest
     try:
         return COMMANDS[name].run(rest) or 0
-    except KeyboardInterrupt:
-        print("tunestack: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: 130; a run stopped by SIGTERM says its own code (143)
+        print(f"tunestack: {str(interrupt) or 'interrupted'}", file=sys.stderr)
+        return getattr(interrupt, "exit_code", 130)
     except Exception as exc:
         from tunestack.errors import ConfigError, TunestackError
 

@@ -12,6 +12,7 @@ from tunestack.config import EvalArgs, ModelArgs
 from tunestack.errors import ConfigError
 from tunestack.eval.report import compare, comparison_markdown, read_summary, write_comparison, write_report
 from tunestack.eval.tasks import CODE, resolve_tasks
+from tunestack.progress import Progress, TerminalBar, events_path
 
 
 def validate_eval(args: EvalArgs):
@@ -44,28 +45,44 @@ def validate_eval(args: EvalArgs):
     return specs
 
 
-def run_eval(model_args: ModelArgs, args: EvalArgs, output_dir: str | Path | None = None) -> dict:
-    """Evaluate --model (or --url) on --tasks; returns the report written to the output folder."""
+def run_eval(model_args: ModelArgs, args: EvalArgs, output_dir: str | Path | None = None,
+             progress: Progress | None = None) -> dict:
+    """Evaluate --model (or --url) on --tasks; returns the report written to the output folder.
+
+    Progress events ("evaluate": loading, then one start per task counted in questions; then the end) go into
+    `progress`, whose owner ends it, or else into the output folder's events.jsonl (started over unless --resume)
+    when one is named; an unnamed one (evals/TIME) gets none, and a failed evaluation leaves nothing there."""
     specs = validate_eval(args)
-    out = Path(output_dir or args.output_dir or f"evals/{time.strftime('%Y%m%d-%H%M%S')}")
+    named = output_dir or args.output_dir
+    out = Path(named or f"evals/{time.strftime('%Y%m%d-%H%M%S')}")
+    if progress is not None:
+        return _run(model_args, args, specs, out, progress)
+    if named and not args.resume:
+        events_path(out).unlink(missing_ok=True)
+    with Progress(out if named else None, listeners=[TerminalBar()]) as own:
+        return _run(model_args, args, specs, out, own)
+
+
+def _run(model_args: ModelArgs, args: EvalArgs, specs, out: Path, progress: Progress) -> dict:
     if args.compare:
-        return _compare(model_args, args, specs, out)
-    summary = _evaluate_one(model_args, args, specs, out)
+        return _compare(model_args, args, specs, out, progress)
+    summary = _evaluate_one(model_args, args, specs, out, progress)
     print(_table(summary), flush=True)
     print(f"report: {out / 'report.md'}", file=sys.stderr, flush=True)
     return summary
 
 
-def _evaluate_one(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:
+def _evaluate_one(model_args: ModelArgs, args: EvalArgs, specs, out: Path, progress: Progress) -> dict:
     from tunestack.eval.cache import CachedBackend
     from tunestack.eval.runner import evaluate
 
+    progress.start("evaluate", message=f"loading {args.url or model_args.model}")
     backend = make_backend(model_args, args)
     model_key = json.dumps({"model": backend.name, "dtype": model_args.dtype, "seed": args.seed})
     cached = CachedBackend(backend, out, model_key, args.resume, chunk=4 * args.batch_size)
     if args.resume:
         print(f"resuming: {len(cached.answers)} answers in {cached.path}", file=sys.stderr, flush=True)
-    report = evaluate(cached, specs, args)
+    report = evaluate(cached, specs, args, progress)
     if args.resume:
         print(f"resumed: {cached.reused} questions read from {cached.path.name}, not asked again", file=sys.stderr,
               flush=True)
@@ -87,7 +104,7 @@ def make_backend(model_args: ModelArgs, args: EvalArgs):
     return LocalBackend(load_for_inference(model_args, allow_pickle=args.allow_pickle), args.batch_size, args.seed)
 
 
-def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:
+def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path, progress: Progress) -> dict:
     """Both sides from an earlier eval folder (its report.json) or evaluated now, then the table of differences."""
     summaries = []
     for label, entry in zip("AB", args.compare):
@@ -95,7 +112,8 @@ def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path) -> dict:
             summaries.append(read_summary(entry))
         else:
             side = dataclasses.replace(model_args, model=entry)
-            summaries.append(_evaluate_one(side, args, specs, out / label))
+            progress.message(f"{label}: {entry}")
+            summaries.append(_evaluate_one(side, args, specs, out / label, progress))
     comparison = compare(*summaries)
     write_comparison(out, comparison)
     print(comparison_markdown(comparison), flush=True)

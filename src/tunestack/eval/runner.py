@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from contextlib import contextmanager
 
@@ -11,34 +10,52 @@ from tunestack.eval import chat_tasks, scoring
 from tunestack.eval.loading import read_local
 from tunestack.eval.prepare import prepare, task_data_paths
 from tunestack.eval.tasks import CHAT, CHOICE, CODE, TaskSpec
+from tunestack.progress import Progress, TerminalBar
 
 DEFAULT_NEW_TOKENS = 256
 """Tokens generated per answer when neither the task nor --max_new_tokens says otherwise (the harness's default)."""
+EVENTS_PER_S = 4
+"""The most progress events a task writes per second (the last one is always written)."""
 
 
 @contextmanager
-def progress_bar(task: str, total: int, per_question: float = 1.0):
-    """A progress bar in questions per second; yields the callback that advances it by scored units."""
-    from tqdm.auto import tqdm
+def task_progress(progress: Progress, task: str, total: int, per_question: float = 1.0):
+    """An "evaluate" phase for `task`: a start with its `total` questions, then the questions done as units are
+    scored (`per_question` units make a question), written at most EVENTS_PER_S times a second and always at the end.
+    Yields the callback that takes the units scored; the terminal bar is drawn from the same events."""
+    progress.start("evaluate", total=total, task=task, unit="q")
+    units, shown, last = 0.0, 0, 0.0
 
-    bar = tqdm(total=total, desc=task, unit="q", file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} [{elapsed}<{remaining}, {rate_fmt}]")
+    def advance(scored: float) -> None:
+        nonlocal units, shown, last
+        units += scored
+        done = min(total, int(units / per_question + 1e-6))
+        now = time.monotonic()
+        if done != shown and (done == total or now - last >= 1 / EVENTS_PER_S):
+            progress.step(done)
+            shown, last = done, now
+
     try:
-        yield lambda units: bar.update(units / per_question)
+        yield advance
     finally:
-        bar.close()
+        done = min(total, int(units / per_question + 1e-6))
+        if done != shown:
+            progress.step(done)
 
 
-def evaluate(backend, specs: list[TaskSpec], args: EvalArgs) -> dict:
-    """The report of `specs` on `backend`: per task its metrics (value, stderr), n, settings, notes and samples."""
+def evaluate(backend, specs: list[TaskSpec], args: EvalArgs, progress: Progress | None = None) -> dict:
+    """The report of `specs` on `backend`: per task its metrics (value, stderr), n, settings, notes and samples.
+    `progress` receives an "evaluate" phase per task, and its metrics as figures once scored."""
+    progress = progress or Progress(None, listeners=[TerminalBar()])
     paths = task_data_paths(args)
     tasks = {}
     for spec in specs:
         started = time.perf_counter()
-        result = _run_task(spec, backend, args, paths.get(spec.name) or spec.path)
+        result = _run_task(spec, backend, args, paths.get(spec.name) or spec.path, progress)
         result["seconds"] = round(time.perf_counter() - started, 2)
         result["questions_per_second"] = round(result["n"] / max(result["seconds"], 1e-9), 2)
         tasks[spec.name] = result
+        progress.step(len(result["samples"]), **{name: m["value"] for name, m in result["metrics"].items()})
     notes = list(backend.notes)
     errors = getattr(backend, "errors", [])
     if errors:
@@ -46,11 +63,11 @@ def evaluate(backend, specs: list[TaskSpec], args: EvalArgs) -> dict:
     return {"model": backend.name, "tasks": tasks, "notes": notes}
 
 
-def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -> dict:
+def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None, progress: Progress) -> dict:
     settings = {"limit": args.limit, "seed": args.seed, "batch_size": args.batch_size}
     notes: list[str] = []
     if spec.kind == CHAT:
-        samples, extra = _run_chat(spec, backend, args, local_path)
+        samples, extra = _run_chat(spec, backend, args, local_path, progress)
         settings.update(num_fewshot=0, max_new_tokens=args.max_new_tokens or DEFAULT_NEW_TOKENS,
                         source=local_path or "built-in")
     else:
@@ -58,18 +75,19 @@ def _run_task(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
         settings.update(num_fewshot=prepared.num_fewshot, source=prepared.source)
         extra = {}
         if spec.kind == CHOICE:
-            samples = _run_choices(spec, prepared, backend, notes)
+            samples = _run_choices(spec, prepared, backend, notes, progress)
             settings["scoring"] = "generated letter" if notes else "log-likelihood"
         else:
-            samples = _run_generation(spec, prepared, backend, args, settings)
+            samples = _run_generation(spec, prepared, backend, args, settings, progress)
     return _summarise(samples, settings, notes, extra)
 
 
-def _run_generation(spec: TaskSpec, prepared, backend, args: EvalArgs, settings: dict) -> list[dict]:
+def _run_generation(spec: TaskSpec, prepared, backend, args: EvalArgs, settings: dict,
+                    progress: Progress) -> list[dict]:
     """Greedy answers to the raw prompts, scored by the task's extraction (or, for code, by running them)."""
     max_new = args.max_new_tokens or spec.max_new_tokens or DEFAULT_NEW_TOKENS
     settings.update(max_new_tokens=max_new, until=list(spec.until))
-    with progress_bar(spec.name, len(prepared.docs)) as advance:
+    with task_progress(progress, spec.name, len(prepared.docs)) as advance:
         outputs = backend.generate(prepared.contexts, list(spec.until), max_new, advance)
     if spec.kind != CODE:
         return scoring.score_generation(spec.name, prepared.docs, prepared.contexts, outputs)
@@ -79,12 +97,12 @@ def _run_generation(spec: TaskSpec, prepared, backend, args: EvalArgs, settings:
     return score_code(prepared.docs, prepared.contexts, outputs, args.code_timeout)
 
 
-def _run_choices(spec: TaskSpec, prepared, backend, notes: list[str]) -> list[dict]:
+def _run_choices(spec: TaskSpec, prepared, backend, notes: list[str], progress: Progress) -> list[dict]:
     per_question = sum(len(d.choices) + len(d.extra.get("mc2_choices", [])) for d in prepared.docs) / \
         max(len(prepared.docs), 1)
     if backend.supports_loglikelihood:
         try:
-            with progress_bar(spec.name, len(prepared.docs), per_question) as advance:
+            with task_progress(progress, spec.name, len(prepared.docs), per_question) as advance:
                 return scoring.score_choices(spec.name, prepared.docs, prepared.contexts, backend, spec.acc_norm,
                                              advance)
         except scoring.LogprobsUnavailable as exc:
@@ -92,11 +110,12 @@ def _run_choices(spec: TaskSpec, prepared, backend, notes: list[str]) -> list[di
             backend.notes.append(f"the server returns no prompt log-probabilities ({exc}); multiple-choice tasks "
                                  f"were scored by generating the answer letter")
     notes.append("scored by generating the answer letter (no log-probabilities): not comparable with the harness")
-    with progress_bar(spec.name, len(prepared.docs)) as advance:
+    with task_progress(progress, spec.name, len(prepared.docs)) as advance:
         return scoring.score_choices_by_letter(prepared.docs, prepared.contexts, backend, advance)
 
 
-def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -> tuple[list[dict], dict]:
+def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None,
+              progress: Progress) -> tuple[list[dict], dict]:
     custom = spec.options.get("custom")
     if spec.name == "arith":
         items = chat_tasks.arith_items()
@@ -107,7 +126,7 @@ def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None) -
         items = chat_tasks.custom_qa_items(rows, spec.options.get("regex")) if custom == "custom_qa" else \
             chat_tasks.custom_gen_items(rows)
     items = items[:args.limit] if args.limit else items
-    with progress_bar(spec.name, len(items)) as advance:
+    with task_progress(progress, spec.name, len(items)) as advance:
         outputs = backend.chat([i.messages for i in items], args.max_new_tokens or DEFAULT_NEW_TOKENS, advance)
     samples = []
     for item, output in zip(items, outputs):

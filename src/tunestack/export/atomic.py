@@ -11,9 +11,11 @@ from pathlib import Path
 from tunestack.errors import TunestackError
 
 
-def write_folder_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def write_folder_atomically(target: Path, write: Callable[[Path], None], carry: tuple[str, ...] = ()) -> None:
     """Run `write(folder)` on a sibling temporary folder, then rename it into place: `target` only ever holds the
-    old contents or the complete new ones (an old `target` is replaced only once the new one is complete)."""
+    old contents or the complete new ones (an old `target` is replaced only once the new one is complete).
+    The files named in `carry` (the export's events, appended in `target` while it writes) move from `target` into
+    the new folder just before it takes its place, the same files, so a reader following one keeps its place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir()
@@ -23,12 +25,14 @@ def write_folder_atomically(target: Path, write: Callable[[Path], None]) -> None
             if file.is_file():
                 with open(file, "rb") as fh:
                     os.fsync(fh.fileno())
+        carried = _move(carry, target, tmp)
         old = _set_aside(target)  # a kill between these two renames leaves the old model in target.old-*
         try:
             os.replace(tmp, target)  # over an empty folder, or none
         except BaseException:
             if old is not None:
                 os.replace(old, target)
+            _move(carried, tmp, target)
             raise
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -47,3 +51,11 @@ def _set_aside(target: Path) -> Path | None:
     old = target.with_name(f"{target.name}.old-{secrets.token_hex(4)}")
     os.replace(target, old)
     return old
+
+
+def _move(names, source: Path, target: Path) -> tuple[str, ...]:
+    """Move the files `names` that `source` holds into `target`; returns those moved."""
+    moved = tuple(name for name in names if (source / name).is_file() and target.is_dir())
+    for name in moved:
+        os.replace(source / name, target / name)
+    return moved

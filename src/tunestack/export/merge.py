@@ -17,6 +17,7 @@ from tunestack.export.publish import model_card
 from tunestack.export.quantize import METHODS
 from tunestack.export.sources import ExportPlan, plan_export
 from tunestack.jsonfile import read_json_object
+from tunestack.progress import EVENTS_FILE, Progress, TerminalBar, events_path
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 _DTYPES = {"bfloat16": "bf16", "float16": "fp16"}
@@ -31,21 +32,27 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
     """Merge --model's adapters (a run's own, then each --adapter) and write the result to --output_dir; with
     --quant, quantized (see export/quantize.py); with --to gguf, also as OUTPUT_DIR/model-<gguf_type>.gguf (a model without
     adapters is written as it is). With --eval_ppl, export.json compares perplexity before and after.
+    Progress events (load, merge, quantize or write, perplexity, gguf, upload, end) go into OUTPUT_DIR/events.jsonl
+    from the moment the flags are found good; an export that stops leaves that file alone there.
     The output folder's path is the only thing printed to stdout."""
     with redirect_stdout(sys.stderr):  # some quantization libraries print progress to stdout
-        output = _export(model_args, export)
+        plan = plan_export(model_args, export)
+        events_path(plan.output).unlink(missing_ok=True)  # an earlier export's, replaced by --overwrite
+        with Progress(plan.output, listeners=[TerminalBar()]) as progress:
+            output = _export(plan, model_args, export, progress)
+            progress.end("completed", str(output))
     print(output, flush=True)
     return output
 
 
-def _export(model_args: ModelArgs, export: ExportArgs) -> Path:
-    plan = plan_export(model_args, export)
+def _export(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, progress: Progress) -> Path:
     say(f"model: {plan.resolved.source}")
+    progress.start("load", message=plan.resolved.source)
     tokenizer = _tokenizer(plan, model_args)
     text = read_text(export.ppl_text) if export.eval_ppl else None
     source: dict = {}
     measure = (lambda m: source.update(zip(("source", "tokens"), perplexity(m, tokenizer, text[0])))) if text else None
-    model = _merged_model(plan, model_args, tokenizer, export.adapter_weights, measure)
+    model = _merged_model(plan, model_args, tokenizer, export.adapter_weights, measure, progress)
     dtype = model_args.dtype if model_args.dtype != "auto" else _saved_dtype(Path(plan.resolved.path))
     import torch
 
@@ -54,6 +61,7 @@ def _export(model_args: ModelArgs, export: ExportArgs) -> Path:
     say(f"writing {plan.output} ({dtype}{', ' + export.quant if export.quant else ''}, "
         f"shards up to {export.max_shard_size})")
 
+    progress.start("quantize" if export.quant else "write", message=export.quant or str(plan.output))
     calibration = None
     if export.quant and METHODS[export.quant].calibrated:
         from tunestack.export.calibrated import calibration_texts
@@ -76,22 +84,27 @@ def _export(model_args: ModelArgs, export: ExportArgs) -> Path:
         if quantization:
             record["quantization"] = quantization
         if text:
+            progress.start("perplexity", message=text[1])
             record["perplexity"] = _compare(folder, tokenizer, text, source, export.quant is not None)
         if export.to == "gguf":
             from tunestack.export.gguf import write_gguf
 
             say(f"writing model-{export.gguf_type}.gguf")
+            progress.start("gguf", message=f"model-{export.gguf_type}.gguf")
             record["gguf"] = write_gguf(folder, folder / f"model-{export.gguf_type}.gguf", export.gguf_type)
         write_json_atomic(folder / "export.json", record)
         (folder / "README.md").write_text(model_card(plan.output, record, _base_name(plan), export.push_to_hub))
 
-    write_folder_atomically(plan.output, write)
+    write_folder_atomically(plan.output, write, carry=(EVENTS_FILE,))
     say(f"done: {plan.output}")
     if export.push_to_hub:
         from tunestack.export.publish import push
 
         say(f"uploading to {export.push_to_hub} ({model_args.hub})")
-        say(f"uploaded: {push(plan.output, export.push_to_hub, model_args.hub, export.private)}")
+        progress.start("upload", message=export.push_to_hub)
+        url = push(plan.output, export.push_to_hub, model_args.hub, export.private)
+        say(f"uploaded: {url}")
+        progress.message(f"uploaded: {url}")
     return plan.output
 
 
@@ -135,9 +148,11 @@ def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     return tokenizer
 
 
-def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: list[float], measure=None):
+def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: list[float], measure=None,
+                  progress: Progress | None = None):
     """The base in fp32 with every adapter merged in: combined by weight first when weights are given.
-    `measure`, if given, is called on the source model: the base with its last adapter applied but not merged."""
+    `measure`, if given, is called on the source model: the base with its last adapter applied but not merged.
+    `progress` receives the "merge" phase, counted in adapters."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -152,8 +167,12 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
     if model.generation_config is not None:
         _stop_tokens(model.generation_config, tokenizer)
     measure = measure or (lambda m: None)
+    progress = progress or Progress(None)
     adapter = plan.adapters[0] if plan.adapters else None
     try:
+        if plan.adapters:
+            progress.start("merge", total=len(plan.adapters) if len(plan.adapters) > 1 and not weights else None,
+                           message=", ".join(a.given for a in plan.adapters), unit="adapter")
         if weights:
             return _combined(model, plan, weights, measure)
         if not plan.adapters:
@@ -164,6 +183,7 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
             if i == len(plan.adapters) - 1:
                 measure(model)
             model = model.merge_and_unload()
+            progress.step(i + 1)
         return model
     except (ValueError, RuntimeError, KeyError) as error:
         which = "the adapters" if weights else f"adapter {adapter.given}"

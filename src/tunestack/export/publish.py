@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tunestack.errors import MissingExtraError, TunestackError
 from tunestack.jsonfile import read_json_object
+from tunestack.progress import EVENTS_FILE
 
 _REPO = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -45,13 +46,15 @@ def push(folder: Path, repo: str, hub: str, private: bool) -> str:
             # upload_folder would create a missing repository as public, so create it first with the visibility asked
             api.create_repo(repo, visibility="private" if private else "public", exist_ok=True)
             # use_cache=False: its resume record would otherwise be written into the export folder
-            api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message, use_cache=False)
+            api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message, use_cache=False,
+                              ignore_patterns=[EVENTS_FILE])
             return f"{api.endpoint}/models/{repo}"
         from huggingface_hub import HfApi
 
         api = HfApi()
         url = api.create_repo(repo, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message)
+        api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=message,
+                          ignore_patterns=[EVENTS_FILE])  # the export's progress, not part of the model
         return str(url)
     except Exception as error:
         retry = f"modelscope upload {repo} {folder}" if hub == "modelscope" else f"hf upload {repo} {folder}"

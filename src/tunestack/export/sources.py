@@ -13,6 +13,7 @@ from tunestack.jsonfile import read_json_object
 from tunestack.export.gguf import gguf_architecture_problem
 from tunestack.export.quantize import METHODS, require_backend
 from tunestack.hub import ResolvedModel, resolve_model
+from tunestack.progress import EVENTS_FILE
 from tunestack.run.manifest import adapter_fingerprint, model_fingerprint
 
 
@@ -118,7 +119,8 @@ def _output_problems(export: ExportArgs) -> list[str]:
     output = Path(export.output_dir).expanduser()
     if output.exists() and not output.is_dir():
         return [f"--output_dir {output} is a file; pass a folder"]
-    if output.is_dir() and any(output.iterdir()) and not export.overwrite:
+    # A folder holding only the events of an export that stopped is free to use.
+    if output.is_dir() and any(p.name != EVENTS_FILE for p in output.iterdir()) and not export.overwrite:
         return [f"--output_dir {output} is not empty; pass --overwrite to replace it or choose another folder"]
     return []
 

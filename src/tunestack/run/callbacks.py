@@ -1,4 +1,5 @@
-"""Trainer callbacks that keep the run directory current: metrics, sealed checkpoints, progress bar, plot."""
+"""Trainer callbacks that keep the run directory current (metrics, sealed checkpoints, progress events, plot) and
+stop the run cleanly when asked."""
 
 from __future__ import annotations
 
@@ -86,42 +87,93 @@ def _barrier() -> None:
         dist.barrier()
 
 
-HEADLINE = ("rewards/margins", "rewards/accuracies", "accuracy", "reward", "kl")
-"""Figures the progress bar shows beside the loss when a method logs them."""
+FIGURES = ("loss", "learning_rate", "rewards/margins", "rewards/accuracies", "accuracy", "reward", "kl",
+           "eval_loss", "eval_accuracy", "eval_rewards/accuracies")
+"""What a training progress event carries beside the step: the loss and the method's headline figures, as logged."""
 
 
-class ProgressBar(TrainerCallback):
-    """One tqdm bar on stderr showing step, loss, tokens/s and the time left."""
+class ProgressEvents(TrainerCallback):
+    """The "train" phase as progress events (rank 0): a start with the step to reach and the step it resumes from,
+    then one small event per optimizer step with tokens/s and the learning rate, and on logging steps the loss and
+    the method's own figures (DPO's margins, GRPO's reward and KL, ...). The terminal bar is drawn from them."""
 
-    def __init__(self):
-        self.bar = None
-        self._start = (0.0, 0)
+    def __init__(self, progress):
+        self.progress = progress
+        self._pending: tuple[int, dict] | None = None  # a logging step's event, waiting for its log
+        self._began = (0.0, 0)
+        self._logged_tokens: tuple[float, int] | None = None  # TRL's own running count, first seen
+        self._speed: float | None = None
+        self._rate: float | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        from tqdm.auto import tqdm
+        if state.is_world_process_zero:
+            self.progress.start("train", total=state.max_steps, step=state.global_step, unit="step")
+        self._began = (time.perf_counter(), state.num_input_tokens_seen)
 
-        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
-                        file=sys.stderr, dynamic_ncols=True)
-        self._start = (time.perf_counter(), state.num_input_tokens_seen)
+    def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        self._rate = _learning_rate(lr_scheduler)  # the rate this step uses; the scheduler moves on before its end
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
+        if not state.is_world_process_zero:
+            return
+        self._flush()
+        figures = {"learning_rate": self._rate}
+        began, tokens = self._began
+        if state.num_input_tokens_seen > tokens:
+            self._speed = (state.num_input_tokens_seen - tokens) / max(time.perf_counter() - began, 1e-9)
+        self._pending = (state.global_step, figures)
+        if not control.should_log:  # no log comes for this step: its event goes now
+            self._flush()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is None or not logs or "loss" not in logs:
+        if not state.is_world_process_zero or not logs:
             return
-        elapsed = max(time.perf_counter() - self._start[0], 1e-9)
-        speed = (state.num_input_tokens_seen - self._start[1]) / elapsed
-        shown = {"loss": f"{logs['loss']:.4f}"}
-        shown.update({key.rsplit("/", 1)[-1]: f"{logs[key]:.3f}" for key in HEADLINE if key in logs})
-        if speed:
-            shown["tok_s"] = f"{speed:,.0f}"
-        self.bar.set_postfix(shown, refresh=True)
+        if "num_tokens" in logs and not state.num_input_tokens_seen:  # TRL's trainers count tokens as they log
+            now, seen = time.perf_counter(), int(logs["num_tokens"])
+            if self._logged_tokens is None:
+                self._logged_tokens = (now, seen)
+            elif seen > self._logged_tokens[1]:
+                self._speed = (seen - self._logged_tokens[1]) / max(now - self._logged_tokens[0], 1e-9)
+        figures = {key: logs[key] for key in FIGURES if key in logs}
+        if self._pending is not None and self._pending[0] == state.global_step:
+            self._pending[1].update(figures)
+            self._flush()
+        elif any(key.startswith("eval_") for key in figures):  # an evaluation between two steps
+            self.progress.step(state.global_step, **figures)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._flush()
+            self.progress.message(f"saved checkpoint-{state.global_step}")
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        if state.is_world_process_zero:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            step, figures = self._pending
+            self._pending = None
+            self.progress.step(step, tokens_per_s=round(self._speed, 1) if self._speed else None, **figures)
+
+
+def _learning_rate(scheduler) -> float | None:
+    try:
+        return float(scheduler.get_last_lr()[0])
+    except (AttributeError, IndexError, TypeError, ValueError):  # DeepSpeed's stand-in scheduler, or none
+        return None
+
+
+class StopAtStepEnd(TrainerCallback):
+    """Reads the stop request (train/stopping.py) at each optimizer step's end: once set, in any process of the run,
+    the Trainer saves a checkpoint and stops. `say` tells the user."""
+
+    def __init__(self, stop, say):
+        self.stop = stop
+        self.say = say
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.agreed(args.device) and not control.should_training_stop:
+            control.should_save = True
+            control.should_training_stop = True
+            self.say(f"SIGTERM: stopping after step {state.global_step}, saving checkpoint-{state.global_step}")

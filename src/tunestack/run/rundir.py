@@ -96,6 +96,8 @@ class RunDir:
         write_json_atomic(checkpoint / COMPLETE_MARKER, {"step": step})
         done = self.complete_checkpoints()
         for old in done[: max(len(done) - keep, 0)]:
+            # Unsealed first: a rotation cut short (Ctrl-C while stopping) never leaves a half-deleted sealed one.
+            (old / COMPLETE_MARKER).unlink(missing_ok=True)
             shutil.rmtree(old, ignore_errors=True)
 
     def append_metrics(self, record: dict) -> None:

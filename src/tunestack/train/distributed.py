@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 from importlib import resources
@@ -227,39 +228,81 @@ def port_problem(parallel: ParallelArgs) -> str | None:
     return None
 
 
+STOP_GRACE_S = 300
+"""Seconds the launcher gives its workers, once it has passed a SIGTERM (or Ctrl-C) on to them, to finish their
+step and write their checkpoint before it kills them (torch's own TORCH_ELASTIC_SHUTDOWN_TIMEOUT, when set, wins)."""
+
+
 def launch(command: str, argv: list[str], parallel: ParallelArgs, output_dir: str | None,
            resume_argv: list[str]) -> int:
     """Run `tunestack COMMAND ARGV` in --nproc processes (per machine) under torch's elastic launcher.
 
-    When a rank dies the launcher stops the others; run.json then says which rank failed and how."""
+    When a rank dies the launcher stops the others; run.json then says which rank failed and how. Each worker runs
+    in a session of its own, so a SIGTERM sent to the launcher's process group reaches the launcher alone: it passes
+    the signal on to every worker, which stop cleanly together (see train/stopping.py), waits for them up to
+    STOP_GRACE_S, and then ends the run `interrupted` itself, raising Terminated (Ctrl-C: KeyboardInterrupt)."""
     if (problem := port_problem(parallel)) is not None:
         raise ConfigError([problem])
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    grace = None if "TORCH_ELASTIC_SHUTDOWN_TIMEOUT" in os.environ else STOP_GRACE_S
     config = LaunchConfig(min_nodes=parallel.nnodes, max_nodes=parallel.nnodes, nproc_per_node=parallel.nproc,
                           rdzv_backend="static", rdzv_endpoint=f"{parallel.master_addr}:{parallel.master_port}",
                           rdzv_configs={"rank": parallel.node_rank}, run_id=f"tunestack-{command}", max_restarts=0,
-                          monitor_interval=0.5)
+                          monitor_interval=0.5, shutdown_timeout=grace)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel.nproc)))
     print(f"launching {parallel.nproc} processes per machine on {parallel.nnodes} machine(s)", file=sys.stderr)
+    retry = f"tunestack {command} {' '.join(resume_argv)}"
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "tunestack", command, *argv)
     except ChildFailedError as failure:
         failed_rank, error = failure.get_first_failure()
-        _record_failure(output_dir, failed_rank, error)
+        message = _record_failure(output_dir, failed_rank, error)
+        if parallel.node_rank == 0:
+            _end_events(output_dir, "failed", f"rank {failed_rank} failed (exit code {error.exitcode}): {message}")
         print(f"tunestack {command}: rank {failed_rank} failed (exit code {error.exitcode}); the others were "
-              f"stopped. Continue with: tunestack {command} {' '.join(resume_argv)}", file=sys.stderr)
+              f"stopped. Continue with: {retry}", file=sys.stderr)
         return 1
+    except SignalException as stop:
+        _record_stop(output_dir, parallel.node_rank == 0, stop.sigval, retry)
+        print(f"tunestack {command}: stopped ({stop.sigval.name}); continue with: {retry}", file=sys.stderr)
+        from tunestack.train.stopping import Terminated
+
+        raise (Terminated() if stop.sigval == signal.SIGTERM else KeyboardInterrupt()) from None
     return 0
 
 
-def _record_failure(output_dir: str | None, failed_rank: int, error) -> None:
+def _record_failure(output_dir: str | None, failed_rank: int, error) -> str:
+    """run.json says which rank failed and how; returns how."""
     from tunestack.run import RunDir
 
     run = RunDir(output_dir) if output_dir else None
+    message = error.message if isinstance(error.message, str) else json.dumps(error.message)[:2000]
+    if not message and error.exitcode < 0:
+        message = f"killed by signal {-error.exitcode}"
     if run is not None and run.exists():
-        message = error.message if isinstance(error.message, str) else json.dumps(error.message)[:2000]
-        if not message and error.exitcode < 0:
-            message = f"killed by signal {-error.exitcode}"
         run.update(status="failed", failed_rank=failed_rank, failed_exitcode=error.exitcode, failure=message)
+    return message
+
+
+def _record_stop(output_dir: str | None, first_node: bool, sigval, retry: str) -> None:
+    """After the workers were stopped by a signal: the run is interrupted (rank 0 says so itself when it had the time
+    to; a worker killed at the end of the grace period could not), and its events end."""
+    from tunestack.run import RunDir
+
+    run = RunDir(output_dir) if output_dir else None
+    if first_node and run is not None and run.exists() and run.read_manifest().get("status") == "running":
+        run.update(status="interrupted")
+    if first_node:
+        _end_events(output_dir, "interrupted", f"stopped on {sigval.name}; continue with: {retry}")
+
+
+def _end_events(output_dir: str | None, status: str, message: str) -> None:
+    """Write the end event rank 0 could not (it was killed, or another rank failed first), unless it did."""
+    from tunestack.progress import Progress, read_events
+
+    events = read_events(output_dir) if output_dir else []
+    if events and events[-1].get("kind") != "end":
+        Progress(output_dir).end(status, message)

@@ -8,16 +8,22 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunestack.config import DataArgs, ModelArgs, ParallelArgs, TrainArgs, TunerArgs
 from tunestack.config.parse import field_problems, to_argv
 from tunestack.errors import ConfigError, TunestackError
+from tunestack.progress import Progress, TerminalBar
 from tunestack.run import RunDir
 from tunestack.run.plot import plot_loss
 from tunestack.train import distributed
 from tunestack.train.distributed import barrier, is_main
+from tunestack.train.stopping import StopRequest, Terminated
+
+_EVENTS: ContextVar[Progress | None] = ContextVar("run_events", default=None)
+"""The events of the run training in this process, which `say` also writes its lines into."""
 
 
 @dataclass
@@ -83,8 +89,11 @@ def _layer_class(model) -> str | None:
 
 
 def say(message: str) -> None:
+    """A line for the user on stderr, also written as a message event of the run being trained."""
     if is_main():  # one voice for all the processes of a multi-process run
         print(message, file=sys.stderr, flush=True)
+        if (events := _EVENTS.get()) is not None:
+            events.message(message)
 
 
 def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method_args=None,
@@ -195,12 +204,31 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
         return run
     if distributed.world_size() > 1:
         distributed.start_process_group()
+    # Held until the run directory is checked (and cleared for a fresh run): until then it may be another run's.
+    progress = Progress(run.path, enabled=is_main(), listeners=[TerminalBar()], defer=True)
+    said = _EVENTS.set(progress)
+    try:
+        with StopRequest() as stop, progress:
+            _train(method, (model_args, data_args, tuner_args, train_args, method_args, parallel), run, progress,
+                   stop, callbacks, plan)
+    finally:
+        _EVENTS.reset(said)
+    if stop.requested:  # it stopped after the last step, with final/ written: still, it stopped on request
+        raise Terminated()
+    return run
 
+
+def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop: StopRequest, callbacks, plan) -> None:
+    """Build, train from the resume point, write final/ and evaluate; run.json's status and the end event say how
+    it went, in every way it can end."""
+    model_args, data_args, tuner_args, train_args, method_args, parallel = groups
     if train_args.resume and run.exists() and run.read_manifest().get("status") == "completed" \
             and run.final.is_dir():
+        progress.open()
         say(f"{run.path} is already complete (final/ is written); nothing to resume")
-        return run
-    trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel)
+        return
+    trainer = build_trainer(method, model_args, data_args, tuner_args, train_args, run, method_args, parallel,
+                            progress=progress, stop=stop)
     for callback in callbacks or []:
         trainer.add_callback(callback)
     if plan is not None:
@@ -208,35 +236,49 @@ def run_training(method: Method, model_args: ModelArgs, data_args: DataArgs, tun
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.
+        progress.start("save", message=str(run.final))
         if is_main():
             run.save_final(lambda path: _copy_model_files(checkpoint, path))
             plot_loss(run.read_metrics(), run.path / "loss.png")
-            run.update(status="completed", final_step=_finished(checkpoint))
+        _update(run, status="completed", final_step=_finished(checkpoint))
         _done(run, method)
         distributed.finish()
-        return run
+        return
     _update(run, status="running", processes=distributed.world_size(), engine=distributed.engine_name(parallel))
     from tunestack.model.tuners import training_input_casts
 
     try:
-        with training_input_casts(trainer.model):
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except KeyboardInterrupt:
+        with stop.at_step_ends():
+            with training_input_casts(trainer.model):
+                trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            if stop.requested and trainer.state.global_step < trainer.state.max_steps:
+                distributed.finish()  # every process stopped at the same step and sealed its checkpoint
+                raise Terminated(f"stopped on SIGTERM after step {trainer.state.global_step}")
+            progress.start("save", message=str(run.final))
+            _save_final(run, trainer)
+    except KeyboardInterrupt as interrupt:
         _update(run, status="interrupted")
-        say(f"interrupted; continue with: tunestack {method.name} --output_dir {run.path} --resume")
+        sealed = run.latest_checkpoint()
+        resume = f"tunestack {method.name} --output_dir {run.path} --resume"
+        progress.end("interrupted", f"{str(interrupt) or 'interrupted'} (last sealed checkpoint: "
+                                    f"{sealed.name if sealed else 'none'}); continue with: {resume}")
+        if is_main():  # said after the end event, which carries the same words, so printed only
+            print(f"interrupted; continue with: {resume}", file=sys.stderr, flush=True)
         raise
-    except BaseException:
+    except BaseException as error:
         _update(run, status="failed")
+        progress.end_with(error)
         raise
-    _save_final(run, trainer)
     _update(run, status="completed", final_step=trainer.state.global_step,
             final_loss=_last_loss(trainer.state.log_history), **_final_figures(trainer.state.log_history))
     _done(run, method)
     del trainer
     distributed.finish()
     if train_args.eval_tasks and is_main():
-        evaluate_final(run, model_args, data_args, train_args)
-    return run
+        if stop.requested:
+            say("evaluation after training skipped: the run was asked to stop (SIGTERM)")
+        else:
+            evaluate_final(run, model_args, data_args, train_args, progress)
 
 
 def say_recommended(data_args: DataArgs, tuner_args: TunerArgs, train_args: TrainArgs) -> None:
@@ -286,8 +328,12 @@ def _update(run: RunDir, **fields) -> None:
 
 
 def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tuner_args: TunerArgs,
-                  train_args: TrainArgs, run: RunDir, method_args=None, parallel: ParallelArgs | None = None):
-    """Data, starting model, tuner and the method's ready Trainer writing into `run` (manifest written when fresh)."""
+                  train_args: TrainArgs, run: RunDir, method_args=None, parallel: ParallelArgs | None = None,
+                  progress: Progress | None = None, stop: StopRequest | None = None):
+    """Data, starting model, tuner and the method's ready Trainer writing into `run` (manifest written when fresh).
+
+    `progress` receives the "data" and "load" phases (held until the run directory is prepared) and the Trainer's
+    steps; `stop`, when given, is read at each step's end."""
     from tunestack.data import load_datasets
     from tunestack.model.load import load_tokenizer
     from tunestack.model.precision import dtype_name, resolve_dtype
@@ -296,8 +342,13 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
     parallel = parallel or ParallelArgs()
     method_args = _method_args(method, method_args)
+    if progress is None:
+        progress = Progress(run.path, enabled=is_main(), listeners=[TerminalBar()], defer=True)
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
+    progress.start("data", message=", ".join(data_args.dataset))
     splits = load_datasets(data_args, task=method.task, seed=train_args.seed)
+    if splits.report.get("train_rows") is not None:
+        progress.message(f"{splits.report['train_rows']} training rows, {splits.report['val_rows']} validation rows")
     if method.check_data is not None:
         method.check_data(splits, method_args)
     start = starting_point(model_args, tuner_args)
@@ -317,7 +368,9 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
     if is_main():
         run.prepare(resume=train_args.resume, overwrite=train_args.overwrite_output_dir)
+        progress.open()  # the folder is this run's now: a fresh run starts its events over, a resumed one appends
     barrier()
+    progress.start("load", message=start.resolved.source)
     compute = resolve_dtype("bf16" if train_args.bf16 else "fp32") if train_args.bf16 is not None \
         else resolve_dtype(model_args.dtype)
     # Frozen base weights may live in the compute dtype; fully trained weights stay fp32 under autocast.
@@ -345,11 +398,12 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
                         compute, learning_rate, parallel,
                         extra={"model_args": model_args, "zero3": zero3})
-    return _with_run_callbacks(method.trainer(prepared), run, train_args)
+    return _with_run_callbacks(method.trainer(prepared), run, train_args, progress, stop)
 
 
-def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs):
-    """The run's own callbacks (metrics.jsonl, sealed checkpoints, progress, TensorBoard), then --callbacks."""
+def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs, progress: Progress, stop: StopRequest | None):
+    """The run's own callbacks (metrics.jsonl, sealed checkpoints, progress events, TensorBoard, the stop on
+    SIGTERM), then --callbacks."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from tunestack.train.extensions import user_callbacks
@@ -357,7 +411,7 @@ def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs):
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    for callback in run_callbacks(run, train_args.save_total_limit, train_args.report_to) + \
+    for callback in run_callbacks(run, train_args.save_total_limit, train_args.report_to, progress, stop) + \
             user_callbacks(train_args):
         trainer.add_callback(callback)
     return trainer
@@ -441,14 +495,16 @@ def eval_args(data_args: DataArgs, train_args: TrainArgs):
                     model_name=data_args.model_name, model_author=data_args.model_author)
 
 
-def evaluate_final(run: RunDir, model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs) -> None:
-    """Evaluate the finished run (base + adapters, or the full model) and write the report into run/eval/."""
+def evaluate_final(run: RunDir, model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs,
+                   progress: Progress | None = None) -> None:
+    """Evaluate the finished run (base + adapters, or the full model) and write the report into run/eval/; its
+    "evaluate" phase goes into the run's events (`progress`) when given, else into run/eval/."""
     import dataclasses
 
     from tunestack.eval.command import run_eval
 
     say(f"evaluating {run.final} on {', '.join(train_args.eval_tasks)}")
     summary = run_eval(dataclasses.replace(model_args, model=str(run.path)), eval_args(data_args, train_args),
-                       run.path / "eval")
+                       run.path / "eval", progress=progress)
     run.update(eval={task: {name: metric["value"] for name, metric in result["metrics"].items()}
                      for task, result in summary["tasks"].items()})

@@ -143,15 +143,24 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
     return config_class(**{**base, **method})  # a method's own value wins
 
 
-def run_callbacks(run, keep: int, report_to: list[str] = ("tensorboard",)) -> list:
-    """Callbacks every training method uses: run-directory bookkeeping, progress bar, TensorBoard events (into the
+def run_callbacks(run, keep: int, report_to: list[str] = ("tensorboard",), progress=None, stop=None) -> list:
+    """Callbacks every training method uses: run-directory bookkeeping, progress events into the run directory (which
+    the terminal bar draws), the stop on SIGTERM when `stop` (a StopRequest) is given, TensorBoard events (into the
     run directory, unless --report_to leaves tensorboard out)."""
-    from tunestack.run.callbacks import ProgressBar, RunDirCallback
+    from tunestack.progress import Progress, TerminalBar
+    from tunestack.run.callbacks import ProgressEvents, RunDirCallback, StopAtStepEnd
+    from tunestack.train.distributed import is_main
+    from tunestack.train.lifecycle import say
 
-    callbacks = [RunDirCallback(run, keep), ProgressBar(), RunConfigToTrackers(run)]
+    if progress is None:
+        progress = Progress(run.path, enabled=is_main(), listeners=[TerminalBar()])
+    # Sealing before the event that says a checkpoint is saved; the stop request read after every other step-end.
+    callbacks = [RunDirCallback(run, keep), ProgressEvents(progress), RunConfigToTrackers(run)]
     if "tensorboard" in trackers(list(report_to)):
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
         callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(run.tensorboard))))
+    if stop is not None:
+        callbacks.append(StopAtStepEnd(stop, say))
     return callbacks
