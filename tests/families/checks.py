@@ -55,7 +55,7 @@ def served_answer(run, messages: list[dict], max_tokens: int) -> str:
 
     from tunestack import api
 
-    with api.serve(run, background=True, port=free_port(), served_model_name="m") as server:
+    with api.serve(run, background=True, port=free_port(), served_model_name="m", dtype="fp32") as server:
         client = openai.OpenAI(base_url=server.url, api_key="none")
         reply = client.chat.completions.create(model="m", messages=messages, max_tokens=max_tokens, temperature=0)
     return reply.choices[0].message.content.strip()
@@ -69,8 +69,8 @@ def eval_answers(run, folder: Path) -> tuple[list[str], list[str]]:
     from tunestack import api
 
     task = f"custom_qa:{write_jsonl(folder / 'qa.jsonl', QA)}"
-    local = api.evaluate(run, [task], output_dir=str(folder / "local"), max_new_tokens=6)
-    with api.serve(run, background=True, port=free_port(), served_model_name="m") as server:
+    local = api.evaluate(run, [task], output_dir=str(folder / "local"), max_new_tokens=6, dtype="fp32")
+    with api.serve(run, background=True, port=free_port(), served_model_name="m", dtype="fp32") as server:
         served = api.evaluate(None, [task], url=server.url, served_model_name="m", output_dir=str(folder / "served"),
                               max_new_tokens=6)
     return tuple([s["raw"].strip() for s in report.samples("custom_qa_qa")] for report in (local, served))
