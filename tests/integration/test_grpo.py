@@ -114,6 +114,18 @@ def test_kill_then_resume_continues_exactly(setup, tiny_model_dir, tmp_path):
         assert resumed[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), f"step {step}"
 
 
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_sampling_over_a_bf16_base_trains(method, setup, tiny_model_dir, tmp_path):
+    """The trainer samples outside autocast: peft must keep casting activations to the fp32 adapter there."""
+    _, data, _, _ = setup
+    run = tmp_path / method
+    cli(method, "--model", str(tiny_model_dir), "--dataset", str(data), "--reward_funcs", "accuracy",
+        "--output_dir", str(run), "--dtype", "bf16", "--max_steps", "2", *FLAGS[2:])
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "completed" and manifest["precision"] == "bf16"
+    assert [m["step"] for m in metrics(run) if "loss" in m] == [1, 2]
+
+
 def reward_model_dir(tiny_model_dir, path):
     """A sequence-classification checkpoint with one output on the tiny model's tokenizer: a reward model."""
     from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification

@@ -86,6 +86,17 @@ def test_ppo_logs_its_figures_and_trains_only_the_adapter_and_value_head(setup):
     assert value_head["weight"].abs().sum() > 0  # it starts at zero
 
 
+def test_ppo_samples_over_a_bf16_base(setup, tiny_model_dir, tmp_path):
+    """Rollouts run outside autocast: peft must keep casting activations to the fp32 adapter there."""
+    reward, data, _ = setup
+    run = tmp_path / "ppo"
+    cli("ppo", "--model", str(tiny_model_dir), "--reward_model", str(reward), "--dataset", str(data),
+        "--output_dir", str(run), "--max_steps", "2", *FLAGS[2:-2], "--dtype", "bf16")
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["status"] == "completed" and manifest["precision"] == "bf16"
+    assert [r["step"] for r in metrics(run) if "loss" in r] == [1, 2]
+
+
 def test_ppo_reference_is_the_policy_with_its_adapter_disabled(setup, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -183,17 +183,18 @@ def _is_classifier(model) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
 
 
-def training_input_casts(model):
+def training_input_casts(model, generating: bool = False):
     """The context `trainer.train()` runs in: over a half-precision base, peft's own `disable_input_dtype_casting`.
 
     Half-precision bases train under autocast, which casts at each matmul; peft's cast of every activation to the
     fp32 adapter dtype would only add two large copies per adapted layer. Outside training (inference on the same
-    model without autocast) peft's cast is back in place.
+    model without autocast) peft's cast is back in place, and so it stays for methods that sample completions
+    during training (GRPO, RLOO, PPO): their trainers generate outside autocast.
     """
     from peft.helpers import disable_input_dtype_casting
 
     half = getattr(model, "dtype", None) in (torch.bfloat16, torch.float16)
-    return disable_input_dtype_casting(model, active=half)
+    return disable_input_dtype_casting(model, active=half and not generating)
 
 
 def trainable_summary(model) -> str:

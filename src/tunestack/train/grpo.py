@@ -76,4 +76,4 @@ def check(args, tuner, train) -> list[str]:
 
 
 GRPO = Method("grpo", "prompts", trainer, learning_rate=(1e-5, 1e-6), check=check,
-              check_data=check_gold_answers, args=GrpoArgs)
+              check_data=check_gold_answers, args=GrpoArgs, generates=True)

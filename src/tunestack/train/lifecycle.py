@@ -49,6 +49,8 @@ class Method:
     raises DataError naming the file and row."""
     args: type | None = None
     """The method's own flags (DpoArgs, ...); their defaults stand in when a caller passes none."""
+    generates: bool = False
+    """Whether its trainer samples from the policy during training (outside autocast, so peft keeps its casts)."""
 
 
 @dataclass
@@ -249,7 +251,7 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
 
     try:
         with stop.at_step_ends():
-            with training_input_casts(trainer.model):
+            with training_input_casts(trainer.model, generating=method.generates):
                 trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
             if stop.requested and trainer.state.global_step < trainer.state.max_steps:
                 distributed.finish()  # every process stopped at the same step and sealed its checkpoint

@@ -255,4 +255,4 @@ def check_data(splits, ppo) -> None:
 
 
 PPO = Method("ppo", "prompts", trainer, encode=encode, learning_rate=(1e-5, 1e-6), check=check,
-             check_data=check_data, args=PpoArgs)
+             check_data=check_data, args=PpoArgs, generates=True)

@@ -32,4 +32,4 @@ def trainer(prepared: Prepared):
 
 
 RLOO = Method("rloo", "prompts", trainer, learning_rate=(1e-5, 1e-6), check=grpo.check,
-              check_data=check_gold_answers, args=RlooArgs)
+              check_data=check_gold_answers, args=RlooArgs, generates=True)
