@@ -166,10 +166,12 @@ def test_missing_content():
     assert "messages[0].content is null; expected a string" in error([{"messages": [{"role": "user"}, A]}])
 
 
-def test_image_content():
-    row = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}, A]}
+def test_image_content_outside_user_turns():
+    row = {"messages": [{"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
     assert error([row]) == (
-        "data.jsonl, line 1: messages[0].content[0]: image content is not supported for text models yet"
+        "data.jsonl, line 1: messages[1].content[0]: images are not supported here; only user turns of "
+        "conversations to fine-tune on (sft) may hold them"
     )
 
 

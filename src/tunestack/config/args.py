@@ -105,6 +105,8 @@ class DataArgs:
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
     num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
+    on_bad_media: str = arg("fail", "an image that cannot be read (missing, too large, not an image, a URL that "
+                            "fails): stop naming it, or skip its row and report the count", choices=("fail", "skip"))
     enable_thinking: bool | None = arg(
         None, "passed to the chat template as enable_thinking (Qwen3): false renders answers without reasoning "
         "behind an empty <think></think> block, as Qwen3 answers with thinking off; default: the template's own")
@@ -131,6 +133,15 @@ class TunerArgs:
     continue_adapter: bool = arg(
         False, "with --model RUN_DIR of an adapter run: keep training that adapter instead of merging it into the "
         "base and training a new one on top")
+    freeze_vision: bool = arg(True, "vision-language models: keep the vision tower frozen; --freeze_vision false "
+                              "trains it in full (or, with --lora_vision, through the adapter)",
+                              aliases=("freeze_vit",))
+    freeze_aligner: bool = arg(False, "vision-language models: keep the aligner (the projector between the vision "
+                               "tower and the language model) frozen; by default it trains in full")
+    freeze_language: bool = arg(False, "vision-language models: leave the language model untouched (no adapter, no "
+                                "training), so its text answers stay exactly as they were", aliases=("freeze_llm",))
+    lora_vision: bool = arg(False, "vision-language models: adapt the vision tower's linear layers too (LoRA on the "
+                            "language model only by default)")
 
 
 @dataclass
@@ -244,6 +255,8 @@ class InferArgs:
 
     adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
     prompt: str | None = arg(None, "answer this one prompt and print only the answer")
+    image: list[str] = arg([], "images for --prompt, for a vision-language model: image files or http(s) URLs "
+                           "(repeat the flag or give a comma list); in the terminal chat, /image PATH")
     score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
                       "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
     response: str | None = arg(None, "with --score and --prompt: the answer to score")

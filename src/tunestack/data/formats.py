@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from tunestack.data.messages import (
+    MESSAGE_IMAGES,
     OPENAI,
     SHAREGPT,
     completion_messages,
@@ -18,6 +19,7 @@ from tunestack.data.messages import (
 )
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
+from tunestack.media import IMAGE_PLACEHOLDER, MediaError, image_reference, load_image
 
 TASKS = ("sft", "pt", "preference", "kto", "prompts")
 
@@ -65,7 +67,7 @@ _USE_WITH = {
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
           "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution",
-          "tools")  # fmt: skip
+          "tools", "images")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -88,11 +90,15 @@ def detect_format(row: dict, where: str, task: str) -> str:
 
 
 def canonical_rows(
-    rows: Iterable[LocatedRow], task: str, system: str | None = None, columns: dict | None = None, stats=None
+    rows: Iterable[LocatedRow], task: str, system: str | None = None, columns: dict | None = None, stats=None,
+    base_dir=None, on_bad_media: str | None = None,
 ) -> Iterator[dict]:
     """Convert rows lazily; the first row fixes the format and every later row must match it.
 
-    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass.
+    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass. Image paths are
+    taken relative to `base_dir` (the data file's folder). With `on_bad_media` (fail or skip) every image is read
+    once: an unreadable one raises naming the file and line, or drops its row (counted in stats["skipped_media"],
+    the first reason in stats["media_problem"]).
     """
     stats = {} if stats is None else stats
     stats.setdefault("rows", 0)
@@ -105,7 +111,56 @@ def canonical_rows(
         elif not all(k in row for k in FORMATS[fmt]):
             raise DataError(f"{where}: expected {DESCRIBE[fmt]} like the first row, found keys {sorted(row)}")
         stats["rows"] += 1
-        yield (_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system)
+        out = _gather_images((_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system),
+                             row.get("images"), where, task, base_dir)
+        if on_bad_media and out.get("images"):
+            try:
+                for ref in out["images"]:
+                    load_image(ref, where)
+            except MediaError as exc:
+                if on_bad_media == "fail":
+                    raise MediaError(f"{exc} (--on_bad_media skip drops such rows instead)") from None
+                stats["skipped_media"] = stats.get("skipped_media", 0) + 1
+                stats.setdefault("media_problem", str(exc))
+                continue
+        yield out
+
+
+def _gather_images(out: dict, column, where: str, task: str, base_dir) -> dict:
+    """The row's images as one `images` list, in the order their <image> placeholders appear: from image parts in
+    its user turns, or from an `images` column (LLaMA-Factory / ms-swift style) beside <image> placeholders."""
+    messages = out.get("messages", [])
+    from_parts = [ref for key in ("messages", "prompt", "chosen", "rejected", "completion")
+                  if isinstance(out.get(key), list) for m in out[key] for ref in m.pop(MESSAGE_IMAGES, ())]
+    if column in (None, "", []) and not from_parts:
+        return out  # text that happens to hold "<image>" (HTML, say) stays text
+    if task != "sft":
+        raise DataError(f"{where}: images in {task} data are not supported yet; only sft trains on images")
+    if from_parts and column not in (None, "", []):
+        raise DataError(f'{where}: images come both as image parts and in an "images" column; use one')
+    refs = from_parts or _image_column(column, where)
+    placed = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages if m["role"] == "user")
+    if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] != "user"):
+        raise DataError(f"{where}: {IMAGE_PLACEHOLDER} outside a user turn; images belong in the user's messages")
+    if placed != len(refs):
+        raise DataError(f"{where}: {len(refs)} image(s) but {placed} {IMAGE_PLACEHOLDER} placeholder(s) in the "
+                        "user turns; each image needs one placeholder where it appears")
+    return {**out, "images": [image_reference(ref, base_dir) for ref in refs]}
+
+
+def _image_column(value, where: str) -> list[str]:
+    values = [value] if isinstance(value, str | dict) else value
+    if not isinstance(values, list):
+        raise DataError(f"{where}: images is {describe(value)}; expected a list of image paths or URLs")
+    refs = []
+    for i, item in enumerate(values):
+        if isinstance(item, dict):  # {"path": ...} / {"url": ...} / an image part
+            item = item.get("path") or item.get("url") or item.get("image") or item.get("image_url")
+            item = item.get("url") if isinstance(item, dict) else item
+        if not isinstance(item, str) or not item.strip():
+            raise DataError(f"{where}: images[{i}] is {describe(values[i])}; expected an image path or URL")
+        refs.append(item.strip())
+    return refs
 
 
 def _messages(row: dict, where: str, system: str | None) -> dict:
@@ -126,6 +181,11 @@ def _tools(value, where: str) -> str:
         raise DataError(f'{where}: tools is {describe(value)}; expected a list of function schemas '
                         '({"type": "function", "function": {"name": ..., "parameters": {...}}})')
     return json.dumps(tools, ensure_ascii=False)
+
+
+def uses_images(row: dict) -> bool:
+    """Whether a canonical sft row carries images."""
+    return bool(row.get("images"))
 
 
 def uses_tools(row: dict) -> bool:
@@ -254,12 +314,15 @@ def _label(row: dict, where: str) -> bool:
     raise DataError(f"{where}: label is {describe(value)}; expected true or false")
 
 
-def features_for(task: str, tools: bool = False):
+def features_for(task: str, tools: bool = False, images: bool = False):
     """The `datasets.Features` of canonical rows for `task`, so that every source concatenates; `tools`: sft rows
-    with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key."""
+    with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key; `images`: sft rows with
+    images (`uses_images`), whose rows all need an "images" list."""
     from datasets import Features, List, Value
 
     turns = List({"role": Value("string"), "content": Value("string")})
+    if task == "sft" and images:
+        return Features({"messages": turns, "images": List(Value("string"))})
     if task == "sft" and tools:
         tool_turns = List({key: Value("string") for key in ("role", "content", "tool_calls", "tool_call_id", "name")})
         return Features({"messages": tool_turns, "tools": Value("string")})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tunestack.config.args import DataArgs
 from tunestack.data.builtin import BUILTIN_DATASETS, builtin_rows
-from tunestack.data.formats import TASKS, canonical_rows, features_for, uses_tools
+from tunestack.data.formats import TASKS, canonical_rows, features_for, uses_images, uses_tools
 from tunestack.data.hub_datasets import hub_rows
 from tunestack.data.readers import read_rows
 from tunestack.data.registry import read_dataset_info
@@ -39,6 +39,7 @@ class _Options:
     model_name: str | None
     model_author: str | None
     streaming: bool = False
+    on_bad_media: str = "fail"
 
 
 def load_datasets(args: DataArgs, task: str = "sft", *, seed: int = 42) -> DataSplits:
@@ -50,7 +51,7 @@ def load_datasets(args: DataArgs, task: str = "sft", *, seed: int = 42) -> DataS
     registry = read_dataset_info(args.dataset_info) if args.dataset_info else {}
     sources = [resolve(spec, registry, task) for spec in args.dataset]
     val_sources, val_from = _val_sources(args, sources, registry, task)
-    opts = _Options(task, args.system, args.model_name, args.model_author, args.streaming)
+    opts = _Options(task, args.system, args.model_name, args.model_author, args.streaming, args.on_bad_media)
     val_rows, val_report = _read_all(val_sources, replace(opts, streaming=False), seed)
     if args.streaming:
         train, train_report = _stream(sources, opts)
@@ -106,7 +107,9 @@ def _part_rows(part: Part, opts: _Options, stats: dict):
     rows = _located_rows(part, opts)
     if part.preprocess is not None:
         rows = part.preprocess(rows)
-    return canonical_rows(rows, opts.task, opts.system, part.columns, stats)
+    base_dir = Path(part.target).parent if part.kind == "file" else None
+    return canonical_rows(rows, opts.task, opts.system, part.columns, stats, base_dir=base_dir,
+                          on_bad_media=opts.on_bad_media)
 
 
 def _read_all(sources: list[Source], opts: _Options, seed: int) -> tuple[list[dict], list[dict]]:
@@ -119,6 +122,9 @@ def _read_all(sources: list[Source], opts: _Options, seed: int) -> tuple[list[di
             source_rows += list(_part_rows(part, opts, stats))
             if not stats["rows"]:
                 raise DataError(f"{stats['file']}: empty dataset (no rows)")
+            if stats.get("skipped_media") and stats["skipped_media"] == stats["rows"]:
+                raise DataError(f"{stats['file']}: no rows left: every row has an image that cannot be read "
+                                f"({stats['media_problem']})")
             files.append(stats)
         read = len(source_rows)
         if source.count:
@@ -140,6 +146,8 @@ def _stream(sources: list[Source], opts: _Options):
             first = next(_part_rows(part, opts, stats), None)
             if first is None:
                 raise DataError(f"{stats['file']}: empty dataset (no rows)")
+            if uses_images(first):
+                raise DataError(f"{stats['file']}: --streaming does not read rows with images yet; drop --streaming")
             tools = tools or (opts.task == "sft" and uses_tools(first))
             files.append({"file": stats["file"], "format": stats["format"], "rows": None})
         report.append({"name": source.spec, "files": files, "rows_read": None, "rows_sampled": source.count})
@@ -183,6 +191,12 @@ def _label(part: Part) -> str:
 def _dataset(rows: list[dict], task: str):
     from datasets import Dataset
 
+    if task == "sft" and any(uses_images(row) for row in rows):
+        if any(uses_tools(row) for row in rows):
+            raise DataError("rows with images and rows with tools cannot be trained on together yet; train on "
+                            "them in two runs")
+        rows = [{"images": [], **row} for row in rows]
+        return Dataset.from_list(rows, features=features_for(task, images=True))
     if task == "sft" and any(uses_tools(row) for row in rows):
         rows = [{"tools": None, **row} for row in rows]
         return Dataset.from_list(rows, features=features_for(task, tools=True))

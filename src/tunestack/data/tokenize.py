@@ -147,7 +147,7 @@ def generation_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer(_render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
 
 
-def _char_mask_to_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans) -> list[int]:
+def char_mask_to_labels(input_ids: list[int], offsets: list[tuple[int, int]], spans) -> list[int]:
     labels = []
     for token, (begin, end) in zip(input_ids, offsets):
         inside = any(begin >= s and end <= e and end > begin for s, e in spans)
@@ -174,7 +174,7 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int, trunca
     check_tools_supported(tokenizer, tools)
     text, spans = assistant_spans(tokenizer, messages, tools, template_kwargs)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    labels = _char_mask_to_labels(enc["input_ids"], enc["offset_mapping"], spans)
+    labels = char_mask_to_labels(enc["input_ids"], enc["offset_mapping"], spans)
     return _fit(list(enc["input_ids"]), labels, max_length, truncation)
 
 

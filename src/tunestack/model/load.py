@@ -140,9 +140,15 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
     if quantize_4bit:
         kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    from tunestack.model.vision import is_multimodal
+
     try:
         if head == "reward":
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        elif is_multimodal(path):
+            from transformers import AutoModelForImageTextToText
+
+            model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:

@@ -53,8 +53,15 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
     train_routers(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    from tunestack.model.vision import is_multimodal
+
+    vision = is_multimodal(model.config)
     if args.tuner == "full":
         model.requires_grad_(True)
+        if vision:
+            from tunestack.model.vision import freeze_parts
+
+            freeze_parts(model, args)
         return model
     from tunestack.compat import import_gptqmodel_quietly
 
@@ -68,12 +75,18 @@ def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.enable_input_require_grads()
+    if vision and args.target_modules == ["all-linear"]:
+        from tunestack.model.vision import adapter_fields
+
+        targets = adapter_fields(model, args)
+    else:
+        targets = {**lora_targets(model, args.target_modules, args.lora_experts),
+                   "modules_to_save": args.modules_to_save or None}
     config = LoraConfig(
         r=args.lora_rank,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
-        **lora_targets(model, args.target_modules, args.lora_experts),
-        modules_to_save=args.modules_to_save or None,
+        **targets,
         use_dora=args.tuner == "dora",
         task_type="SEQ_CLS" if _is_classifier(model) else "CAUSAL_LM",
     )

@@ -70,6 +70,8 @@ class Prepared:
     learning_rate: float
     parallel: ParallelArgs = field(default_factory=ParallelArgs)
     extra: dict = field(default_factory=dict)
+    processor: object = None
+    """A vision-language model's processor (None for text models)."""
 
     def training_args(self, config_class=None, **method):
         """The TrainingArguments (or the TRL config `config_class`) for this run, with the method's fields."""
@@ -294,6 +296,29 @@ def say_recommended(data_args: DataArgs, tuner_args: TunerArgs, train_args: Trai
             + ", ".join(f"--{k} {v:g}" for k, v in applied.items()))
 
 
+def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits):
+    """A vision-language model's processor, or None for a text model (which refuses data with images); methods
+    other than sft refuse vision-language models."""
+    from tunestack.model.vision import is_multimodal, load_processor
+
+    if not is_multimodal(start.resolved.path):
+        if "images" in (getattr(splits.train, "column_names", None) or ()):
+            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has images, but --model {model_args.model} "
+                               "is a text-only model; use a vision-language model (e.g. smollm2-135m-vision)"])
+        return None
+    if method.name != "sft":
+        raise ConfigError([f"--model {model_args.model} is a vision-language model; {method.name} does not train "
+                           "one yet (sft does)"])
+    if data_args.packing:
+        raise ConfigError(["--packing: rows of a vision-language model are not packed yet; drop --packing"])
+    chat_template = None
+    if model_args.chat_template:
+        from pathlib import Path
+
+        chat_template = Path(model_args.chat_template).expanduser().read_text(encoding="utf-8")
+    return load_processor(start.resolved.path, model_args.trust_remote_code, chat_template)
+
+
 def _method_args(method: Method, given):
     """The method's flags as given, or their defaults."""
     return given if given is not None or method.args is None else method.args()
@@ -363,8 +388,13 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
         if problem := reference_problem(method_args.ref_model, tokenizer, model_args):
             raise ConfigError([problem])
+    processor = _processor(start, model_args, method, data_args, splits)
+    if processor is not None:
+        tokenizer = processor.tokenizer
+    media = {"processor": processor} if processor is not None else {}
     if method.encode is not None:  # once, on the first process; the others receive the result
-        train_rows, val_rows, encoded = distributed.from_main(lambda: method.encode(splits, tokenizer, data_args))
+        train_rows, val_rows, encoded = distributed.from_main(
+            lambda: method.encode(splits, tokenizer, data_args, **media))
     else:
         train_rows, val_rows, encoded = splits.train, splits.val, {}
 
@@ -399,7 +429,7 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
         say(f"learning rate: {learning_rate:g} ({method.name}'s default for --tuner {tuner_args.tuner})")
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
                         compute, learning_rate, parallel,
-                        extra={"model_args": model_args, "zero3": zero3})
+                        extra={"model_args": model_args, "zero3": zero3}, processor=processor)
     return _with_run_callbacks(method.trainer(prepared), run, train_args, progress, stop)
 
 

@@ -7,8 +7,10 @@ from tunestack.run import RunDir
 from tunestack.train.lifecycle import Method, Prepared, run_training, say
 
 
-def encode(splits, tokenizer, data: DataArgs, task: str = "sft"):
+def encode(splits, tokenizer, data: DataArgs, task: str = "sft", processor=None):
     """Token ids and loss labels for the training (and validation) rows, with what encoding did, for run.json."""
+    if processor is not None:
+        return encode_media(splits, processor, data)
     from tunestack.data.encode import encode_rows
     from tunestack.data.tokenize import template_kwargs
     from tunestack.run.manifest import rows_fingerprint
@@ -31,6 +33,28 @@ def encode(splits, tokenizer, data: DataArgs, task: str = "sft"):
     return train, val, report
 
 
+def encode_media(splits, processor, data: DataArgs):
+    """A vision-language model's rows: masked text with one placeholder per image (the processor expands them batch
+    by batch)."""
+    from tunestack.data.tokenize import template_kwargs
+    from tunestack.data.vision import encode_media_rows
+
+    if data.streaming:
+        from tunestack.errors import ConfigError
+
+        raise ConfigError(["--streaming: a vision-language model's rows are not streamed yet; drop --streaming"])
+    options = dict(processor=processor, template_kwargs=template_kwargs(data.enable_thinking))
+    train = encode_media_rows(splits.train, source="training data", **options)
+    images = sum(len(row["images"]) for row in train)
+    files = [f for source in splits.report["train"] for f in source["files"]]
+    skipped = sum(f.get("skipped_media", 0) for f in files)
+    say(f"training data: {len(train)} examples with {images} images"
+        + (f"; {skipped} rows skipped for unreadable images (--on_bad_media skip), the first: "
+           f"{next(f['media_problem'] for f in files if f.get('media_problem'))}" if skipped else ""))
+    val = encode_media_rows(splits.val, source="validation data", **options) if splits.val is not None else None
+    return train, val, {"media": {"images": images, "skipped_rows": skipped}}
+
+
 def trainer(prepared: Prepared):
     from tunestack.data.encode import to_dataset
     from tunestack.data.packing import Collator
@@ -39,6 +63,8 @@ def trainer(prepared: Prepared):
 
     train = prepared.train
     metrics = metrics_function(prepared.args)
+    if prepared.processor is not None:
+        return media_trainer(prepared, metrics)
     return TunestackTrainer(
         model=prepared.model,
         args=prepared.training_args(),
@@ -46,6 +72,27 @@ def trainer(prepared: Prepared):
         eval_dataset=to_dataset(prepared.val) if prepared.val else None,
         data_collator=TokenCountingCollator(Collator(prepared.tokenizer.pad_token_id)),
         processing_class=prepared.tokenizer,
+        compute_loss_func=loss_function(prepared.args),
+        compute_metrics=metrics,
+        preprocess_logits_for_metrics=predicted_ids if metrics is not None else None,
+    )
+
+
+def media_trainer(prepared: Prepared, metrics):
+    """The trainer over a vision-language model's rows: the processor builds each batch and is saved with the run."""
+    from tunestack.data.vision import MediaCollator
+    from tunestack.train.extensions import loss_function
+    from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer, predicted_ids
+
+    args = prepared.training_args()
+    args.remove_unused_columns = False  # the collator reads the rows' text and image references
+    return TunestackTrainer(
+        model=prepared.model,
+        args=args,
+        train_dataset=prepared.train,
+        eval_dataset=prepared.val,
+        data_collator=TokenCountingCollator(MediaCollator(prepared.processor, prepared.data.max_length)),
+        processing_class=prepared.processor,
         compute_loss_func=loss_function(prepared.args),
         compute_metrics=metrics,
         preprocess_logits_for_metrics=predicted_ids if metrics is not None else None,

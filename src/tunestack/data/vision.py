@@ -1,0 +1,88 @@
+"""Conversations with images for vision-language models.
+
+Rows keep their images as references (paths or URLs) until a batch is built. Encoding renders a conversation with
+the processor's chat template (image parts in place of each `<image>` placeholder) and masks the loss to the
+assistant turns on the text's own tokens, one placeholder token per image. At batch time the processor loads the
+images and expands each placeholder into the model's image tokens (and their pixel tensors); the labels are carried
+over token by token, so image tokens, like the prompt, are never trained on.
+"""
+
+from __future__ import annotations
+
+from tunestack.data.tokenize import IGNORE_INDEX, assistant_spans, char_mask_to_labels
+from tunestack.errors import DataError
+from tunestack.media import content_parts, load_image
+
+
+def part_messages(messages: list[dict]) -> list[dict]:
+    """Canonical messages with their content as processor chat templates take it: lists of image and text parts."""
+    return [{**m, "content": content_parts(m["content"] or "")} for m in messages]
+
+
+def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None = None) -> list[dict]:
+    """Each row as {text, input_ids, labels, images, where}: `input_ids` hold one placeholder token per image (the
+    processor expands them at batch time); the images were read once when the data loaded."""
+    tokenizer = processor.tokenizer
+    encoded = []
+    for index, row in enumerate(rows, 1):
+        where = f"{source}, example {index}"
+        try:
+            text, spans = assistant_spans(tokenizer, part_messages(row["messages"]), template_kwargs=template_kwargs)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        labels = char_mask_to_labels(enc["input_ids"], enc["offset_mapping"], spans)
+        encoded.append({"text": text, "input_ids": list(enc["input_ids"]), "labels": labels,
+                        "images": list(row.get("images") or []), "where": where})
+    return encoded
+
+
+def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where: str) -> tuple[list[int], int]:
+    """`labels` (for `ids`, one placeholder token per image) carried over to the processor's `expanded` ids, and the
+    position of the last token the processor inserted (-1 if none): an inserted token (image tokens, their row and
+    column markers) is never a target."""
+    out, j, last_inserted = [], 0, -1
+    for position, token in enumerate(expanded):
+        if j < len(ids) and token == ids[j]:
+            out.append(labels[j])
+            j += 1
+        else:
+            out.append(IGNORE_INDEX)
+            last_inserted = position
+    if j != len(ids):
+        raise DataError(f"{where}: the processor's tokens do not contain the conversation's own tokens in order, so "
+                        "the loss mask cannot be placed; the processor's tokenizer differs from its chat template's")
+    return out, last_inserted
+
+
+class MediaCollator:
+    """A batch of encoded rows through the processor: images loaded and expanded, labels carried over, right padding.
+    A row longer than `max_length` once its images are expanded is cut when the cut falls after its last image
+    token, and is an error naming the row otherwise."""
+
+    def __init__(self, processor, max_length: int):
+        self.processor = processor
+        self.max_length = max_length
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        images = [[load_image(ref, f["where"]) for ref in f["images"]] for f in features]
+        kwargs = {"images": images} if any(images) else {}
+        batch = dict(self.processor(text=[f["text"] for f in features], return_tensors="pt", padding=True,
+                                    add_special_tokens=False, **kwargs))
+        labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        for row, f in enumerate(features):
+            kept = batch["attention_mask"][row].bool()
+            row_labels, last_inserted = expand_labels(batch["input_ids"][row][kept].tolist(), f["input_ids"],
+                                                      f["labels"], f["where"])
+            if last_inserted >= self.max_length:
+                raise DataError(f"{f['where']}: with its images expanded the example is {len(row_labels)} tokens, "
+                                f"and --max_length {self.max_length} would cut into an image; raise --max_length")
+            labels[row, kept] = torch.tensor(row_labels, dtype=torch.long)
+        batch["labels"] = labels
+        if batch["input_ids"].shape[1] > self.max_length:
+            for key in ("input_ids", "attention_mask", "labels", "token_type_ids", "mm_token_type_ids"):
+                if key in batch:
+                    batch[key] = batch[key][:, : self.max_length]
+        return batch

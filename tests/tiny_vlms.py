@@ -1,0 +1,169 @@
+"""Tiny random vision-language models for tests, built on the spot (about a second, never a download).
+
+- `save_tiny_llava(path)`: a LLaVA-style model (tiny CLIP vision tower, tiny Llama) with its LlavaProcessor, saved
+  the way a hub checkpoint is, so `AutoProcessor` / `AutoModelForImageTextToText` and the CLI load it.
+- `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (M-RoPE) with its PIL image processor and tokenizer, in memory;
+  `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed).
+- `reference_generate(model_dir, messages, images, n)`: what plain transformers generates greedily on the processor's
+  own inputs, the yardstick for tunestack's answers.
+- `image(color, size)`, `png_data_url(img)`, `save_png(img, path)`: images to send.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+from helpers import build_tokenizer
+
+SYSTEM = "You are a tiny test assistant."
+
+
+def vision_chat_template(image_text: str) -> str:
+    """A chatml template (with the tiny models' default system prompt) whose content is a string or a list of
+    `{"type": "text"}` / `{"type": "image"}` parts, each image rendered as `image_text`."""
+    return (
+        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + SYSTEM + "<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + image_text + "' }}"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+def vision_tokenizer(special: list[str]):
+    """The tests' tiny chatml tokenizer (helpers.build_tokenizer) with the image tokens `special` added."""
+    tokenizer = build_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": special})
+    return tokenizer
+
+
+def _tiny_llama_text(tokenizer) -> dict:
+    return dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+
+
+LLAVA_IMAGE_TOKENS = 4
+"""Image tokens per image of the tiny LLaVA: a 16x16 picture in 8x8 patches, the CLS feature dropped."""
+
+
+def save_tiny_llava(path, seed: int = 0) -> Path:
+    """Save a tiny LLaVA (CLIP vision tower 2 x 32, Llama 2 x 64, 4 tokens per image) with a LlavaProcessor
+    (CLIPImageProcessorPil at 16x16, the tiny tokenizer plus `<image>`, an image-aware chatml template) in `path`."""
+    import torch
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    path = Path(path)
+    tokenizer = vision_tokenizer(["<image>"])
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=vision_chat_template("<image>"))
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=32)
+    config = LlavaConfig(vision_config=vision, text_config=LlamaConfig(**_tiny_llama_text(tokenizer)),
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+                         vision_feature_select_strategy="default", tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+def build_tiny_qwen2_vl(seed: int = 0):
+    """(model, image processor, tokenizer) of a tiny Qwen2-VL (M-RoPE sections 2/3/3, vision tower 2 x 32): images
+    of 28x28 to 56x56 pixels become 1 to 4 tokens."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+    tokenizer = vision_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    tokenizer.chat_template = vision_chat_template(QWEN_IMAGE)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
+                                               temporal_patch_size=2)
+    text = {**_tiny_llama_text(tokenizer),
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}}
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(
+        text_config=text, tie_word_embeddings=False,
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    torch.manual_seed(seed)
+    return Qwen2VLForConditionalGeneration(config).eval(), image_processor, tokenizer
+
+
+def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list) -> dict:
+    """What Qwen2VLProcessor would return for `messages` (image parts in order of `images`): input_ids with each
+    image's pad token repeated once per merged patch, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw."""
+    import torch
+
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    inputs = {}
+    if images:
+        inputs = dict(image_processor(images=images, return_tensors="pt"))
+        for grid in inputs["image_grid_thw"]:
+            text = text.replace("<|image_pad|>", "<|placeholder|>" * (int(grid.prod()) // 4), 1)
+        text = text.replace("<|placeholder|>", "<|image_pad|>")
+    encoded = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    return {**encoded, "mm_token_type_ids": (encoded["input_ids"] == image_pad).to(torch.int32), **inputs}
+
+
+def image(color=(200, 30, 40), size=(20, 24)):
+    """A PIL image of one colour with a lighter square in its corner (so that resizing and cropping matter)."""
+    from PIL import Image
+
+    picture = Image.new("RGB", size, color)
+    picture.paste((255, 255, 255), (0, 0, size[0] // 3, size[1] // 3))
+    return picture
+
+
+def png_bytes(picture) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_data_url(picture) -> str:
+    """`data:image/png;base64,...` of the picture, as OpenAI clients send images."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture)).decode()
+
+
+def save_png(picture, path) -> Path:
+    Path(path).write_bytes(png_bytes(picture))
+    return Path(path)
+
+
+def load_reference(model_dir):
+    """(model in float32, processor) of a saved tiny VLM through plain transformers."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return (AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval(),
+            AutoProcessor.from_pretrained(model_dir))
+
+
+def reference_generate(model_dir, messages: list[dict], images: list, max_new_tokens: int, loaded=None) -> list[int]:
+    """Greedy token ids of `model.generate` on the processor's inputs for `messages` (content as lists of
+    `{"type": "image"}` / `{"type": "text"}` parts, the images in order), the end token and what follows it cut."""
+    import torch
+
+    model, processor = loaded or load_reference(model_dir)
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[images] if images else None, return_tensors="pt",
+                       add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
+    end = processor.tokenizer.eos_token_id
+    return tokens[:tokens.index(end)] if end in tokens else tokens

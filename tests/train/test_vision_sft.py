@@ -1,0 +1,122 @@
+"""`tunestack sft` on tiny vision-language models (LLaVA and Idefics3 style) through the real CLI: the mask is the
+processor's own tokens with loss on the answer only, the loss falls, the adapter covers the language model and the
+aligner but not the vision tower, freezing flags hold, and a text model given images says so before loading."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import cli, write_jsonl
+from tiny_idefics3 import save_tiny_idefics3
+from tiny_vlms import image, save_png, save_tiny_llava
+
+BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3}
+
+COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "yellow": (240, 230, 20)}
+
+
+@pytest.fixture(scope="module")
+def colour_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colours")
+    rows = []
+    for name, rgb in COLOURS.items():
+        save_png(image(rgb, (40, 32)), root / f"{name}.png")
+        rows.append({"messages": [{"role": "user", "content": [{"type": "image", "image": f"{name}.png"},
+                                                               {"type": "text", "text": "What colour is it?"}]},
+                                  {"role": "assistant", "content": f"{name.capitalize()}."}]})
+    rows.append({"messages": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello."}]})
+    return write_jsonl(root / "colours.jsonl", rows * 2)
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def vlm(request, tmp_path_factory):
+    return request.param, BUILDERS[request.param](tmp_path_factory.mktemp(request.param))
+
+
+def test_the_batch_is_the_processors_own_tokens_with_loss_on_the_answer_only(vlm, colour_data):
+    from transformers import AutoProcessor
+
+    from tunestack.config import DataArgs
+    from tunestack.data import load_datasets
+    from tunestack.data.tokenize import IGNORE_INDEX
+    from tunestack.data.vision import MediaCollator, encode_media_rows, part_messages
+    from tunestack.media import load_image
+    from tunestack.model.vision import load_processor
+
+    _, path = vlm
+    processor = load_processor(path)
+    rows = list(load_datasets(DataArgs(dataset=[str(colour_data)])).train)[:5]
+    batch = MediaCollator(processor, max_length=512)(encode_media_rows(rows, processor, "data"))
+    reference = AutoProcessor.from_pretrained(path)
+    for i, row in enumerate(rows):
+        messages = part_messages(row["messages"])
+        images = [load_image(ref, "here") for ref in row["images"]] or None
+        full = reference.apply_chat_template(messages, tokenize=False)
+        prompt = reference.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        ids = reference(text=[full], images=[images] if images else None, add_special_tokens=False)["input_ids"][0]
+        prompt_ids = reference(text=[prompt], images=[images] if images else None,
+                               add_special_tokens=False)["input_ids"][0]
+        kept = batch["attention_mask"][i].bool()
+        assert batch["input_ids"][i][kept].tolist() == list(ids)
+        labels = batch["labels"][i][kept].tolist()
+        assert labels[:len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)  # prompt and image tokens
+        answer = reference.tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+        assert answer == row["messages"][-1]["content"] + "<|im_end|>\n"
+    assert "pixel_values" in batch
+
+
+def test_lora_trains_the_language_model_and_aligner_and_leaves_the_tower(vlm, colour_data, tmp_path):
+    from safetensors.torch import load_file
+
+    name, path = vlm
+    run = tmp_path / "run"
+    cli("sft", "--model", str(path), "--dataset", str(colour_data), "--output_dir", str(run), "--max_steps", "8",
+        "--per_device_train_batch_size", "4", "--learning_rate", "5e-3", "--logging_steps", "1", "--dtype", "fp32")
+    losses = [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
+    assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
+    adapter = load_file(run / "final" / "adapter_model.safetensors")
+    aligner = {"llava": "multi_modal_projector", "idefics3": "connector"}[name]
+    assert any(".lora_A." in k and "language_model" in k or "text_model" in k for k in adapter)
+    assert any(aligner in k for k in adapter)  # trained in full, saved with the adapter
+    tower = ("vision_tower", "vision_model")
+    assert not any(t in k for k in adapter for t in tower)
+    assert (run / "final" / "processor_config.json").is_file()
+
+
+def test_full_fine_tuning_with_the_language_model_frozen_leaves_it_exactly(colour_data, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    path = BUILDERS["llava"](tmp_path / "llava")
+    run = tmp_path / "run"
+    cli("sft", "--model", str(path), "--dataset", str(colour_data), "--output_dir", str(run), "--max_steps", "3",
+        "--per_device_train_batch_size", "4", "--learning_rate", "1e-2", "--tuner", "full", "--freeze_language",
+        "--freeze_vision", "false", "--dtype", "fp32")
+    before = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(run / "final", dtype=torch.float32).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("vision_tower" in k or "multi_modal_projector" in k for k in changed), sorted(changed)
+    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+
+
+def test_a_text_model_given_images_says_so_before_loading(tiny_model_dir, colour_data, tmp_path):
+    result = cli("sft", "--model", str(tiny_model_dir), "--dataset", str(colour_data), "--output_dir",
+                 str(tmp_path / "run"), "--max_steps", "1", check=False)
+    assert result.returncode != 0
+    assert "has images, but --model" in result.stderr and "is a text-only model" in result.stderr
+    assert "Loading weights" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_unreadable_images_stop_the_run_or_are_skipped_and_counted(tmp_path, colour_data):
+    path = BUILDERS["llava"](tmp_path / "llava")
+    rows = [json.loads(line) for line in colour_data.read_text().splitlines()]
+    rows[1]["messages"][0]["content"][0]["image"] = str(tmp_path / "gone.png")
+    data = write_jsonl(colour_data.parent / "one_gone.jsonl", rows)
+    args = ["sft", "--model", str(path), "--dataset", str(data), "--max_steps", "1", "--dtype", "fp32"]
+    failed = cli(*args, "--output_dir", str(tmp_path / "a"), check=False)
+    assert failed.returncode != 0 and f"{data}, line 2: image file" in failed.stderr
+    assert "Loading weights" not in failed.stderr
+    assert "gone.png not found" in failed.stderr and "--on_bad_media skip" in failed.stderr
+    skipped = cli(*args, "--output_dir", str(tmp_path / "b"), "--on_bad_media", "skip")
+    assert "1 rows skipped for unreadable images" in skipped.stderr
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "completed"
