@@ -48,7 +48,8 @@ def run_export(model_args: ModelArgs, export: ExportArgs) -> Path:
 def _export(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, progress: Progress) -> Path:
     say(f"model: {plan.resolved.source}")
     progress.start("load", message=plan.resolved.source)
-    tokenizer = _tokenizer(plan, model_args)
+    processor = _processor(plan, model_args, export)
+    tokenizer = _tokenizer(plan, model_args) if processor is None else processor.tokenizer
     text = read_text(export.ppl_text) if export.eval_ppl else None
     source: dict = {}
     measure = (lambda m: source.update(zip(("source", "tokens"), perplexity(m, tokenizer, text[0])))) if text else None
@@ -79,7 +80,7 @@ def _export(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs, progres
                                            shard_bytes(export.max_shard_size), calibration)
         else:
             model.save_pretrained(folder, max_shard_size=shard_bytes(export.max_shard_size))
-        tokenizer.save_pretrained(folder)
+        (processor or tokenizer).save_pretrained(folder)
         record = _record(plan, model_args, export, dtype, folder)
         if quantization:
             record["quantization"] = quantization
@@ -137,6 +138,23 @@ def _base_name(plan: ExportPlan) -> str | None:
     return None
 
 
+def _processor(plan: ExportPlan, model_args: ModelArgs, export: ExportArgs):
+    """A vision-language model's processor (the one saved with its adapter, else the base's), written with the merged
+    model so that AutoProcessor loads the export; None for a text model."""
+    from tunestack.model.vision import is_multimodal, load_processor
+
+    if not is_multimodal(plan.resolved.path):
+        return None
+    if export.quant or export.to == "gguf":
+        from tunestack.errors import ConfigError
+
+        raise ConfigError([f"--model {plan.resolved.name} is a vision-language model: its export merges adapters "
+                           "and writes the HF folder; --quant, --to gguf and --eval_ppl do not handle one yet"])
+    first = plan.adapters[0].path if plan.adapters else plan.resolved.path
+    folder = first if (first / "processor_config.json").is_file() else plan.resolved.path
+    return load_processor(folder, model_args.trust_remote_code)
+
+
 def _tokenizer(plan: ExportPlan, model_args: ModelArgs):
     """The tokenizer the adapter was trained with (saved beside it), else the base's; always with a chat template."""
     from tunestack.model.load import load_tokenizer
@@ -160,8 +178,13 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
     from tunestack.compat import import_gptqmodel_quietly
 
     import_gptqmodel_quietly()  # before peft touches the model
-    model = AutoModelForCausalLM.from_pretrained(plan.resolved.path, dtype=torch.float32,
-                                                 trust_remote_code=model_args.trust_remote_code)
+    from tunestack.model.vision import is_multimodal
+
+    from transformers import AutoModelForImageTextToText
+
+    auto = AutoModelForImageTextToText if is_multimodal(plan.resolved.path) else AutoModelForCausalLM
+    model = auto.from_pretrained(plan.resolved.path, dtype=torch.float32,
+                                 trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # as training resized it
         model.resize_token_embeddings(len(tokenizer))
     if model.generation_config is not None:

@@ -206,8 +206,13 @@ def load_exported(path, quantized: bool = True):
         from optimum.quanto import QuantizedModelForCausalLM
 
         return QuantizedModelForCausalLM.from_pretrained(str(path))
+    from tunestack.model.vision import is_multimodal
+
     device = ({"": 0} if torch.cuda.is_available() else {"": "cpu"}) if quantized else None
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto", device_map=device)
+    from transformers import AutoModelForImageTextToText
+
+    auto = AutoModelForImageTextToText if is_multimodal(path) else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype="auto", device_map=device)
     embedding = model.get_input_embeddings()
     if type(embedding) is torch.nn.Embedding and type(embedding.weight.data).__name__ == "Int8Tensor":
         model.set_input_embeddings(Int8Rows(embedding.weight))

@@ -1,0 +1,44 @@
+"""`tunestack export` of a vision-language LoRA run: the merged folder loads with AutoModelForImageTextToText and
+AutoProcessor, and gives the logits of the base with the adapter (projector trained in full) on an image prompt;
+quantizing one is refused in one line."""
+
+import json
+
+import torch
+
+from helpers import cli, write_jsonl
+from tiny_vlms import image, save_png, save_tiny_llava
+
+
+def test_a_merged_vision_export_loads_and_matches_base_plus_adapter(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base = save_tiny_llava(tmp_path / "llava")
+    save_png(image((200, 30, 40), (20, 20)), tmp_path / "red.png")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "red.png"},
+                                                       {"type": "text", "text": "Colour?"}]},
+                          {"role": "assistant", "content": "Red."}]}] * 4
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "export"
+    cli("sft", "--model", str(base), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "2",
+        "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--dtype", "fp32")
+    cli("export", "--model", str(run), "--output_dir", str(out))
+    assert json.loads((out / "export.json").read_text())["perplexity"]["change_pct"] < 1e-3
+
+    processor = AutoProcessor.from_pretrained(out)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[[image((200, 30, 40), (20, 20))]], return_tensors="pt",
+                       add_special_tokens=False)
+    merged = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
+    reference = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32),
+                                          str(run / "final")).eval()
+    with torch.no_grad():
+        got, want = merged(**inputs).logits, reference(**inputs).logits
+        untrained = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)(**inputs).logits
+    assert (got - want).abs().max() < 1e-4
+    assert (want - untrained).abs().max() > 1e-3  # the adapter and projector changed the answer
+
+    refused = cli("export", "--model", str(run), "--output_dir", str(tmp_path / "q"), "--quant", "int8", check=False)
+    assert refused.returncode != 0 and "is a vision-language model" in refused.stderr
