@@ -304,7 +304,7 @@ def test_val_ratio_leaving_no_training_rows(write_file, load_data):
 def test_file_not_found(load_data):
     assert load_error(load_data, ["x.jsonl"]) == (
         "file not found: x.jsonl (no such file; datasets are local files, folders, built-ins "
-        "(self-cognition, arith, arith-pref) or hub ids)"
+        "(self-cognition, arith, arith-pref, shapes) or hub ids)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tunestack.hub.fetch import MODEL_FILES, cached_snapshot
 from tunestack.hub.gguf import converted_dir, embedded_gguf_path, is_converted
 from tunestack.hub.registry import ALIASES, ModelAlias
+from tunestack.hub.vision_default import vision_whereabouts
 
 _COLUMNS = (("alias", "alias"), ("params", "size"), ("licence", "licence"), ("gated", "gated"),
             ("hf_id", "Hugging Face id"))
@@ -47,7 +48,7 @@ def models_table(rows: list[dict]) -> str:
                 lines.append(f"    modelscope: {row['modelscope_id'] or '-'}")
                 if row["path"] is not None or row["kind"] == "embedded":
                     lines.append(f"    now: {row['resolves_to']}")
-    missing = [row["alias"] for row in rows if row["modelscope_id"] is None]
+    missing = [row["alias"] for row in rows if row["modelscope_id"] is None and row["kind"] != "embedded"]
     if missing:
         lines.append(f"\nNo known ModelScope id (use --hub hf): {', '.join(missing)}")
     return "\n".join(lines)
@@ -60,6 +61,8 @@ def _aligned(values: list[str], widths: list[int]) -> str:
 
 def _whereabouts(name: str, alias: ModelAlias) -> dict:
     """`kind`, `path` (None until local) and `resolves_to` (in words) for one alias."""
+    if alias.built:
+        return vision_whereabouts()
     gguf = embedded_gguf_path() if alias.embedded else None
     if gguf is not None:
         converted = converted_dir(gguf)

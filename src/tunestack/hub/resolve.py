@@ -16,6 +16,7 @@ from tunestack.hub.fetch import (
 )
 from tunestack.hub.gguf import convert_gguf, embedded_gguf_path
 from tunestack.hub.registry import ModelAlias, lookup_alias
+from tunestack.hub.vision_default import vision_model_dir
 from tunestack.jsonfile import read_json_object
 
 HUBS = ("hf", "modelscope")
@@ -30,9 +31,10 @@ class ResolvedModel:
     """A model name made local."""
 
     path: Path
-    """Directory loadable by AutoModelForCausalLM / AutoTokenizer.from_pretrained (HF format, safetensors)."""
+    """Directory loadable by AutoModelForCausalLM / AutoTokenizer.from_pretrained (HF format, safetensors); for a
+    vision-language model, by AutoModelForImageTextToText / AutoProcessor."""
     kind: str
-    """What the name was: local, run, gguf, hub, modelscope or embedded."""
+    """What the name was: local, run, gguf, hub, modelscope, embedded or built (the vision default)."""
     name: str
     """The name as typed."""
     source: str
@@ -174,7 +176,15 @@ def _resolve_base(
 
 
 def _from_alias(name: str, alias: ModelAlias, hub: str, revision: str | None) -> ResolvedModel:
-    """A registry alias: the embedded GGUF when it is the embedded default and installed, else its hub id."""
+    """A registry alias: the vision default built locally; the embedded GGUF when it is the embedded default and
+    installed; else its hub id."""
+    if alias.built:
+        if revision is not None:
+            raise ConfigError([f"--revision {revision}: model '{name}' is built locally, not fetched from a hub; "
+                               "leave --revision out"])
+        path = vision_model_dir()
+        return ResolvedModel(path, "built", name, f"{name}, built from the embedded {alias.hf}: {path}",
+                             template=alias.template)
     gguf = embedded_gguf_path() if alias.embedded and revision is None else None
     if gguf is not None:
         path = convert_gguf(gguf, hub_id=alias.hf)
