@@ -104,7 +104,8 @@ def build_tiny_qwen2_vl(seed: int = 0):
 
 def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list) -> dict:
     """What Qwen2VLProcessor would return for `messages` (image parts in order of `images`): input_ids with each
-    image's pad token repeated once per merged patch, attention_mask, mm_token_type_ids, pixel_values, image_grid_thw."""
+    image's pad token repeated once per merged patch, attention_mask, mm_token_type_ids, pixel_values and
+    image_grid_thw."""
     import torch
 
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -8,7 +8,8 @@ import importlib
 import threading
 
 from tunestack.errors import MissingExtraError
-from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, TokenLogprob
+from tunestack.inference.engine import (IMAGES_PT_ONLY, Engine, GenerationRequest, StepOutput, TokenLogprob,
+                                        UnsupportedRequest)
 
 
 def require(module: str, package: str, extra: str, purpose: str):
@@ -34,6 +35,9 @@ class AsyncLoopEngine(Engine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.media:  # the processor's tensors are the pt engine's; these backends take text prompts here
+            request.emit(StepOutput(error=UnsupportedRequest(IMAGES_PT_ONLY)))
+            return
         self._tasks[request.id] = asyncio.run_coroutine_threadsafe(self._guarded(request), self.loop)
 
     def cancel(self, request_id: int) -> None:

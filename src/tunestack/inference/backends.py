@@ -16,17 +16,35 @@ class EngineOptions:
     max_batch: int = 32
     max_context: int | None = None
     allow_pickle: bool = False  # load pickle weight files (.bin), which can run code (pt backend; others load their own)
+    images_from: str | None = None  # the flag bringing images (--image): a text-only model is refused before it loads
+
+
+@dataclass
+class EngineParts:
+    """An engine and what turns conversations into its token ids: the tokenizer, and for a vision-language model
+    (pt backend) the processor that also turns images into the model's tensors; None for text models."""
+
+    engine: object
+    tokenizer: object
+    processor: object | None = None
 
 
 def create_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOptions | None = None):
     """(engine, tokenizer) for `backend`; tokenization stays with the caller, the engine works on token ids."""
+    parts = build_engine(model_args, backend, options)
+    return parts.engine, parts.tokenizer
+
+
+def build_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOptions | None = None) -> EngineParts:
+    """The engine for `backend` with its tokenizer and, for a vision-language model on the pt backend, its
+    processor (other backends generate from text only here)."""
     options = options or EngineOptions()
     if backend == "pt":
         return _pt_engine(model_args, options)
     import importlib
 
     module = importlib.import_module(f"tunestack.inference.{_MODULES[backend]}")
-    return module.build(model_args, options)
+    return EngineParts(*module.build(model_args, options))
 
 
 _MODULES = {"vllm": "vllm_engine", "sglang": "sglang_engine", "lmdeploy": "lmdeploy_engine",
@@ -37,10 +55,11 @@ def _pt_engine(model_args: ModelArgs, options: EngineOptions):
     from tunestack.inference.loading import load_for_inference
     from tunestack.inference.pt import PtEngine
 
-    loaded = load_for_inference(model_args, options.adapters, options.named_adapters, options.allow_pickle)
+    loaded = load_for_inference(model_args, options.adapters, options.named_adapters, options.allow_pickle,
+                                images_from=options.images_from)
     tokenizer = loaded.tokenizer
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids, max_batch=options.max_batch,
                       max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)))
-    return engine, loaded.tokenizer
+    return EngineParts(engine, loaded.tokenizer, loaded.processor)

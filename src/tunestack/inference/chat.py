@@ -1,39 +1,56 @@
-"""`tunestack infer`: one prompt to stdout, a JSONL file of prompts, or a streaming multi-turn terminal chat."""
+"""`tunestack infer`: one prompt to stdout, a JSONL file of prompts, or a streaming multi-turn terminal chat; with a
+vision-language model, images too (--image for --prompt, /image PATH in the chat, image parts in --input rows)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from tunestack.config import InferArgs, ModelArgs
-from tunestack.inference.chat_prompt import chat_prompt_ids
+from tunestack.inference.chat_prompt import chat_prompt_ids, has_images, vision_prompt
 from tunestack.inference.detokenize import Detokenizer
 from tunestack.inference.engine import Engine, SamplingParams
 
 
 class Chat:
-    """Text in, text out over an engine on token ids, with the tokenizer's chat template."""
+    """Text (and images) in, text out over an engine on token ids, with the tokenizer's chat template, or for a
+    vision-language model its processor's."""
 
-    def __init__(self, engine: Engine, tokenizer, system: str | None = None, template_kwargs: dict | None = None):
+    def __init__(self, engine: Engine, tokenizer, system: str | None = None, template_kwargs: dict | None = None,
+                 processor=None):
         self.engine = engine
         self.tokenizer = tokenizer
         self.system = system
         self.template_kwargs = template_kwargs or {}
+        self.processor = processor
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+    def prompt(self, messages: list[dict]) -> tuple[list[int], dict | None]:
+        """(prompt ids, the images' tensors or None) of a conversation, the system prompt put first."""
+        from tunestack.errors import TunestackError
+
         if self.system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.system}] + messages
-        return chat_prompt_ids(self.tokenizer, messages, self.template_kwargs)
+        if self.processor is not None:
+            return vision_prompt(self.processor, messages, self.template_kwargs)
+        if has_images(messages):
+            raise TunestackError("the conversation holds images, and this model is a text-only model (no vision "
+                                 "encoder): use a vision-language model, or drop the images")
+        return chat_prompt_ids(self.tokenizer, messages, self.template_kwargs), None
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.prompt(messages)[0]
 
     def answer(self, conversations: list[list[dict]], params: SamplingParams) -> list[str]:
-        outputs = self.engine.generate([self.prompt_ids(c) for c in conversations], params)
+        prompts = [self.prompt(c) for c in conversations]
+        media = [m for _, m in prompts]
+        outputs = self.engine.generate([ids for ids, _ in prompts], params, **({"media": media} if any(media) else {}))
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outputs]
 
     def stream(self, messages: list[dict], params: SamplingParams):
         """Yield text pieces as tokens arrive, never splitting a multi-byte character; each token is decoded with a
         few tokens of context, not the whole reply again."""
         detokenizer = Detokenizer(self.tokenizer)
-        for token in self.engine.stream(self.prompt_ids(messages), params):
+        ids, media = self.prompt(messages)
+        for token in self.engine.stream(ids, params, **({"media": media} if media else {})):
             piece = detokenizer.add(token)
             if piece:
                 yield piece
@@ -61,6 +78,11 @@ def validate_infer(args: InferArgs) -> None:
         problems.append("--resume: needs --input and --output (the file of answers to continue)")
     if args.response is not None and not (args.score and args.prompt is not None):
         problems.append("--response: the answer --score rates; give it with --score and --prompt")
+    if args.image and (args.prompt is None or args.score):
+        problems.append("--image: the images of --prompt; give it with --prompt (in the terminal chat, attach an "
+                        "image with /image PATH; in --input rows, as image parts of `messages`)")
+    if args.image and args.backend != "pt":
+        problems.append(f"--image: images are generated from with --backend pt only, not {args.backend}")
     if problems:
         raise ConfigError(problems)
 
@@ -71,55 +93,41 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
         from tunestack.inference.score import run_score
 
         return run_score(model_args, args)
-    from tunestack.inference.backends import EngineOptions, create_engine
+    from tunestack.inference.backends import EngineOptions, build_engine
     from tunestack.inference.prompt_file import answer_file, answered_rows, read_prompts
 
     prompts = read_prompts(args.input) if args.input else None
     done = answered_rows(args.output, prompts, args.input) if args.resume else 0  # checked before loading a model
+    images = _read_images(args.image)
+    images_from = "--image" if images else None
+    if prompts is not None and any(has_images(p) for p in prompts):
+        images_from = f"--input {args.input} (rows with images)"
 
-    engine, tokenizer = create_engine(model_args, args.backend,
-                                      EngineOptions(adapters=args.adapter, max_batch=args.batch_size,
-                                                    allow_pickle=args.allow_pickle))
+    parts = build_engine(model_args, args.backend,
+                         EngineOptions(adapters=args.adapter, max_batch=args.batch_size, allow_pickle=args.allow_pickle,
+                                       images_from=images_from))
+    engine = parts.engine
     from tunestack.data.tokenize import template_kwargs
 
-    chat = Chat(engine, tokenizer, args.system, template_kwargs(args.enable_thinking))
+    chat = Chat(engine, parts.tokenizer, args.system, template_kwargs(args.enable_thinking), parts.processor)
     params = sampling(args)
     try:
         if args.prompt is not None:
-            print(chat.answer([[{"role": "user", "content": args.prompt}]], params)[0], flush=True)
+            content = [*({"type": "image", "image": i} for i in images), {"type": "text", "text": args.prompt}]
+            print(chat.answer([[{"role": "user", "content": content if images else args.prompt}]], params)[0],
+                  flush=True)
         elif prompts is not None:
             answer_file(chat, prompts, args, params, done)
         else:
-            _interactive(chat, params)
+            from tunestack.inference.terminal_chat import chat_in_terminal
+
+            chat_in_terminal(chat, params)
     finally:
         engine.close()
 
 
-def _interactive(chat: Chat, params: SamplingParams) -> None:
-    print("chat: type a message; /clear starts over, /exit (or Ctrl-D) quits", file=sys.stderr)
-    history: list[dict] = []
-    while True:
-        try:
-            text = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return
-        if text in ("/exit", "/quit"):
-            return
-        if text == "/clear":
-            history = []
-            continue
-        if not text:
-            continue
-        history.append({"role": "user", "content": text})
-        print("assistant> ", end="", flush=True)
-        reply = ""
-        try:
-            for piece in chat.stream(history, params):
-                reply += piece
-                print(piece, end="", flush=True)
-        except KeyboardInterrupt:
-            pass
-        print(flush=True)
-        history.append({"role": "assistant", "content": reply.strip()})
+def _read_images(references: list[str]) -> list:
+    """The --image files and URLs, read and decoded before any model loads; a MediaError names the flag."""
+    from tunestack.media import image_reference, load_image
 
+    return [load_image(image_reference(ref), f"--image {ref}") for ref in references]

@@ -6,6 +6,10 @@ import itertools
 import queue
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -55,18 +59,29 @@ class UnsupportedRequest(ValueError):
     """A setting this backend cannot honour; the server answers 400 with the message."""
 
 
+IMAGES_PT_ONLY = ("images: this backend generates from text only; serve or infer a vision-language model with "
+                  "--backend pt to send it images")
+"""What a backend that cannot take a request's `media` answers (UnsupportedRequest)."""
+
+
 _ids = itertools.count()
 
 
 @dataclass
 class GenerationRequest:
-    """One sequence to generate; `emit` is called from the engine's thread with each StepOutput."""
+    """One sequence to generate; `emit` is called from the engine's thread with each StepOutput.
+
+    `media` holds the processor's tensors for the images of a vision-language prompt (pixel_values, image_grid_thw,
+    mm_token_type_ids, image_sizes, ...: its output without input_ids and attention_mask), each with a batch
+    dimension of one; `prompt` is then the processor's ids, the image placeholders already expanded. None for text.
+    """
 
     prompt: list[int]
     params: SamplingParams
     emit: Callable[[StepOutput], None]
     adapter: str | None = None
     id: int = field(default_factory=lambda: next(_ids))
+    media: dict[str, torch.Tensor] | None = None
 
 
 class Engine:
@@ -93,11 +108,11 @@ class Engine:
     def close(self) -> None:
         pass
 
-    def stream_steps(self, prompt: list[int], params: SamplingParams, adapter: str | None = None
-                     ) -> Iterator[StepOutput]:
+    def stream_steps(self, prompt: list[int], params: SamplingParams, adapter: str | None = None,
+                     media: dict | None = None) -> Iterator[StepOutput]:
         """Blocking iterator over one request's outputs; leaving it early cancels the request."""
         outputs: queue.Queue = queue.Queue()
-        request = GenerationRequest(prompt, params, outputs.put, adapter)
+        request = GenerationRequest(prompt, params, outputs.put, adapter, media=media)
         self.submit(request)
         try:
             while True:
@@ -110,19 +125,22 @@ class Engine:
         finally:
             self.cancel(request.id)
 
-    def stream(self, prompt: list[int], params: SamplingParams, adapter: str | None = None) -> Iterator[int]:
+    def stream(self, prompt: list[int], params: SamplingParams, adapter: str | None = None,
+               media: dict | None = None) -> Iterator[int]:
         """Yield completion token ids one at a time as they are generated."""
-        for out in self.stream_steps(prompt, params, adapter):
+        for out in self.stream_steps(prompt, params, adapter, media):
             if out.token_id is not None:
                 yield out.token_id
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, adapter: str | None = None
-                 ) -> list[list[int]]:
-        """Completions (token ids, stop token excluded) for prompts generated together."""
+    def generate(self, prompts: list[list[int]], params: SamplingParams, adapter: str | None = None,
+                 media: list[dict | None] | None = None) -> list[list[int]]:
+        """Completions (token ids, stop token excluded) for prompts generated together; `media[i]`, when given,
+        holds prompt i's image tensors."""
         outputs: queue.Queue = queue.Queue()
         requests = []
         for index, prompt in enumerate(prompts):
-            requests.append(GenerationRequest(prompt, params, lambda out, i=index: outputs.put((i, out)), adapter))
+            requests.append(GenerationRequest(prompt, params, lambda out, i=index: outputs.put((i, out)), adapter,
+                                              media=media[index] if media else None))
         for request in requests:
             self.submit(request)
         tokens: list[list[int]] = [[] for _ in prompts]

@@ -11,11 +11,16 @@ class KVBatch:
     Row i holds `pads[i]` empty slots and then its real tokens, so every row ends at the same column and one
     forward pass extends all of them; the attention mask hides the empty slots. Dropping rows is the cache's own
     `batch_select_indices`; transformers has no left-side trim or merge of two caches, so those two are ours.
+
+    `offsets[i]` is added to row i's position ids: a prompt with images under multimodal RoPE (Qwen2-VL's M-RoPE)
+    spends fewer positions than tokens, and its text continues at count of tokens + offset (the model's
+    `rope_deltas`); 0 for every other row.
     """
 
-    def __init__(self, cache, pads: list[int]):
+    def __init__(self, cache, pads: list[int], offsets: list[int] | None = None):
         self.cache = cache
         self.pads = list(pads)
+        self.offsets = list(offsets) if offsets is not None else [0] * len(self.pads)
 
     @property
     def width(self) -> int:
@@ -30,13 +35,15 @@ class KVBatch:
         return (columns[None, :] >= torch.tensor(self.pads, device=device)[:, None]).long()
 
     def positions(self, device) -> torch.Tensor:
-        """Position id of the next token of each row (its count of real tokens so far)."""
-        return (self.width - torch.tensor(self.pads, device=device))[:, None]
+        """Position id of the next token of each row (its count of real tokens so far, plus its offset)."""
+        tokens = self.width - torch.tensor(self.pads, device=device)
+        return (tokens + torch.tensor(self.offsets, device=device))[:, None]
 
     def keep(self, rows: list[int]) -> None:
         """Drop every row not in `rows`, then the leading columns that are padding in all remaining rows."""
         self.cache.batch_select_indices(torch.tensor(rows, device=self._device()))
         self.pads = [self.pads[r] for r in rows]
+        self.offsets = [self.offsets[r] for r in rows]
         self._trim()
 
     def extend(self, other: KVBatch) -> None:
@@ -48,6 +55,7 @@ class KVBatch:
             mine.values = torch.cat(
                 [_pad_left(mine.values, target - width), _pad_left(theirs.values, target - other_width)])
         self.pads = [p + target - width for p in self.pads] + [p + target - other_width for p in other.pads]
+        self.offsets += other.offsets
 
     def _trim(self) -> None:
         shared = min(self.pads, default=0)

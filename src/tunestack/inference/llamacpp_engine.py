@@ -10,7 +10,8 @@ from pathlib import Path
 from tunestack.config import ModelArgs
 from tunestack.errors import ConfigError
 from tunestack.inference.async_engine import require
-from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
+from tunestack.inference.engine import (IMAGES_PT_ONLY, Engine, GenerationRequest, SamplingParams, StepOutput,
+                                        UnsupportedRequest)
 
 
 def sample_kwargs(params: SamplingParams) -> dict:
@@ -52,6 +53,9 @@ class LlamaCppEngine(Engine):
         threading.Thread(target=self._loop, name="tunestack-llama-cpp", daemon=True).start()
 
     def submit(self, request: GenerationRequest) -> None:
+        if request.media:
+            request.emit(StepOutput(error=UnsupportedRequest(IMAGES_PT_ONLY)))
+            return
         with self._wake:
             self._queue.append(request)
             self._wake.notify()

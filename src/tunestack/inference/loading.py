@@ -13,11 +13,13 @@ from tunestack.config import ModelArgs
 
 @dataclass
 class LoadedModel:
-    """A model ready to generate, its tokenizer (with chat template) and where it came from."""
+    """A model ready to generate, its tokenizer (with chat template) and where it came from; for a vision-language
+    model also its processor (images to tensors, and the chat template, which the tokenizer then shares)."""
 
     model: object
     tokenizer: object
     source: str
+    processor: object | None = None
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -55,18 +57,27 @@ def refuse_pickle(folder: Path, allow_pickle: bool) -> None:
 
 def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
                        named_adapters: dict[str, str] | None = None, allow_pickle: bool = False,
-                       head: str = "causal") -> LoadedModel:
+                       head: str = "causal", images_from: str | None = None) -> LoadedModel:
     """Resolve, load and (for adapters) merge a model in the fastest precision for this device.
 
     `named_adapters` (name -> adapter directory) are loaded side by side without merging, so that each request
     can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
     weights are pickle files only are refused unless `allow_pickle`. `head="reward"` loads a reward model (a
-    one-output sequence-classification head) instead of a causal LM.
+    one-output sequence-classification head) instead of a causal LM. A vision-language model comes with its
+    processor; `images_from` names the flag that brings images (`--image`), and a text-only model is then refused
+    before its weights load.
     """
     from tunestack.model.load import load_model
     from tunestack.model.precision import resolve_dtype
+    from tunestack.model.vision import is_multimodal
 
     resolved, adapter_dirs, tokenizer = resolve_for_inference(model_args, adapters, head)
+    processor = None
+    if head == "causal" and is_multimodal(resolved.path):
+        processor = _processor(model_args, resolved, tokenizer)
+        tokenizer = processor.tokenizer
+    elif images_from:
+        refuse_images(model_args.model, images_from)
     for folder in [resolved.path, *adapter_dirs, *adapter_folders(named_adapters or {}).values()]:
         refuse_pickle(folder, allow_pickle)
     model = load_model(resolved.path, resolve_dtype(model_args.dtype), model_args.attn_implementation,
@@ -80,7 +91,29 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
         model = _attach_named(model, named_adapters)
     print(f"model: {resolved.source}" + "".join(f" + adapter {a}" for a in adapters)
           + "".join(f", adapter {n} = {p}" for n, p in (named_adapters or {}).items()), file=sys.stderr)
-    return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=resolved.source, processor=processor)
+
+
+def refuse_images(model: str, flag: str) -> None:
+    """The one error for images given to a model that cannot see them."""
+    from tunestack.errors import ConfigError
+
+    raise ConfigError([f"{flag}: --model {model} is a text-only model (no vision encoder), so it cannot take "
+                       "images; use a vision-language model, or drop the images"])
+
+
+def _processor(model_args: ModelArgs, resolved, tokenizer):
+    """The vision-language model's processor, from the run's adapter folder when it holds one (a fine-tuned VLM
+    saves its processor beside the adapter), with --chat_template's template when given; its tokenizer pads on the
+    left, as the engine's prompts are."""
+    from tunestack.model.vision import load_processor
+
+    own = resolved.adapter
+    saved = own is not None and any((own / f).is_file() for f in ("processor_config.json", "preprocessor_config.json"))
+    template = tokenizer.chat_template if model_args.chat_template else None
+    processor = load_processor(own if saved else resolved.path, model_args.trust_remote_code, template)
+    processor.tokenizer.padding_side = "left"
+    return processor
 
 
 def check_head(name: str, found: str, wanted: str) -> None:

@@ -30,7 +30,8 @@ def read_prompts(path: str) -> list[list[dict]]:
 
 def _row_to_messages(row, path: str, number: int) -> list[dict]:
     if isinstance(row, dict) and isinstance(row.get("messages"), list):
-        messages = [m for m in row["messages"] if isinstance(m, dict)]
+        messages = [_with_image_references(m, f"{path}, line {number}, messages[{i}]", Path(path).parent)
+                    for i, m in enumerate(row["messages"]) if isinstance(m, dict)]
         if messages and messages[-1].get("role") == "assistant":
             messages = messages[:-1]  # answer the conversation afresh
         return messages
@@ -40,6 +41,18 @@ def _row_to_messages(row, path: str, number: int) -> list[dict]:
             return [{"role": "user", "content": text}]
     keys = sorted(row) if isinstance(row, dict) else type(row).__name__
     raise DataError(f"{path}, line {number}: expected a \"messages\" list or a \"prompt\" string, found {keys}")
+
+
+def _with_image_references(message: dict, where: str, base_dir: Path) -> dict:
+    """The message with each image part as `{"type": "image", "image": REF}`, a relative path taken from the
+    file's folder (as training data's are); MediaError naming the part when it holds no reference."""
+    from tunestack.media import image_part, is_image_part
+
+    content = message.get("content")
+    if not isinstance(content, list) or not any(is_image_part(p) for p in content):
+        return message
+    return {**message, "content": [image_part(p, f"{where}.content[{j}]", base_dir) if is_image_part(p) else p
+                                   for j, p in enumerate(content)]}
 
 
 def answer_file(chat, prompts: list[list[dict]], args: InferArgs, params: SamplingParams, done: int = 0) -> None:

@@ -4,6 +4,11 @@ A scheduler thread loops: admit waiting requests (one left-padded prefill for th
 forward for all running sequences together, each with its own sampling settings, seed and LoRA adapter; finished
 or cancelled sequences leave the batch between steps and new ones join at once.
 
+A request with images (a vision-language model's, carrying the processor's tensors in `media`) is prefilled on its
+own, the model's forward turning its pixels into the embeddings of its image tokens (and, for M-RoPE models such as
+Qwen2-VL, computing its 3D positions); from then on it decodes in the shared batch like any other sequence, its
+text positions shifted by the model's `rope_deltas` (kv_batch.KVBatch.offsets), as `generate` shifts them.
+
 transformers' own continuous batching (`generate_batch`, `init_continuous_batching` with its paged cache) does run
 on CPU, but a request there carries only temperature, top-k and top-p: no seed, presence/frequency penalties,
 alternatives' logprobs, prompt logprobs or per-request LoRA adapter, all of which the OpenAI API needs; and its
@@ -19,11 +24,13 @@ import threading
 
 import torch
 
-from tunestack.inference.engine import Engine, GenerationRequest, StepOutput
+from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
 from tunestack.inference.kv_batch import KVBatch, supports_batching
 from tunestack.inference.sampler import RowState, sample, token_logprobs
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+IMAGES_AT_EVERY_STEP = ("mllama",)
+"""Models whose decoding steps need the images again (cross-attention masks), which this engine does not pass."""
 
 
 def _can_batch(model) -> bool:
@@ -64,12 +71,18 @@ class PtEngine(Engine):
         self._wake = threading.Condition()
         self._closed = False
         self._batchable = _can_batch(model)  # sliding-window or other special caches: one sequence at a time
+        self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)  # M-RoPE models
         self._thread = threading.Thread(target=self._loop, name="tunestack-pt-engine", daemon=True)
         self._thread.start()
 
     def submit(self, request: GenerationRequest) -> None:
         if request.params.json_object and self.token_texts is None:
             raise ValueError("JSON mode needs the engine built with token_texts")
+        if request.media and getattr(self.model.config, "model_type", None) in IMAGES_AT_EVERY_STEP:
+            request.emit(StepOutput(error=UnsupportedRequest(
+                f"images: the pt engine cannot generate with images on {self.model.config.model_type} models, whose "
+                "every decoding step needs them again")))
+            return
         with self._wake:
             self._waiting.append(request)
             self._wake.notify()
@@ -112,13 +125,13 @@ class PtEngine(Engine):
 
     def _step(self, newcomers: list[GenerationRequest], cancelled: set[int]) -> None:
         self._drop([i for i, s in enumerate(self._running) if s.request.id in cancelled])
-        if newcomers:
+        for group in _prefill_groups(newcomers):
             try:
-                self._prefill(newcomers)
+                self._prefill(group)
             except Exception as exc:
-                if any(s.request in newcomers for s in self._running):
+                if any(s.request in group for s in self._running):
                     raise  # they had joined the batch: the whole batch is suspect
-                self._fail(newcomers, exc)  # the running batch is untouched and carries on
+                self._fail(group, exc)  # the running batch is untouched and carries on
         if self._running:
             self._decode()
 
@@ -139,37 +152,51 @@ class PtEngine(Engine):
             tokens += cost
         return taken
 
-    def _forward(self, ids, mask, positions, cache, adapters: list[str | None], logits_to_keep: int):
+    def _forward(self, ids, mask, positions, cache, adapters: list[str | None], logits_to_keep: int,
+                 media: dict | None = None):
         kwargs = {}
         if self.adapters:
             kwargs["adapter_names"] = [a or BASE for a in adapters]
+        for name, value in (media or {}).items():
+            kwargs[name] = value.to(self.model.device) if isinstance(value, torch.Tensor) else value
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                           use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
+        """One forward over the newcomers' prompts (left-padded), whose cache then joins the running batch. A
+        request with media comes alone, and the model computes its positions (M-RoPE's 3D ones among them)."""
         from transformers import DynamicCache
 
         device = self.model.device
+        media = requests[0].media if len(requests) == 1 else None
         width = max(len(r.prompt) for r in requests)
         pads = [width - len(r.prompt) for r in requests]
         ids = torch.tensor([[0] * p + r.prompt for p, r in zip(pads, requests)], device=device)
         mask = torch.tensor([[0] * p + [1] * len(r.prompt) for p, r in zip(pads, requests)], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = None if media else (mask.cumsum(-1) - 1).clamp(min=0)
         want_prompt = any(r.params.prompt_logprobs is not None for r in requests)
         cache = DynamicCache(config=self.model.config)
-        out = self._forward(ids, mask, positions, cache, [r.adapter for r in requests], 0 if want_prompt else 1)
+        if media and self._rope_holder is not None:
+            self._rope_holder.rope_deltas = None  # computed afresh from this prompt's images
+        out = self._forward(ids, mask, positions, cache, [r.adapter for r in requests], 0 if want_prompt else 1,
+                            media)
         logits = out.logits.float()
         sequences = [_Sequence(r, RowState(r.params, r.prompt, self.vocab_size, device, self.token_texts))
                      for r in requests]
         prompt_lps = [self._prompt_logprobs(logits[i, p:], r) if r.params.prompt_logprobs is not None else None
                       for i, (p, r) in enumerate(zip(pads, requests))]
-        batch = KVBatch(out.past_key_values, pads)
+        batch = KVBatch(out.past_key_values, pads, [self._rope_delta()] if media else None)
         if self._batch is None:
             self._batch = batch
         else:
             self._batch.extend(batch)
         self._running.extend(sequences)
         self._advance(logits[:, -1], sequences, len(self._running) - len(sequences), prompt_lps)
+
+    def _rope_delta(self) -> int:
+        """How far the text positions after the last prefilled prompt lie from its token count (M-RoPE), else 0."""
+        deltas = getattr(self._rope_holder, "rope_deltas", None)
+        return int(deltas.reshape(-1)[0]) if deltas is not None else 0
 
     def _prompt_logprobs(self, logits: torch.Tensor, request: GenerationRequest) -> list:
         """Logprob of each prompt token after the first, given the ones before it."""
@@ -221,3 +248,9 @@ class PtEngine(Engine):
             self._batch.keep(keep)
         else:
             self._batch = None
+
+
+def _prefill_groups(requests: list[GenerationRequest]) -> list[list[GenerationRequest]]:
+    """The newcomers as prefill batches: the text-only ones together, each one with images alone."""
+    text = [r for r in requests if not r.media]
+    return ([text] if text else []) + [[r] for r in requests if r.media]

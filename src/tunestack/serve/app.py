@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from tunestack.serve.chat import ChatCompletion
+from tunestack.serve.chat import ChatCompletion, render_chat
 from tunestack.serve.completions import Completion
 from tunestack.serve.errors import ServeError, Unauthorized, error_body
 from tunestack.serve.limits import BodyLimit, TrackRequests
@@ -41,7 +41,8 @@ def build_app(serving: Serving, api_keys: list[str] = ()) -> FastAPI:
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        return await _answer(ChatCompletion(serving, body), body.stream, request)
+        inputs = await render_chat(serving, body)  # images are read off the event loop
+        return await _answer(ChatCompletion(serving, body, inputs), body.stream, request)
 
     @router.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):

@@ -1,13 +1,16 @@
-"""`/v1/chat/completions`: the tokenizer's chat template, n choices, stop strings, logprobs, streaming, usage."""
+"""`/v1/chat/completions`: the tokenizer's chat template (a vision-language model's processor, with its images), n
+choices, stop strings, logprobs, streaming, usage."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 
-from tunestack.inference.chat_prompt import chat_prompt_ids
+from tunestack.inference.chat_prompt import chat_prompt_ids, vision_prompt
+from tunestack.media import MediaError
 from tunestack.serve.choice import ChoiceState, sse_events, step_choices
 from tunestack.serve.errors import BadRequest
 from tunestack.serve.params import sampling_params, usage
@@ -17,25 +20,57 @@ from tunestack.serve.serving import Admission, Serving
 
 def chat_prompt(serving: Serving, request: ChatCompletionRequest) -> list[int]:
     """The request's prompt token ids, rendered as the terminal chat and evaluation render a conversation."""
-    messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+    return chat_inputs(serving, request)[0]
+
+
+def chat_inputs(serving: Serving, request: ChatCompletionRequest) -> tuple[list[int], dict | None]:
+    """(prompt ids, image tensors or None): through the processor for a vision-language model, which reads the
+    images (a bad one is a 400 naming `messages[i].content[j]`); images sent to a text model are a 400 too."""
+    processor = getattr(serving, "processor", None)
+    kwargs = {**getattr(serving, "template_kwargs", {}), **(request.chat_template_kwargs or {})}
+    if processor is None:
+        _refuse_images(serving, request)
     try:
-        return chat_prompt_ids(serving.tokenizer, messages,
-                               {**getattr(serving, "template_kwargs", {}), **(request.chat_template_kwargs or {})})
+        if processor is None:
+            return chat_prompt_ids(serving.tokenizer, [{"role": m.role, "content": m.text()} for m in request.messages],
+                                   kwargs), None
+        return vision_prompt(processor, [m.message() for m in request.messages], kwargs)
+    except MediaError as exc:
+        raise BadRequest(str(exc), param="messages") from None
     except Exception as exc:  # the template itself refuses (say, roles that do not alternate)
         raise BadRequest(f"messages: the model's chat template rejected them: {exc}", param="messages") from None
 
 
-class ChatCompletion:
-    """One chat request from admission to its last byte, as a JSON body or a stream of SSE events."""
+async def render_chat(serving: Serving, request: ChatCompletionRequest) -> tuple[list[int], dict | None]:
+    """`chat_inputs`, in a worker thread when there are images to fetch, decode and process, so that the server
+    answers other requests meanwhile. An unknown model name is refused first."""
+    serving.adapter_for(request.model)
+    if getattr(serving, "processor", None) is not None and any(m.image_parts() for m in request.messages):
+        return await asyncio.to_thread(chat_inputs, serving, request)
+    return chat_inputs(serving, request)
 
-    def __init__(self, serving: Serving, request: ChatCompletionRequest):
+
+def _refuse_images(serving: Serving, request: ChatCompletionRequest) -> None:
+    for i, message in enumerate(request.messages):
+        for j in message.image_parts():
+            raise BadRequest(f"messages[{i}].content[{j}]: the model `{request.model}` takes text only (a text-only "
+                             "model, or one served by a backend other than pt), so it cannot read images; send text, "
+                             "or serve a vision-language model", param="messages")
+
+
+class ChatCompletion:
+    """One chat request from admission to its last byte, as a JSON body or a stream of SSE events. `inputs` is the
+    rendered prompt (render_chat's), rendered here when not given."""
+
+    def __init__(self, serving: Serving, request: ChatCompletionRequest, inputs: tuple | None = None):
         self.serving = serving
         self.request = request
         adapter = serving.adapter_for(request.model)
-        self.prompt = chat_prompt(serving, request)
+        self.prompt, media = inputs if inputs is not None else chat_inputs(serving, request)
         max_tokens = serving.check_length(self.prompt, request.token_limit())
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
-        self.jobs = [(self.prompt, sampling_params(request, max_tokens, i, logprobs), adapter)
+        images = [media] if media else []  # a job's fourth item (see Serving.generate)
+        self.jobs = [(self.prompt, sampling_params(request, max_tokens, i, logprobs), adapter, *images)
                      for i in range(request.n)]
         self.choices = [ChoiceState(serving.tokenizer, request.stop_strings()) for _ in self.jobs]
         self.id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,16 +73,41 @@ class TextPart(BaseModel):
     text: str
 
 
+class ImageURL(BaseModel):
+    url: str = Field(min_length=1)  # a data URL (data:image/png;base64,...) or an http(s) URL
+    detail: Literal["auto", "low", "high"] | None = None  # accepted; the model's processor decides the resolution
+
+
+class ImagePart(BaseModel):
+    """OpenAI's image part, `{"type": "image_url", "image_url": {"url": ...}}`; read once the request is admitted."""
+
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
         """The content as the model sees it: text parts joined by the rule training uses."""
         return content_text(self.content)
+
+    def image_parts(self) -> list[int]:
+        """The positions of the image parts in the content."""
+        return [j for j, part in enumerate(self.content or ()) if isinstance(part, ImagePart)]
+
+    def message(self) -> dict:
+        """The message as a plain dict (role and content, image parts as OpenAI sends them)."""
+        content = self.content if self.content is None or isinstance(self.content, str) else \
+            [part.model_dump(exclude_none=True) for part in self.content]
+        return {"role": self.role, "content": content}
 
 
 class _Sampling(_Request):

@@ -73,22 +73,24 @@ def build_server(model_args: ModelArgs, args: ServeArgs):
         require(module, module, "serve", "tunestack serve")
     import uvicorn
 
-    from tunestack.inference.backends import EngineOptions, create_engine
+    from tunestack.inference.backends import EngineOptions, build_engine
     from tunestack.serve.app import build_app
     from tunestack.serve.serving import ServeLimits, Serving
     from tunestack.serve.shutdown import DrainingServer
 
     options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len,
                             allow_pickle=args.allow_pickle)
-    engine, tokenizer = create_engine(model_args, args.backend, options)
+    parts = build_engine(model_args, args.backend, options)
     limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens, args.request_timeout or None,
                          args.max_request_bytes)
     from tunestack.data.tokenize import template_kwargs
 
-    serving = Serving(engine, tokenizer, served_name, limits, template_kwargs(args.enable_thinking))
+    serving = Serving(parts.engine, parts.tokenizer, served_name, limits, template_kwargs(args.enable_thinking),
+                      parts.processor)
     config = uvicorn.Config(build_app(serving, keys), host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=5)
     server = DrainingServer(config, serving, args.drain_timeout)
     print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
-          + (" (API key required)" if keys else ""), file=sys.stderr, flush=True)
-    return server, engine
+          + (" (API key required)" if keys else "") + (", images accepted" if parts.processor is not None else ""),
+          file=sys.stderr, flush=True)
+    return server, parts.engine

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from tunestack.inference.engine import Engine, GenerationRequest, SamplingParams, StepOutput, UnsupportedRequest
+from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
 from tunestack.serve.errors import BadRequest, EngineFailed, ModelNotFound, Overloaded, ShuttingDown, TimedOut
 from tunestack.serve.metrics import ServeMetrics
 
@@ -24,12 +24,14 @@ class ServeLimits:
 
 
 class Serving:
-    """What the chat and completion handlers share: one engine, its tokenizer, names, limits and metrics."""
+    """What the chat and completion handlers share: one engine, its tokenizer (and for a vision-language model its
+    processor, None for a text model), names, limits and metrics."""
 
     def __init__(self, engine: Engine, tokenizer, model_name: str, limits: ServeLimits,
-                 template_kwargs: dict | None = None):
+                 template_kwargs: dict | None = None, processor=None):
         self.engine = engine
         self.tokenizer = tokenizer
+        self.processor = processor
         self.template_kwargs = template_kwargs or {}  # the chat template's defaults (--enable_thinking)
         self.model_name = model_name
         self.limits = limits
@@ -105,11 +107,13 @@ class Serving:
     def _cut_error() -> ShuttingDown:
         return ShuttingDown("The server is shutting down: this request was ended before it finished; retry it.")
 
-    async def generate(self, jobs: list[tuple[list[int], SamplingParams, str | None]], done: set[int],
+    async def generate(self, jobs: list[tuple], done: set[int],
                        deadline: float | None = None) -> AsyncIterator[tuple[int, StepOutput]]:
-        """Run the jobs in the engine; yields (job index, output) until every job has finished. The consumer adds
-        a job's index to `done` to end it early (a stop string); leaving early (a client that disconnected)
-        cancels the unfinished ones at once. Past `deadline` (time.monotonic()) it raises TimedOut."""
+        """Run the jobs in the engine; yields (job index, output) until every job has finished. A job is (prompt ids,
+        SamplingParams, adapter or None), with the prompt's image tensors (GenerationRequest.media) as a fourth item
+        when it has images. The consumer adds a job's index to `done` to end it early (a stop string); leaving early
+        (a client that disconnected) cancels the unfinished ones at once. Past `deadline` (time.monotonic()) it
+        raises TimedOut."""
         if self.cut:
             raise self._cut_error()
         loop = asyncio.get_running_loop()
@@ -118,7 +122,8 @@ class Serving:
                                                               (None, TimedOut(self._timeout_message())))
         self._live.add(outputs)
         requests = [GenerationRequest(prompt, params, lambda out, i=i: loop.call_soon_threadsafe(
-            outputs.put_nowait, (i, out)), adapter) for i, (prompt, params, adapter) in enumerate(jobs)]
+            outputs.put_nowait, (i, out)), adapter, media=media[0] if media else None)
+            for i, (prompt, params, adapter, *media) in enumerate(jobs)]
         started = time.perf_counter()
         last: dict[int, float] = {}
         open_jobs = set(range(len(jobs)))
