@@ -102,7 +102,8 @@ def ask_dataset(answers: Answers, term: Terminal):
     from tunestack.data.builtin import BUILTIN_TASKS
 
     task = method_of(answers.method).task
-    builtins = [d for d in list_datasets() if task in BUILTIN_TASKS[d["name"]]]
+    vision = takes_images(answers.model)
+    builtins = [d for d in list_datasets() if task in BUILTIN_TASKS[d["name"]] and d.get("images", False) == vision]
     names = [d["name"] for d in builtins]
     options = [Option(d["name"], d["name"], f"{d['rows']} rows; {d['description']}") for d in builtins]
     options.append(Option("a file or folder (.jsonl, .json, .csv, .parquet, .txt) or a hub id", TYPED))
@@ -121,6 +122,19 @@ def ask_dataset(answers: Answers, term: Terminal):
         if choice is not BACK:
             answers.dataset = choice
             return
+
+
+def takes_images(model: str | None) -> bool:
+    """Whether the model is a vision-language one: the vision default, or a local folder with a vision config (a
+    hub id is not fetched to find out)."""
+    from pathlib import Path
+
+    from tunestack.hub.registry import VISION_DEFAULT
+    from tunestack.model.vision import is_multimodal
+
+    if not model:
+        return False
+    return model == VISION_DEFAULT or is_multimodal(Path(model).expanduser())
 
 
 def ask_model_name(answers: Answers, term: Terminal):
