@@ -83,6 +83,50 @@ def custom_qa_items(rows: list[dict], regex: str | None = None) -> list[ChatItem
     return items
 
 
+def custom_vqa_items(rows: list[dict], base_dir) -> list[ChatItem]:
+    """Questions about an image (`image`, a path relative to `base_dir`, a URL or a data URL; or `images`): scored
+    by exact match (case and surrounding space and a final full stop ignored) and ANLS, the average normalised
+    Levenshtein similarity of DocVQA (0 below 0.5), each the best over the accepted answers."""
+    from tunestack.media import image_reference
+
+    items = []
+    for row in rows:
+        where = row.get(LOCATION, "a row")
+        refs = row.get("images") or ([row["image"]] if row.get("image") else [])
+        if isinstance(refs, str):
+            refs = [refs]
+        if not refs or not all(isinstance(r, str) and r.strip() for r in refs):
+            raise DataError(f"{where}: field 'image' must be an image path or URL (or 'images', a list of them)")
+        answers = [str(a) for a in (row["answer"] if isinstance(row["answer"], list) else [row["answer"]])]
+        content = [{"type": "image", "image": image_reference(r.strip(), base_dir)} for r in refs]
+        content.append({"type": "text", "text": str(row["question"])})
+        items.append(ChatItem([{"role": "user", "content": content}], " | ".join(answers),
+                              lambda out, answers=answers: {"exact_match": max(float(_vqa_norm(out) == _vqa_norm(a))
+                                                                               for a in answers),
+                                                            "anls": max(anls(out, a) for a in answers)}))
+    return items
+
+
+def _vqa_norm(text: str) -> str:
+    return text.strip().lower().rstrip(".").strip()
+
+
+def anls(prediction: str, answer: str, threshold: float = 0.5) -> float:
+    """1 - the Levenshtein distance over the longer length (case and surrounding space ignored), or 0 when that
+    distance is `threshold` or more."""
+    a, b = _vqa_norm(prediction), _vqa_norm(answer)
+    if not a and not b:
+        return 1.0
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    distance = previous[-1] / max(len(a), len(b))
+    return 1.0 - distance if distance < threshold else 0.0
+
+
 def custom_gen_items(rows: list[dict]) -> list[ChatItem]:
     """Free generation scored against `reference` (BLEU, ROUGE-L and chrF are computed over the whole set)."""
     for row in rows:

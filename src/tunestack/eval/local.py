@@ -18,6 +18,7 @@ class LocalBackend:
 
         self.name = loaded.source
         self.tokenizer = loaded.tokenizer
+        self.processor = getattr(loaded, "processor", None)
         self.scorer = LoglikScorer(loaded.model, loaded.tokenizer, batch_size)
         self.engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids,
                                max_batch=batch_size)
@@ -37,13 +38,23 @@ class LocalBackend:
         return self._run(ids, until, max_new_tokens, progress)
 
     def chat(self, conversations: list[list[dict]], max_new_tokens: int, progress: Callable[[int], None]) -> list[str]:
-        """Greedy answers to conversations, rendered with the tokenizer's chat template."""
-        from tunestack.inference.chat_prompt import chat_prompt_ids
+        """Greedy answers to conversations, rendered with the chat template (a vision-language model's processor
+        renders them, and reads their images)."""
+        from tunestack.inference.chat_prompt import chat_prompt_ids, has_images, vision_prompt
 
-        ids = [chat_prompt_ids(self.tokenizer, messages) for messages in conversations]
-        return [text.strip() for text in self._run(ids, [], max_new_tokens, progress)]
+        if self.processor is None:
+            if any(has_images(messages) for messages in conversations):
+                from tunestack.errors import ConfigError
 
-    def _run(self, ids: list[list[int]], until: list[str], max_new_tokens: int, progress) -> list[str]:
+                raise ConfigError([f"--model {self.name} is a text-only model and the task asks about images; "
+                                   "evaluate a vision-language model"])
+            ids, media = [chat_prompt_ids(self.tokenizer, messages) for messages in conversations], None
+        else:
+            ids, media = map(list, zip(*(vision_prompt(self.processor, messages) for messages in conversations)))
+        return [text.strip() for text in self._run(ids, [], max_new_tokens, progress, media)]
+
+    def _run(self, ids: list[list[int]], until: list[str], max_new_tokens: int, progress,
+             media: list[dict | None] | None = None) -> list[str]:
         from tunestack.inference.engine import SamplingParams
 
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, seed=self.seed,
@@ -52,7 +63,8 @@ class LocalBackend:
         outputs: list[str] = [""] * len(ids)
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
-            for index, tokens in zip(batch, self.engine.generate([ids[i] for i in batch], params)):
+            pictures = [media[i] for i in batch] if media else None
+            for index, tokens in zip(batch, self.engine.generate([ids[i] for i in batch], params, media=pictures)):
                 outputs[index] = truncate_at(self.tokenizer.decode(tokens, skip_special_tokens=True), until)
             progress(len(batch))
         return outputs

@@ -115,9 +115,34 @@ class RemoteBackend:
         return self._each(lambda messages: self._chat_one(messages, max_new_tokens).strip(), conversations, progress)
 
     def _chat_one(self, messages: list[dict], max_new_tokens: int) -> str:
-        response = self.client.chat.completions.create(model=self.model, messages=messages, max_tokens=max_new_tokens,
-                                                       temperature=0.0, seed=self.seed)
+        response = self.client.chat.completions.create(model=self.model, messages=openai_messages(messages),
+                                                       max_tokens=max_new_tokens, temperature=0.0, seed=self.seed)
         return response.choices[0].message.content or ""
+
+
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Messages as the OpenAI API takes them: image parts become `image_url` parts, a local file sent inline as a
+    base64 data URL (the server cannot read this machine's files)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [{"type": "image_url", "image_url": {"url": _image_url(p["image"])}}
+                       if p.get("type") == "image" else p for p in content]
+        out.append({**message, "content": content})
+    return out
+
+
+def _image_url(ref: str) -> str:
+    import base64
+    import mimetypes
+
+    from tunestack.media import image_bytes
+
+    if ref.startswith(("data:", "http://", "https://")):
+        return ref
+    kind = mimetypes.guess_type(ref)[0] or "image/png"
+    return f"data:{kind};base64,{base64.b64encode(image_bytes(ref, ref)).decode()}"
 
 
 def _reason(exc: Exception) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from tunestack.config import EvalArgs
 from tunestack.eval import chat_tasks, scoring
@@ -123,8 +124,9 @@ def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None,
         items = chat_tasks.self_cognition_items(args.model_name, args.model_author)
     else:
         rows = read_local(local_path)["test"]
-        items = chat_tasks.custom_qa_items(rows, spec.options.get("regex")) if custom == "custom_qa" else \
-            chat_tasks.custom_gen_items(rows)
+        items = {"custom_qa": lambda: chat_tasks.custom_qa_items(rows, spec.options.get("regex")),
+                 "custom_vqa": lambda: chat_tasks.custom_vqa_items(rows, _folder(local_path)),
+                 "custom_gen": lambda: chat_tasks.custom_gen_items(rows)}[custom]()
     items = items[:args.limit] if args.limit else items
     with task_progress(progress, spec.name, len(items)) as advance:
         outputs = backend.chat([i.messages for i in items], args.max_new_tokens or DEFAULT_NEW_TOKENS, advance)
@@ -147,6 +149,12 @@ def _run_chat(spec: TaskSpec, backend, args: EvalArgs, local_path: str | None,
         done = [s for s in samples if "error" not in s]
         extra = corpus_scores([s["raw"] for s in done], [s["gold"] for s in done])
     return samples, extra
+
+
+def _folder(path: str) -> Path:
+    """Where a task file's relative paths start: its folder (or the folder given)."""
+    path = Path(path).expanduser()
+    return path if path.is_dir() else path.parent
 
 
 def _summarise(samples: list[dict], settings: dict, notes: list[str], corpus: dict) -> dict:

@@ -72,6 +72,7 @@ CUSTOM = {
     "custom_mcq": ("question", "choices", "answer"),
     "custom_qa": ("question",),
     "custom_gen": ("reference",),
+    "custom_vqa": ("question", "answer"),
 }
 
 
@@ -91,7 +92,7 @@ def resolve_tasks(names: list[str]) -> list[TaskSpec]:
                 close = difflib.get_close_matches(name, list(TASKS) + list(CUSTOM), n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 problems.append(f"--tasks: unknown task {name!r}{hint}; known: {', '.join(TASKS)}, "
-                                f"custom_mcq:PATH, custom_qa:PATH, custom_gen:PATH or a tasks .yaml file")
+                                f"custom_mcq:PATH, custom_qa:PATH, custom_gen:PATH, custom_vqa:PATH or a tasks .yaml file")
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -101,7 +102,7 @@ def resolve_tasks(names: list[str]) -> list[TaskSpec]:
 
 def custom_task(kind: str, path: str, name: str | None = None, **options) -> TaskSpec:
     """A task read from the user's JSONL: custom_mcq (question/choices/answer), custom_qa (question with an answer
-    or a regex), custom_gen (prompt or question, and a reference text)."""
+    or a regex), custom_gen (prompt or question, and a reference text), custom_vqa (question, image and answer)."""
     if kind not in CUSTOM:
         raise ConfigError([f"--tasks {kind}:{path}: unknown custom task kind {kind!r}; use {', '.join(CUSTOM)}"])
     if not Path(path).expanduser().is_file():
