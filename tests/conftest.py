@@ -45,6 +45,22 @@ def tiny_model(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
 
 
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory) -> Path:
+    """A saved tiny LLaVA with its processor (tiny_vlms.save_tiny_llava)."""
+    from tiny_vlms import save_tiny_llava
+
+    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def llava(llava_dir):
+    """(model, processor) of the tiny LLaVA through plain transformers."""
+    from tiny_vlms import load_reference
+
+    return load_reference(llava_dir)
+
+
 @pytest.fixture()
 def chat_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)

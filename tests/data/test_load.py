@@ -392,3 +392,19 @@ def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_
             "--num_train_epochs 5, --per_device_train_batch_size 8") in result.stderr
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert json.dumps(manifest).count('"per_device_train_batch_size": 8') == 1, manifest
+
+
+def test_shapes_recommends_training_the_vision_side_in_full_unless_another_tuner_is_chosen():
+    from tunestack.config import TrainArgs, TunerArgs, parse_groups
+    from tunestack.data.builtin import recommended_in_effect, recommended_presets
+
+    def parsed(*argv):
+        data, tuner, train = parse_groups([DataArgs, TunerArgs, TrainArgs], list(argv), presets=recommended_presets)
+        return tuner, train, recommended_in_effect(data, tuner, train)
+
+    tuner, train, applied = parsed("--dataset", "shapes")
+    assert (tuner.tuner, tuner.freeze_language, tuner.freeze_vision, train.learning_rate) == ("full", True, False, 1e-3)
+    assert applied["tuner"] == "full" and applied["freeze_language"] is True
+    tuner, train, applied = parsed("--dataset", "shapes", "--tuner", "lora")  # an adapter on the language model
+    assert (tuner.tuner, tuner.freeze_language, tuner.freeze_vision, train.learning_rate) == ("lora", False, True, None)
+    assert applied == {"num_train_epochs": 3.0, "per_device_train_batch_size": 8}

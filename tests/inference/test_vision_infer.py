@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from helpers import cli
-from tiny_vlms import (build_tiny_qwen2_vl, image, load_reference, qwen2_vl_inputs, reference_generate,
-                       save_png, save_tiny_llava)
+from tiny_vlms import build_tiny_qwen2_vl, image, qwen2_vl_inputs, reference_generate, save_png
 from tunestack.inference.engine import SamplingParams
 from tunestack.inference.pt import PtEngine
 
@@ -18,17 +17,6 @@ QUESTION = "What is 12 + 30?"
 def asking(*images_first, text=QUESTION) -> list[dict]:
     """One user message: an image part per picture, then the text."""
     return [{"role": "user", "content": [*({"type": "image"} for _ in images_first), {"type": "text", "text": text}]}]
-
-
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
-
-
-@pytest.fixture(scope="module")
-def llava(llava_dir):
-    """(model, processor) of the tiny LLaVA through plain transformers."""
-    return load_reference(llava_dir)
 
 
 @pytest.fixture(scope="module")

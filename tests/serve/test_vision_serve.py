@@ -12,19 +12,9 @@ import openai
 import pytest
 
 from server_helpers import make_serving, running_server, serve_subprocess
-from tiny_vlms import image, load_reference, png_bytes, png_data_url, reference_generate, save_tiny_llava
+from tiny_vlms import image, png_bytes, png_data_url, reference_generate
 
 QUESTION = "What is 12 + 30?"
-
-
-@pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return save_tiny_llava(tmp_path_factory.mktemp("tiny-llava"))
-
-
-@pytest.fixture(scope="module")
-def llava(llava_dir):
-    return load_reference(llava_dir)
 
 
 @pytest.fixture(scope="module")

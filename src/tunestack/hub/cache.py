@@ -29,3 +29,26 @@ def _hf_home() -> Path:
     from huggingface_hub import constants
 
     return Path(constants.HF_HOME)
+
+
+def build_in_place(target: Path, write, record: dict, record_name: str) -> None:
+    """Run `write(folder)` in a hidden sibling of `target`, add `record` as JSON file `record_name`, and rename the
+    folder into place only once complete: a reader sees no `target`, or a whole one. Leftovers of killed builds are
+    cleared first; the caller holds the lock that keeps other writers out."""
+    import json
+    import shutil
+    import uuid
+
+    for leftover in target.parent.glob(f".{target.name}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()  # unlike tempfile.mkdtemp, honours the umask, so a shared cache stays readable
+    try:
+        write(partial)
+        (partial / record_name).write_text(json.dumps(record, indent=2) + "\n")
+        if target.exists():  # incomplete, and not ours: nothing else writes there
+            shutil.rmtree(target)
+        os.replace(partial, target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -5,11 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
-import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 from tunestack.errors import ModelNotFoundError
@@ -59,21 +55,11 @@ def convert_gguf(gguf: Path, hub_id: str | None = None) -> Path:
 
 def _convert_into(gguf: Path, target: Path, hub_id: str | None) -> None:
     """Convert into a temporary sibling directory and move it into place only once complete."""
-    for leftover in target.parent.glob(f".{target.name}.partial-*"):  # from a killed conversion
-        shutil.rmtree(leftover, ignore_errors=True)
+    from tunestack.hub.cache import build_in_place
+
     print(f"converting {gguf} to safetensors (once) ...", file=sys.stderr, flush=True)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()  # unlike tempfile.mkdtemp, honours the umask, so a shared cache stays readable
-    try:
-        _write_hf_model(gguf, partial)
-        record = {"source": str(gguf), "size": gguf.stat().st_size, "fingerprint": _fingerprint(gguf), "hub_id": hub_id}
-        (partial / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if target.exists():  # incomplete, and not ours: nothing else writes there
-            shutil.rmtree(target)
-        os.replace(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    record = {"source": str(gguf), "size": gguf.stat().st_size, "fingerprint": _fingerprint(gguf), "hub_id": hub_id}
+    build_in_place(target, lambda folder: _write_hf_model(gguf, folder), record, SOURCE_RECORD)
 
 
 def _write_hf_model(gguf: Path, out: Path) -> None:

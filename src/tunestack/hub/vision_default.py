@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import sys
-import uuid
 from pathlib import Path
 
 from tunestack.errors import ModelNotFoundError
@@ -89,21 +86,11 @@ def _recipe() -> dict:
 
 def _build_into(text_model: Path, target: Path) -> None:
     """Build into a temporary sibling directory and move it into place only once complete."""
-    for leftover in target.parent.glob(f".{target.name}.partial-*"):  # from a killed build
-        shutil.rmtree(leftover, ignore_errors=True)
+    from tunestack.hub.cache import build_in_place
+
     print(f"building {VISION_DEFAULT} from {text_model} (once) ...", file=sys.stderr, flush=True)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    partial.mkdir()
-    try:
-        _write_vision_model(text_model, partial)
-        record = {"built_from": str(text_model), "language_model": ALIASES[EMBEDDED_DEFAULT].hf, "recipe": _recipe()}
-        (partial / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        if target.exists():  # incomplete, and not ours: nothing else writes there
-            shutil.rmtree(target)
-        os.replace(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    record = {"built_from": str(text_model), "language_model": ALIASES[EMBEDDED_DEFAULT].hf, "recipe": _recipe()}
+    build_in_place(target, lambda folder: _write_vision_model(text_model, folder), record, SOURCE_RECORD)
 
 
 def _write_vision_model(text_model: Path, out: Path) -> None:

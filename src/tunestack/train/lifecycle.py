@@ -293,7 +293,14 @@ def say_recommended(data_args: DataArgs, tuner_args: TunerArgs, train_args: Trai
     if applied := recommended_in_effect(data_args, tuner_args, train_args):
         name = data_args.dataset[0].split("#")[0]
         say(f"{name}'s recommended settings (a flag overrides any): "
-            + ", ".join(f"--{k} {v:g}" for k, v in applied.items()))
+            + ", ".join(f"--{k} {_shown(v)}" for k, v in applied.items()))
+
+
+def _shown(value) -> str:
+    """A flag's value as typed: true/false, 5e-4, full."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
 def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits):

@@ -24,8 +24,14 @@ BUILTIN_DATASETS = {
 RECOMMENDED = {
     "self-cognition": {"lora_rank": 16, "learning_rate": 5e-4, "num_train_epochs": 5.0,
                        "per_device_train_batch_size": 8},
+    # The embedded vision default's tower and projector start random: they train in full, the language model stays
+    # as it was (so its text answers do not change).
+    "shapes": {"tuner": "full", "freeze_language": True, "freeze_vision": False, "learning_rate": 1e-3,
+               "num_train_epochs": 3.0, "per_device_train_batch_size": 8},
 }
-_ADAPTER_ONLY = ("lora_rank", "learning_rate")  # full fine-tuning keeps its own rank-free, lower defaults
+# Settings that hold only for the kind of tuner recommended (an adapter, or full): a run with the other kind keeps
+# its own defaults for them (full fine-tuning its lower rate, an adapter its whole model).
+_TUNER_BOUND = ("tuner", "lora_rank", "learning_rate", "freeze_language", "freeze_vision")
 # The tasks each built-in serves; the first is the one `tunestack datasets` lists.
 BUILTIN_TASKS = {"self-cognition": ("sft",), "arith": ("sft", "prompts"), "arith-pref": ("preference", "kto"),
                  "shapes": ("sft",)}
@@ -91,8 +97,11 @@ def recommended_presets(raw: dict) -> dict:
              for part in str(item).split(",") if part.strip()}
     if len(names) != 1 or (name := names.pop()) not in RECOMMENDED:
         return {}
-    full = str(raw.get("tuner", "")).lower() == "full"
-    return {k: v for k, v in RECOMMENDED[name].items() if not (full and k in _ADAPTER_ONLY)}
+    preset = RECOMMENDED[name]
+    chosen_full = str(raw.get("tuner", preset.get("tuner", "lora"))).lower() == "full"
+    if chosen_full == (preset.get("tuner") == "full"):
+        return dict(preset)
+    return {k: v for k, v in preset.items() if k not in _TUNER_BOUND}  # another kind of tuner than recommended
 
 
 PRESET_FLAGS = sorted({k for settings in RECOMMENDED.values() for k in settings})
