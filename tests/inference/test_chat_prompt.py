@@ -23,8 +23,8 @@ def test_serve_infer_and_eval_render_the_same_prompt(tiny_tokenizer):
     assert chat_prompt(SimpleNamespace(tokenizer=tiny_tokenizer), request) == expected
     assert Chat(None, tiny_tokenizer).prompt_ids(CONVERSATION) == expected
     backend = LocalBackend.__new__(LocalBackend)
-    backend.tokenizer, seen = tiny_tokenizer, []
-    backend._run = lambda ids, until, max_new_tokens, progress: seen.extend(ids) or ["" for _ in ids]
+    backend.tokenizer, backend.processor, seen = tiny_tokenizer, None, []
+    backend._run = lambda ids, until, max_new_tokens, progress, media=None: seen.extend(ids) or ["" for _ in ids]
     backend.chat([CONVERSATION], 4, lambda n: None)
     assert seen == [expected]
 
