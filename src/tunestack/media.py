@@ -62,12 +62,6 @@ def image_reference(value: str, base_dir: Path | None = None) -> str:
     return str((Path(base_dir) / path).absolute()) if base_dir is not None else str(path)
 
 
-def image_refs(messages: list[dict]) -> list[str]:
-    """The image references of a conversation, in the order the messages and their parts hold them."""
-    return [part["image"] for m in messages if isinstance(m.get("content"), list)
-            for part in m["content"] if isinstance(part, dict) and part.get("type") == "image"]
-
-
 def image_bytes(ref: str, where: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """The encoded bytes behind a reference, at most `max_bytes`; MediaError naming `where` otherwise."""
     if ref.startswith("data:"):

@@ -178,9 +178,9 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
     from tunestack.compat import import_gptqmodel_quietly
 
     import_gptqmodel_quietly()  # before peft touches the model
-    from tunestack.model.vision import is_multimodal
-
     from transformers import AutoModelForImageTextToText
+
+    from tunestack.model.vision import is_multimodal
 
     auto = AutoModelForImageTextToText if is_multimodal(plan.resolved.path) else AutoModelForCausalLM
     model = auto.from_pretrained(plan.resolved.path, dtype=torch.float32,

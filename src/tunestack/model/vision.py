@@ -42,10 +42,12 @@ def load_processor(path, trust_remote_code: bool = False, chat_template: str | N
         processor.chat_template = chat_template
     if not getattr(processor, "chat_template", None):
         raise TunestackError(f"the processor in {path} has no chat template; pass --chat_template FILE.jinja")
+    from tunestack.model.load import set_pad_token
+
     tokenizer = processor.tokenizer
     tokenizer.chat_template = processor.chat_template
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        set_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return processor
 

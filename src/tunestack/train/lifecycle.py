@@ -303,7 +303,7 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float | int) else str(value)
 
 
-def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits):
+def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits, tokenizer):
     """A vision-language model's processor, or None for a text model (which refuses data with images); methods
     other than sft refuse vision-language models."""
     from tunestack.model.vision import is_multimodal, load_processor
@@ -318,12 +318,9 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
                            "one yet (sft does)"])
     if data_args.packing:
         raise ConfigError(["--packing: rows of a vision-language model are not packed yet; drop --packing"])
-    chat_template = None
-    if model_args.chat_template:
-        from pathlib import Path
-
-        chat_template = Path(model_args.chat_template).expanduser().read_text(encoding="utf-8")
-    return load_processor(start.resolved.path, model_args.trust_remote_code, chat_template)
+    # --chat_template's file, already read and checked by load_tokenizer, replaces the processor's template
+    template = tokenizer.chat_template if model_args.chat_template else None
+    return load_processor(start.resolved.path, model_args.trust_remote_code, template)
 
 
 def _method_args(method: Method, given):
@@ -395,7 +392,7 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
         if problem := reference_problem(method_args.ref_model, tokenizer, model_args):
             raise ConfigError([problem])
-    processor = _processor(start, model_args, method, data_args, splits)
+    processor = _processor(start, model_args, method, data_args, splits, tokenizer)
     if processor is not None:
         tokenizer = processor.tokenizer
     media = {"processor": processor} if processor is not None else {}

@@ -56,43 +56,31 @@ def encode_media(splits, processor, data: DataArgs):
 
 
 def trainer(prepared: Prepared):
+    """The trainer over encoded rows; a vision-language model's rows (lists of text, token ids and image references)
+    are batched by its processor, which is saved with the run."""
     from tunestack.data.encode import to_dataset
     from tunestack.data.packing import Collator
     from tunestack.train.extensions import loss_function, metrics_function
     from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer, predicted_ids
 
-    train = prepared.train
+    train, val, args = prepared.train, prepared.val, prepared.training_args()
     metrics = metrics_function(prepared.args)
     if prepared.processor is not None:
-        return media_trainer(prepared, metrics)
-    return TunestackTrainer(
-        model=prepared.model,
-        args=prepared.training_args(),
-        train_dataset=to_dataset(train) if isinstance(train, list) else train,
-        eval_dataset=to_dataset(prepared.val) if prepared.val else None,
-        data_collator=TokenCountingCollator(Collator(prepared.tokenizer.pad_token_id)),
-        processing_class=prepared.tokenizer,
-        compute_loss_func=loss_function(prepared.args),
-        compute_metrics=metrics,
-        preprocess_logits_for_metrics=predicted_ids if metrics is not None else None,
-    )
+        from tunestack.data.vision import MediaCollator
 
-
-def media_trainer(prepared: Prepared, metrics):
-    """The trainer over a vision-language model's rows: the processor builds each batch and is saved with the run."""
-    from tunestack.data.vision import MediaCollator
-    from tunestack.train.extensions import loss_function
-    from tunestack.train.trainer import TokenCountingCollator, TunestackTrainer, predicted_ids
-
-    args = prepared.training_args()
-    args.remove_unused_columns = False  # the collator reads the rows' text and image references
+        collator, processing = MediaCollator(prepared.processor, prepared.data.max_length), prepared.processor
+        args.remove_unused_columns = False  # the collator reads the rows' text and image references
+    else:
+        collator, processing = Collator(prepared.tokenizer.pad_token_id), prepared.tokenizer
+        train = to_dataset(train) if isinstance(train, list) else train
+        val = to_dataset(val) if val else None
     return TunestackTrainer(
         model=prepared.model,
         args=args,
-        train_dataset=prepared.train,
-        eval_dataset=prepared.val,
-        data_collator=TokenCountingCollator(MediaCollator(prepared.processor, prepared.data.max_length)),
-        processing_class=prepared.processor,
+        train_dataset=train,
+        eval_dataset=val,
+        data_collator=TokenCountingCollator(collator),
+        processing_class=processing,
         compute_loss_func=loss_function(prepared.args),
         compute_metrics=metrics,
         preprocess_logits_for_metrics=predicted_ids if metrics is not None else None,
