@@ -11,6 +11,9 @@ TESTED_MODEL_TYPES = {
     "gpt_oss": "gpt-oss",
 }
 """Model types the family matrix (tests/families) takes through sft, infer, serve, export and eval."""
+TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "idefics3": "Idefics3, SmolVLM"}
+"""Vision-language model types whose masks, adapters and training tiny models test (tests/train/test_vision_sft.py),
+LLaVA also through infer, serve, eval and export."""
 
 UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
               "only the architectures it names")
@@ -20,7 +23,7 @@ _noted: set[str] = set()
 def note_untested(model_type: str | None) -> None:
     """Say once per process that a model of an untested family is tried as a generic causal LM, and what was not
     verified for it."""
-    if not model_type or model_type in TESTED_MODEL_TYPES or model_type in _noted:
+    if not model_type or model_type in TESTED_MODEL_TYPES or model_type in TESTED_VISION_TYPES or model_type in _noted:
         return
     _noted.add(model_type)
     print(f"note: model type {model_type!r} is not among the families tunestack is tested with; it is tried as a "
