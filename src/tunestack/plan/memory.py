@@ -50,6 +50,9 @@ class Memory:
     """CPU: freed activation memory glibc keeps."""
     gathered: int = 0
     """ZeRO-3 / FSDP: full layers gathered for compute."""
+    cast_weights: int = 0
+    """Full fine-tuning of fp32 weights in bf16/fp16 compute: autocast's half-precision copy of every weight a matmul
+    reads, which autograd keeps for the backward pass."""
     host: int = 0
     """CPU memory holding offloaded states (not on the device)."""
     load: int = 0
@@ -64,7 +67,8 @@ class Memory:
     @property
     def peak(self) -> int:
         backward = max(self.activation_bytes + self.gradients_in_backward, self.gradients)  # then the optimizer step
-        training = self.weights + self.optimizer + backward + self.process + self.heap_kept + self.gathered
+        training = (self.weights + self.optimizer + backward + self.process + self.heap_kept + self.gathered
+                    + self.cast_weights)
         return max(training, self.load)
 
     @property
@@ -107,6 +111,9 @@ def memory(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Memory:
         weights //= world
         largest = shape.layer_linear_params + max(shape.embedding_params, shape.head_params)
         gathered = 2 * largest * setup.compute_bytes  # the layer computing and the one prefetched
+    cast = 0
+    if setup.tuner == "full" and setup.compute_bytes == 2 and not mixed and shard.stage < 3:
+        cast = (shape.layers * shape.layer_linear_params + shape.vocab * shape.hidden) * 2  # the layers and the head
     if shard.offload_optimizer:
         host, optimizer = host + optimizer, 0
     if shard.offload_params:
@@ -122,10 +129,11 @@ def memory(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Memory:
             # with the pages of the layers read for quantizing still resident.
             weights += shape.layers * shape.layer_linear_params * 4
         return Memory(weights, gradients, optimizer, acts, setup.checkpointing, held, host=host, gathered=gathered,
-                      process=CPU_PROCESS["adapter" if setup.adapter else "full"],
+                      cast_weights=cast, process=CPU_PROCESS["adapter" if setup.adapter else "full"],
                       heap_kept=int(CPU_HEAP_KEPT[setup.checkpointing] * _heap_sized(acts)),
                       load=_load_peak(shape, setup, weights))
-    found = Memory(weights, gradients, optimizer, acts, setup.checkpointing, held, host=host, gathered=gathered)
+    found = Memory(weights, gradients, optimizer, acts, setup.checkpointing, held, host=host, gathered=gathered,
+                   cast_weights=cast)
     return replace(found, reserve=GPU_RESERVE[0] + int(GPU_RESERVE[1] * found.peak))
 
 

@@ -54,6 +54,7 @@ def as_json(estimate) -> dict:
                    "activations": mem.activation_bytes, "activations_without_checkpointing": acts.full,
                    "activations_with_checkpointing": acts.checkpointed, "logits": acts.logits,
                    "process": mem.process, "heap_kept": mem.heap_kept, "gathered": mem.gathered,
+                   "cast_weights": mem.cast_weights,
                    "offloaded_to_cpu": mem.host, "load_peak": mem.load, "reserve": mem.reserve},
         "peak_bytes": mem.peak,
         "needed_bytes": mem.needed,
@@ -95,6 +96,7 @@ def render(estimate) -> str:
         (f"activations ({ckpt} checkpointing)", mem.activation_bytes,
          f"without: {_gib(acts.full)}, with: {_gib(acts.checkpointed)}; logits and loss {_gib(acts.logits)}"),
         ("gathered layers (ZeRO-3 / FSDP)", mem.gathered, ""),
+        ("half-precision weight copies", mem.cast_weights, "autocast's, kept for the backward pass"),
         ("process (Python, torch, libraries, data)", mem.process, "measured on this platform"),
         ("heap kept by the allocator", mem.heap_kept, "glibc keeps freed activation memory"),
     ]
