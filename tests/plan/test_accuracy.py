@@ -18,6 +18,7 @@ from tunestack.plan.measure import run_measured
 
 MEMORY_TOLERANCE = 0.15
 TIME_TOLERANCE = 0.20
+pytestmark = pytest.mark.serial  # the estimates are checked against measured time and memory
 
 
 def parsed(*argv: str) -> tuple[TrainingGroups, PlanArgs]:

@@ -8,12 +8,14 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from server_helpers import serve_subprocess
 
 LONG = 8000
 """Tokens the long stream asks for: far more than the 20 it reads before disconnecting."""
 READ = 20
+pytestmark = pytest.mark.serial  # the disconnect is timed against the stream's pace
 
 
 def metrics(url) -> dict[str, float]:

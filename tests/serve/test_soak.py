@@ -14,6 +14,7 @@ import pytest
 from helpers import cli_env
 
 SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "serve_soak.py"
+pytestmark = pytest.mark.serial  # memory must stay flat and every request finish in time
 
 
 @pytest.mark.slow
