@@ -250,7 +250,22 @@ class ParallelArgs:
 
 
 @dataclass
-class InferArgs:
+class SpeculationArgs:
+    """Speculative decoding (pt backend): drafted tokens checked by one forward pass of the model while a single
+    sequence is generating; greedy output is unchanged and sampling keeps its distribution."""
+
+    prompt_lookup_tokens: int = arg(
+        0, "draft this many tokens by prompt lookup (the continuation of the latest earlier occurrence of the last "
+        "few tokens): fast when answers repeat their input; 0: off", check=NON_NEGATIVE,
+        aliases=("prompt_lookup_num_tokens",))
+    draft_model: str | None = arg(
+        None, "a small model sharing the model's tokenizer that drafts --num_speculative_tokens tokens a step "
+        "(alias, local folder or hub id)", aliases=("assistant_model",))
+    num_speculative_tokens: int = arg(4, "tokens the --draft_model drafts each step", check=POSITIVE)
+
+
+@dataclass
+class InferArgs(SpeculationArgs):
     """Generation from a model or run directory."""
 
     adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
@@ -282,7 +297,7 @@ class InferArgs:
 
 
 @dataclass
-class ServeArgs:
+class ServeArgs(SpeculationArgs):
     """The OpenAI-compatible HTTP server."""
 
     adapter: list[str] = arg(

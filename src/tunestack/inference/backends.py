@@ -17,6 +17,7 @@ class EngineOptions:
     max_context: int | None = None
     allow_pickle: bool = False  # load pickle weight files (.bin), which can run code (pt backend; others load their own)
     images_from: str | None = None  # the flag bringing images (--image): a text-only model is refused before it loads
+    speculation: object | None = None  # config.SpeculationArgs (pt backend)
 
 
 @dataclass
@@ -39,6 +40,15 @@ def build_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOpti
     """The engine for `backend` with its tokenizer and, for a vision-language model on the pt backend, its
     processor (other backends generate from text only here)."""
     options = options or EngineOptions()
+    spec = options.speculation
+    if spec is not None and (spec.prompt_lookup_tokens or spec.draft_model):
+        from tunestack.errors import TunestackError
+
+        if backend != "pt":
+            raise TunestackError(f"--prompt_lookup_tokens / --draft_model: speculative decoding here runs on "
+                                 f"--backend pt; {backend} has settings of its own for it")
+        if spec.prompt_lookup_tokens and spec.draft_model:
+            raise TunestackError("--prompt_lookup_tokens and --draft_model: pick one drafter")
     if backend == "pt":
         return _pt_engine(model_args, options)
     import importlib
@@ -61,5 +71,24 @@ def _pt_engine(model_args: ModelArgs, options: EngineOptions):
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids, max_batch=options.max_batch,
-                      max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)))
+                      max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)),
+                      speculator=_speculator(model_args, options, loaded))
     return EngineParts(engine, loaded.tokenizer, loaded.processor)
+
+
+def _speculator(model_args: ModelArgs, options: EngineOptions, loaded):
+    """The drafter the speculation flags ask for (None without them); a draft model loads like the model itself."""
+    from dataclasses import replace
+
+    from tunestack.inference.speculative import DraftModel, PromptLookup, check_same_tokenizer
+
+    spec = options.speculation
+    if spec is None or not (spec.prompt_lookup_tokens or spec.draft_model):
+        return None
+    if spec.prompt_lookup_tokens:
+        return PromptLookup(spec.prompt_lookup_tokens)
+    from tunestack.inference.loading import load_for_inference
+
+    draft = load_for_inference(replace(model_args, model=spec.draft_model), allow_pickle=options.allow_pickle)
+    check_same_tokenizer(loaded.tokenizer, draft.tokenizer, spec.draft_model)
+    return DraftModel(draft.model, spec.num_speculative_tokens)

@@ -26,7 +26,8 @@ import torch
 
 from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
 from tunestack.inference.kv_batch import KVBatch, supports_batching
-from tunestack.inference.sampler import RowState, sample, token_logprobs
+from tunestack.inference.sampler import RowState, sample, token_logprobs, verify_draft
+from tunestack.inference.speculative import SpeculationStats, cut_cache
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 IMAGES_AT_EVERY_STEP = ("mllama",)
@@ -47,14 +48,18 @@ class _Sequence:
         self.generated = 0
         self.last_token: int | None = None
         self.length = len(request.prompt)
+        self.tokens = list(request.prompt)  # prompt and answer so far, for a drafter
 
 
 class PtEngine(Engine):
     """Continuous batching over a transformers model (optionally a PeftModel holding several named adapters)."""
 
     def __init__(self, model, pad_token_id: int | None, eos_token_ids: list[int], max_batch: int = 32,
-                 max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None):
+                 max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None,
+                 speculator=None):
         self.model = model.eval()
+        self.speculator = speculator  # speculative.PromptLookup or DraftModel: used while one sequence runs
+        self.speculation = SpeculationStats()
         self.token_texts = token_texts  # each token's text, for JSON mode
         self.eos_token_ids = set(eos_token_ids)
         self.max_batch = max_batch
@@ -205,6 +210,10 @@ class PtEngine(Engine):
         return token_logprobs(logits[:-1], prompt[1:], [k] * (len(prompt) - 1))
 
     def _decode(self) -> None:
+        if self.speculator is not None and len(self._running) == 1 and not self._waiting and \
+                self._running[0].request.media is None and not self._running[0].request.params.json_object:
+            if self._speculate(self._running[0]):
+                return
         device = self.model.device
         ids = torch.tensor([[s.last_token] for s in self._running], device=device)
         mask = self._batch.attention_mask(1, device)
@@ -217,26 +226,69 @@ class PtEngine(Engine):
         """Sample the next token for `sequences` (rows offset.. of the batch), emit it, retire finished rows."""
         tokens = sample(logits, [s.state for s in sequences], min(self.eos_token_ids, default=None))
         logprobs = token_logprobs(logits, tokens, [s.request.params.logprobs for s in sequences])
-        finished = []
-        for i, (seq, token) in enumerate(zip(sequences, tokens)):
-            params = seq.request.params
-            out = StepOutput(prompt_logprobs=prompt_lps[i] if prompt_lps else None)
-            if params.max_new_tokens <= 0:
-                out.finish_reason = "length"
-            elif (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
-                out.finish_reason = "stop"
-            else:
-                out.token_id, out.logprob = token, logprobs[i]
-                seq.state.record(token)
-                seq.generated += 1
-                seq.length += 1
-                seq.last_token = token
-                if seq.generated >= params.max_new_tokens or seq.length >= self.max_context:
-                    out.finish_reason = "length"
-            seq.request.emit(out)
-            if out.finish_reason:
-                finished.append(offset + i)
+        finished = [offset + i for i, (seq, token) in enumerate(zip(sequences, tokens))
+                    if self._emit(seq, token, logprobs[i], prompt_lps[i] if prompt_lps else None)]
         self._drop(finished)
+
+    def _emit(self, seq: _Sequence, token: int, logprob, prompt_lps=None) -> bool:
+        """Hand `token` to its request (or end it); True when the sequence is finished."""
+        params = seq.request.params
+        out = StepOutput(prompt_logprobs=prompt_lps)
+        if params.max_new_tokens <= 0:
+            out.finish_reason = "length"
+        elif (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            out.finish_reason = "stop"
+        else:
+            out.token_id, out.logprob = token, logprob
+            seq.state.record(token)
+            seq.tokens.append(token)
+            seq.generated += 1
+            seq.length += 1
+            seq.last_token = token
+            if seq.generated >= params.max_new_tokens or seq.length >= self.max_context:
+                out.finish_reason = "length"
+        seq.request.emit(out)
+        return out.finish_reason is not None
+
+    def _speculate(self, seq: _Sequence) -> bool:
+        """One speculative step for the only running sequence: the drafter's tokens checked in one forward pass,
+        the agreed ones and the model's own next token emitted, the cache cut back to what was kept. False when
+        the drafter has nothing to propose (a plain step follows)."""
+        key, params = seq.request.id, seq.request.params
+        before = len(seq.tokens)
+        room = min(params.max_new_tokens - seq.generated, self.max_context - seq.length) - 1
+        drafts = self.speculator.propose(key, seq.tokens, room)
+        if not drafts:
+            return False
+        device = self.model.device
+        batch = self._batch
+        width = batch.width
+        ids = torch.tensor([[seq.last_token, *drafts]], device=device)
+        mask = batch.attention_mask(ids.shape[1], device)
+        positions = batch.positions(device) + torch.arange(ids.shape[1], device=device)
+        out = self._forward(ids, mask, positions, batch.cache, [seq.request.adapter], ids.shape[1])
+        batch.cache = out.past_key_values
+        logits = out.logits[0].float()
+        self.speculation.proposed += len(drafts)
+        accepted, finished = 0, False
+        for position in range(len(drafts) + 1):
+            if position < len(drafts):
+                token, agreed = verify_draft(logits[position], seq.state, drafts[position])
+            else:
+                token, agreed = sample(logits[position:position + 1], [seq.state])[0], False
+            logprob = token_logprobs(logits[position:position + 1], [token], [params.logprobs])[0]
+            finished = self._emit(seq, token, logprob)
+            accepted += agreed
+            if finished or not agreed:
+                break
+        self.speculation.accepted += accepted
+        cut_cache(batch.cache, width + 1 + accepted)  # the last token's and the agreed drafts' keys and values
+        if finished:
+            self.speculator.forget(key)
+            self._drop([0])
+        else:
+            self.speculator.settle(key, min(before + accepted, len(seq.tokens) - 1))
+        return True
 
     def _drop(self, rows: list[int]) -> None:
         if not rows:

@@ -86,11 +86,19 @@ def _penalize(scores: torch.Tensor, row: RowState) -> torch.Tensor:
 
 
 def _draw(scores: torch.Tensor, row: RowState) -> int:
+    probs = _probabilities(scores, row)
+    if probs is None:
+        return int(scores.argmax())
+    return int(torch.multinomial(probs, 1, generator=row.generator))
+
+
+def _probabilities(scores: torch.Tensor, row: RowState) -> torch.Tensor | None:
+    """The distribution `row` samples from (temperature, top-k, top-p applied); None when no token is possible."""
     p = row.params
     # Extreme penalties or temperatures overflow float32; +inf scores would turn the softmax into NaN.
     scores = torch.nan_to_num(scores / p.temperature, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
     if torch.isneginf(scores).all():
-        return int(scores.argmax())
+        return None
     if 0 < p.top_k < scores.numel():
         kth = torch.topk(scores, p.top_k).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -101,8 +109,30 @@ def _draw(scores: torch.Tensor, row: RowState) -> int:
         drop[0] = False  # and always the most likely token (rounding can put it past a tiny top_p)
         scores = scores.clone()
         scores[order[drop]] = float("-inf")
-    probs = scores.softmax(-1)
-    return int(torch.multinomial(probs, 1, generator=row.generator))
+    return scores.softmax(-1)
+
+
+def verify_draft(logits: torch.Tensor, row: RowState, draft: int) -> tuple[int, bool]:
+    """The token `row` emits at a position where a drafter proposed `draft`, and whether that is the draft.
+
+    Greedy: the most likely token. Sampling: the draft with probability p(draft) under the row's own distribution,
+    else a token drawn from p with the draft taken out (renormalised): the rule of speculative sampling for a
+    deterministic drafter (its distribution q is all on the draft), which leaves each emitted token distributed
+    exactly as plain sampling would have drawn it. Penalties see the tokens recorded so far, as in `sample`."""
+    scores = _penalize(logits, row) if row.penalized else logits
+    if row.params.greedy:
+        token = int(scores.argmax())
+        return token, token == draft
+    probs = _probabilities(scores, row)
+    if probs is None:
+        return int(scores.argmax()), False
+    if float(torch.rand((), generator=row.generator, device=probs.device)) < float(probs[draft]):
+        return draft, True
+    rest = probs.clone()
+    rest[draft] = 0
+    if float(rest.sum()) <= 0:
+        return draft, True
+    return int(torch.multinomial(rest, 1, generator=row.generator)), False
 
 
 def token_logprobs(logits: torch.Tensor, chosen: list[int], top: list[int | None]) -> list[TokenLogprob | None]:

@@ -53,7 +53,7 @@ def detect_device(plan: PlanArgs, parallel: ParallelArgs) -> Device:
     if kind == "cpu":
         from tunestack.model.precision import cpu_has_fast_bf16
 
-        device = Device("cpu", _cpu_name(), _available_ram(), max(plan.gpus or 1, parallel.nproc), None,
+        device = Device("cpu", cpu_name(), _available_ram(), max(plan.gpus or 1, parallel.nproc), None,
                         cpu_has_fast_bf16(), CPU_EFFICIENCY)
         return replace(device, peak_flops=plan.peak_tflops * 1e12 if plan.peak_tflops else None,
                        efficiency=plan.efficiency or device.efficiency)
@@ -110,14 +110,22 @@ def _available_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """This CPU's model name, its core count, and whether it has AMX (bf16 matmuls several times fp32's) or only
+    AVX2 (bf16 emulated): the kind every speed figure depends on."""
     import os
     import platform
 
-    name = platform.processor() or platform.machine()
+    name, flags = platform.processor() or platform.machine(), ""
     try:
         with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+            for line in f:
+                if line.startswith("model name") and name in (platform.processor(), platform.machine()):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line
     except OSError:
         pass
-    return f"{name} ({os.cpu_count()} cores)"
+    kind = ", AMX" if "amx_bf16" in flags.split() else ", AVX-512" if "avx512f" in flags.split() else \
+        ", AVX2" if "avx2" in flags.split() else ""
+    return f"{name} ({os.cpu_count()} cores{kind})"

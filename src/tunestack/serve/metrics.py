@@ -31,6 +31,14 @@ class ServeMetrics:
               registry=self.registry).set_function(engine.running)
         Gauge("tunestack_admitted_sequences", "sequences admitted and not finished (running or queued)",
               registry=self.registry).set_function(admitted)
+        stats = getattr(engine, "speculation", None)  # the pt engine's speculative decoding counts
+        if stats is not None and getattr(engine, "speculator", None) is not None:
+            Gauge("tunestack_speculative_draft_tokens", "draft tokens proposed to the model since the server started",
+                  registry=self.registry).set_function(lambda: stats.proposed)
+            Gauge("tunestack_speculative_accepted_tokens", "draft tokens the model agreed with (emitted without a "
+                  "forward pass of their own)", registry=self.registry).set_function(lambda: stats.accepted)
+            Gauge("tunestack_speculative_acceptance_rate", "accepted / proposed draft tokens",
+                  registry=self.registry).set_function(lambda: stats.acceptance_rate)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
