@@ -170,6 +170,9 @@ class TrainArgs:
                                             "while training (e.g. 5)", check=POSITIVE)
     use_liger_kernel: bool = arg(False, "Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary, fused linear "
                                  "cross-entropy); CUDA only, needs `pip install liger-kernel`")
+    torch_compile: bool = arg(
+        False, "compile the model with torch.compile (inductor) for training; where inductor cannot compile, one "
+        "warning and eager mode; the compile time is recorded in run.json apart from training")
     logging_steps: int = arg(5, "log metrics every N steps", check=POSITIVE)
     save_steps: int = arg(100, "write a resumable checkpoint every N steps", check=POSITIVE)
     save_total_limit: int = arg(2, "complete checkpoints kept", check=POSITIVE)

@@ -103,6 +103,9 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
     win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by
     TunestackTrainer unless the method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count
     in every checkpoint."""
+    from tunestack.train.compile import use_torch_compile
+    from tunestack.train.lifecycle import say
+
     method = {"include_num_input_tokens_seen": "no", **method}
     eval_steps = args.eval_steps or args.save_steps
     base = dict(
@@ -139,6 +142,7 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
         optim=args.optim,
         neftune_noise_alpha=args.neftune_noise_alpha,
         use_liger_kernel=args.use_liger_kernel,
+        torch_compile=use_torch_compile(args.torch_compile, say),
     )
     return config_class(**{**base, **method})  # a method's own value wins
 
