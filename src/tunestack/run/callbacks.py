@@ -51,6 +51,13 @@ class RunDirCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._last = (time.perf_counter(), state.num_input_tokens_seen)
+        if state.is_world_process_zero:
+            from tunestack.train.lifecycle import say
+            from tunestack.train.startup import describe, startup_seconds
+
+            parts = startup_seconds()
+            self.run.update(startup_seconds=parts)
+            say(describe(parts))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

@@ -378,7 +378,10 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     method_args = _method_args(method, method_args)
     if progress is None:
         progress = Progress(run.path, enabled=is_main(), listeners=[TerminalBar()], defer=True)
+    from tunestack.train import startup
+
     # Data first: a bad row fails here, before a model is loaded or a run directory is touched.
+    startup.mark("data")
     progress.start("data", message=", ".join(data_args.dataset))
     splits = load_datasets(data_args, task=method.task, seed=train_args.seed)
     if splits.report.get("train_rows") is not None:
@@ -409,6 +412,7 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
         run.prepare(resume=train_args.resume, overwrite=train_args.overwrite_output_dir)
         progress.open()  # the folder is this run's now: a fresh run starts its events over, a resumed one appends
     barrier()
+    startup.mark("model")
     progress.start("load", message=start.resolved.source)
     compute = resolve_dtype("bf16" if train_args.bf16 else "fp32") if train_args.bf16 is not None \
         else resolve_dtype(model_args.dtype)

@@ -1,0 +1,35 @@
+"""Time to the first training step, split where it goes: starting Python and importing the libraries, reading and
+tokenizing the data, loading the model and setting up training. Marked as each phase begins; recorded in run.json
+(`startup`) and said once training begins, so a short job's fixed costs are in plain sight."""
+
+from __future__ import annotations
+
+import time
+
+_marks: dict[str, float] = {}
+
+
+def mark(phase: str) -> None:
+    """Note when `phase` ("data", "model") began in this process (the first time only)."""
+    _marks.setdefault(phase, time.time())
+
+
+def process_start() -> float:
+    """When this process started (seconds since the epoch), from the kernel's record of it."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+def startup_seconds(now: float | None = None) -> dict[str, float]:
+    """{imports, data, model, total}: seconds from the process's start to `now` (default: this moment)."""
+    now = now or time.time()
+    began = process_start()
+    data, model = _marks.get("data", began), _marks.get("model", _marks.get("data", began))
+    parts = {"imports": data - began, "data": model - data, "model": now - model, "total": now - began}
+    return {name: round(max(seconds, 0.0), 2) for name, seconds in parts.items()}
+
+
+def describe(parts: dict[str, float]) -> str:
+    return (f"first step after {parts['total']:.1f} s: imports {parts['imports']:.1f} s, data {parts['data']:.1f} s, "
+            f"model and training setup {parts['model']:.1f} s")
