@@ -13,6 +13,26 @@ from helpers import CHAT_ROWS, build_model, build_tokenizer, write_jsonl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+LONGEST_FIRST = ("integration/test_demo.py", "train/test_distributed.py", "integration/test_cli.py",
+                 "export/test_quant_methods.py", "train/test_align.py")
+"""Files whose tests take the longest (minutes together): with several workers they start first, so that the rest
+of the suite fills the time around them instead of waiting behind them at the end."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run in the serial part (a page waits on a server while the other worker loads the CPU); with
+    several workers, the longest files go first."""
+    for item in items:
+        if "page" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.serial)
+    if getattr(config.option, "numprocesses", None):
+        def rank(item):
+            path = item.nodeid.split("::")[0].removeprefix("tests/")
+            return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+        items.sort(key=rank)  # stable: the order within each file and among the others is kept
+
 
 @pytest.fixture(scope="session", autouse=True)
 def session_hf_home(tmp_path_factory) -> Path:

@@ -36,7 +36,10 @@ def test_a_greedy_reply_in_the_page_matches_the_server(page, ui_server, ui_workd
     page.locator("#chat-history .generating").wait_for(state="detached")
     page.screenshot(path=artifacts / "chat.png", full_page=True)
 
-    job = Jobs(ui_server.runs / ".ui-jobs").running("chat")[0]
+    jobs = Jobs(ui_server.runs / ".ui-jobs")
+    running = jobs.running("chat")
+    assert running, [(j.command, j.returncode(), j.log_path.read_text()[-2000:]) for j in jobs.list("chat")]
+    job = running[0]
     client = openai.OpenAI(base_url=server_url(job) + "/v1", api_key="none")
     expected = client.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPT}],
                                               temperature=0, max_tokens=12).choices[0].message.content
