@@ -10,8 +10,14 @@ bash scripts/setup.sh test
 cores=$("$PY" -c "import os; print(len(os.sched_getaffinity(0)))")
 workers=${TEST_WORKERS:-$(( cores < 2 ? 1 : 2 ))}
 
-# pytest exits 5 when a selection (-k, a path) leaves a part with no test: that part passed.
-part() { "$PY" -m pytest -q "$@" || { status=$?; [[ $status == 5 ]] || exit $status; }; }
+# pytest exits 5 when a selection (-k, a path) leaves a part with no test: that part passed. A part that fails
+# does not stop the other; the script exits with the first failure's status.
+failed=0
+part() {
+  local status=0
+  "$PY" -m pytest -q "$@" || status=$?
+  if [[ $status != 0 && $status != 5 && $failed == 0 ]]; then failed=$status; fi
+}
 
 if (( workers > 1 )); then
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} part -n "$workers" --dist loadfile -m "not serial" "$@"
@@ -19,3 +25,4 @@ if (( workers > 1 )); then
 else
   part "$@"
 fi
+exit $failed
