@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--draft_layers", type=int, default=0)
     parser.add_argument("--num_speculative_tokens", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--dtype", default="auto", help="as tunestack's --dtype: auto, bf16, fp32")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
     args = parser.parse_args()
@@ -65,7 +66,7 @@ def main() -> None:
     from tunestack.inference.speculative import DraftModel, PromptLookup
     from tunestack.plan.device import cpu_name
 
-    loaded = load_for_inference(ModelArgs(model=args.model))
+    loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
     model, tokenizer = loaded.model, loaded.tokenizer
     workloads = {
         "edit": [EDIT.format(p) for p in PARAGRAPHS[:1 if args.quick else None]],

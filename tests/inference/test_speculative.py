@@ -40,7 +40,7 @@ def generate(model, tokenizer, prompts, params, speculator=None):
 def test_greedy_output_is_exactly_plain_decoding(models, tiny_tokenizer, drafter, settings):
     model, other = models
     params = SamplingParams(**{"max_new_tokens": 30, "ignore_eos": True, **settings})
-    speculator = {"prompt lookup": PromptLookup(5), "same model": DraftModel(model, 4),
+    speculator = {"prompt lookup": PromptLookup(5, min_ngram=1), "same model": DraftModel(model, 4),
                   "other model": DraftModel(other, 3)}[drafter]
     plain, _ = generate(model, tiny_tokenizer, PROMPTS, params)
     fast, stats = generate(model, tiny_tokenizer, PROMPTS, params, speculator)

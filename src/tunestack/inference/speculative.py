@@ -5,7 +5,8 @@ Two drafters: prompt lookup (the continuation of the latest earlier occurrence o
 prompt or the answer so far: free, and strong when answers quote their input) and a small draft model sharing the
 target's tokenizer (its greedy continuation). Both propose deterministically, so the acceptance rule in
 `sampler.verify_draft` keeps greedy output identical to plain decoding and sampled tokens distributed as plain
-sampling draws them.
+sampling draws them; identical up to rounding: in bf16 the check pass computes several positions at once, and a
+near-tie can fall the other way than in a one-position pass.
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ class SpeculationStats:
 
 class PromptLookup:
     """Drafts by n-gram lookup: find the latest earlier place where the last `n` tokens occurred (n from
-    `max_ngram` down to 1) and propose the tokens that followed it there."""
+    `max_ngram` down to `min_ngram`) and propose the tokens that followed it there. A single matching token is too
+    weak a clue: its drafts are mostly wrong, and a rejected draft costs a wider forward pass for nothing."""
 
-    def __init__(self, num_tokens: int, max_ngram: int = 3):
+    def __init__(self, num_tokens: int, max_ngram: int = 3, min_ngram: int = 2):
         self.num_tokens = num_tokens
         self.max_ngram = max_ngram
+        self.min_ngram = min_ngram
 
     def propose(self, key: int, tokens: list[int], limit: int) -> list[int]:
         limit = min(limit, self.num_tokens)
         if limit <= 0:
             return []
-        for n in range(min(self.max_ngram, len(tokens) - 1), 0, -1):
+        for n in range(min(self.max_ngram, len(tokens) - 1), self.min_ngram - 1, -1):
             tail = tokens[-n:]
             for start in range(len(tokens) - n - 1, -1, -1):
                 if tokens[start:start + n] == tail:
