@@ -154,3 +154,55 @@ def test_a_text_only_model_refuses_images_with_a_400(tiny_model_dir):
         serving.engine.close()
     message = refused.value.body["message"]
     assert message.startswith("messages[0].content[0]: the model `tiny` takes text only")
+
+
+def test_a_full_server_answers_429_before_fetching_the_images(llava_dir):
+    """With the only slot taken by a running stream, a request with an image URL is refused by the real
+    admission (its 429 counter moves) without the image being fetched; once the slot frees it is fetched once."""
+    import httpx
+
+    from tunestack.config import ModelArgs
+    from tunestack.inference.backends import EngineOptions, build_engine
+    from tunestack.serve.app import build_app
+    from tunestack.serve.serving import ServeLimits, Serving
+
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(png_bytes(image()))
+
+        def log_message(self, *args):
+            pass
+
+    pictures = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=pictures.serve_forever, daemon=True).start()
+    picture = f"http://127.0.0.1:{pictures.server_address[1]}/picture.png"
+    parts = build_engine(ModelArgs(model=str(llava_dir), dtype="fp32"), "pt", EngineOptions(max_batch=1))
+    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(1, 0, 64), processor=parts.processor)
+    try:
+        with running_server(build_app(serving)) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+            stream = client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=400, temperature=0,
+                stream=True, extra_body={"ignore_eos": True})
+            next(iter(stream))  # admitted and generating: the one slot is taken
+            with pytest.raises(openai.RateLimitError):
+                ask(client, image_message([picture]))
+            assert hits == []
+            assert "tunestack_rejected_overload_total 1.0" in httpx.get(url + "/metrics").text
+            stream.close()
+            pause = threading.Event()
+            for _ in range(200):  # the slot frees once the server sees the stream closed
+                if serving.admitted == 0:
+                    break
+                pause.wait(0.05)
+            assert ask(client, image_message([picture])).choices[0].message.content is not None
+            assert hits == ["/picture.png"]
+    finally:
+        parts.engine.close()
+        pictures.shutdown()

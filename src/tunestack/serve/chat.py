@@ -43,9 +43,10 @@ def chat_inputs(serving: Serving, request: ChatCompletionRequest) -> tuple[list[
 
 async def render_chat(serving: Serving, request: ChatCompletionRequest) -> tuple[list[int], dict | None]:
     """`chat_inputs`, in a worker thread when there are images to fetch, decode and process, so that the server
-    answers other requests meanwhile. An unknown model name is refused first."""
+    answers other requests meanwhile. An unknown model name is refused first, and with images a full server too."""
     serving.adapter_for(request.model)
     if getattr(serving, "processor", None) is not None and any(m.image_parts() for m in request.messages):
+        serving.check_room(request.n)  # a busy server answers 429 before fetching anyone's images
         return await asyncio.to_thread(chat_inputs, serving, request)
     return chat_inputs(serving, request)
 

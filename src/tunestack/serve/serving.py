@@ -80,9 +80,9 @@ class Serving:
                              f"completion). Please reduce the prompt or max_tokens.", param="max_tokens")
         return max_tokens
 
-    def admit(self, sequences: int, param: str = "n") -> Admission:
-        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds (with 400
-        when this request alone could never fit; `param` names the field that asks for so many)."""
+    def check_room(self, sequences: int, param: str = "n") -> None:
+        """Refuse (503 draining, 400 never fits, 429 busy) a request for `sequences` that `admit` would refuse, without
+        reserving anything: asked first by requests with costly work before admission (images to fetch)."""
         if self.draining:
             raise ShuttingDown("The server is shutting down and takes no new requests; retry on another replica.")
         bound = self.limits.max_concurrency + self.limits.max_queue
@@ -93,6 +93,11 @@ class Serving:
             self.metrics.rejected.inc()
             raise Overloaded(f"The server is busy ({self.admitted} sequences running or queued, at most {bound}); "
                              "retry shortly.")
+
+    def admit(self, sequences: int, param: str = "n") -> Admission:
+        """Reserve room for `sequences` or refuse with 429 when running plus queued would exceed the bounds (with 400
+        when this request alone could never fit; `param` names the field that asks for so many)."""
+        self.check_room(sequences, param)
         self.admitted += sequences
         timeout = self.limits.request_timeout
         return Admission(self, sequences, None if timeout is None else time.monotonic() + timeout)
