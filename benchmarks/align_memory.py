@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -137,12 +136,14 @@ def main() -> None:
         from tunestack.hub import resolve_model
 
         args.model = str(resolve_model("smollm2-135m-instruct").path)
+    from tunestack.plan.device import cpu_name
+
     rows = pairs(args.batch * args.steps)
     with tempfile.TemporaryDirectory(prefix="align-memory-") as folder:
         results = [run_side(side, args, rows, Path(folder)) for side in SIDES]
     ours, copy, trl = results
     print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, {args.dtype}, {Path(args.model).name}; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs\n")
+          f"{cpu_name()}\n")
     print("| reference | peak memory MB | step s (median) | memory vs tunestack | step time vs tunestack |")
     print("|---|---:|---:|---:|---:|")
     for r in results:
@@ -159,7 +160,7 @@ def main() -> None:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()}, "results": results,
-                                  "checks": checks, "cpu": platform.processor()}, indent=2))
+                                  "checks": checks, "cpu": cpu_name()}, indent=2))
     print(f"\nwritten: {output}")
 
 
