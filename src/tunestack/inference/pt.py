@@ -210,7 +210,8 @@ class PtEngine(Engine):
         return token_logprobs(logits[:-1], prompt[1:], [k] * (len(prompt) - 1))
 
     def _decode(self) -> None:
-        if self.speculator is not None and len(self._running) == 1 and not self._waiting and \
+        # Speculation needs a cache that can be cut back (plain full-attention layers, as batching does).
+        if self.speculator is not None and self._batchable and len(self._running) == 1 and not self._waiting and \
                 self._running[0].request.media is None and not self._running[0].request.params.json_object:
             if self._speculate(self._running[0]):
                 return
