@@ -1,17 +1,21 @@
 """Time to the first training step, split where it goes: starting Python and importing the libraries, reading and
 tokenizing the data, loading the model and setting up training. Marked as each phase begins; recorded in run.json
-(`startup`) and said once training begins, so a short job's fixed costs are in plain sight."""
+(`startup_seconds`) and said once training begins, so a short job's fixed costs are in plain sight."""
 
 from __future__ import annotations
 
 import time
 
 _marks: dict[str, float] = {}
+_runs = 0  # training runs this process has begun (the Python API can run several)
 
 
 def mark(phase: str) -> None:
-    """Note when `phase` ("data", "model") began in this process (the first time only)."""
-    _marks.setdefault(phase, time.time())
+    """Note when `phase` began in this process: "data" begins a run, "model" follows it."""
+    global _runs
+    if phase == "data":
+        _runs += 1
+    _marks[phase] = time.time()
 
 
 def process_start() -> float:
@@ -22,10 +26,12 @@ def process_start() -> float:
 
 
 def startup_seconds(now: float | None = None) -> dict[str, float]:
-    """{imports, data, model, total}: seconds from the process's start to `now` (default: this moment)."""
+    """{imports, data, model, total}: seconds from the process's start (for a later run in the same process, from
+    that run's start: its imports are done) to `now` (default: this moment)."""
     now = now or time.time()
-    began = process_start()
-    data, model = _marks.get("data", began), _marks.get("model", _marks.get("data", began))
+    data = _marks.get("data", now)
+    began = process_start() if _runs <= 1 else data
+    model = _marks.get("model", data)
     parts = {"imports": data - began, "data": model - data, "model": now - model, "total": now - began}
     return {name: round(max(seconds, 0.0), 2) for name, seconds in parts.items()}
 
