@@ -21,7 +21,7 @@ def test_import_is_light():
 
 def _comparable(run):
     manifest = json.loads((run / "run.json").read_text())
-    for key in ("created", "versions"):
+    for key in ("created", "versions", "startup_seconds"):  # when and where it ran, and how long it took to start
         manifest.pop(key)
     manifest["config"]["train"].pop("output_dir")
     metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
