@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tunestack.model.precision import dtype_name, resolve_dtype
+    from tunestack.plan.device import cpu_name
 
     dtype = resolve_dtype("auto")
     rows = []
@@ -63,13 +63,6 @@ def main() -> None:
                                              "rows": [{"what": w, "who": who, "images_per_s": v}
                                                       for w, who, v in rows]}, indent=2))
     print(f"written: {args.output}")
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def tunestack_training(args, run: Path) -> float:

@@ -116,16 +116,16 @@ def cpu_name() -> str:
     import os
     import platform
 
-    name, flags = platform.processor() or platform.machine(), ""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and name in (platform.processor(), platform.machine()):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = line
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())  # the first processor's
     except OSError:
         pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = fields.get("flags", "")
     kind = ", AMX" if "amx_bf16" in flags.split() else ", AVX-512" if "avx512f" in flags.split() else \
         ", AVX2" if "avx2" in flags.split() else ""
     return f"{name} ({os.cpu_count()} cores{kind})"
