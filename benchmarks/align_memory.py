@@ -16,8 +16,10 @@ defaults to bf16 and checkpointing; they are set to match):
 
 Peak memory is the peak resident set of each process (VmHWM: model loading included). Step time is the median
 wall time between consecutive optimizer steps, after --warmup steps, taken by the same TrainerCallback in all
-three. Targets: `tunestack` uses less memory than `tunestack --ref_model` at no loss of speed, and is at least as
-fast as `trl`.
+three. With --rounds above 1 the three run again in reverse order (ABC CBA ABC ...), so a machine that slows down
+or speeds up during the benchmark weighs on each side alike; each side's step time is the median over all its
+rounds' steps, and its peak memory the largest. Targets: `tunestack` uses less memory than `tunestack --ref_model`
+at no loss of speed, and is at least as fast as `trl`.
 
 Usage:
     python benchmarks/align_memory.py                      # the embedded smollm2-135m-instruct, 12 steps of 8 pairs
@@ -106,6 +108,7 @@ def pairs(count: int) -> tuple[list[dict], list[dict]]:
 
 
 def run_side(side: str, args, rows: tuple[list[dict], list[dict]], folder: Path) -> dict:
+    """One process training `side`: its peak memory and the wall times between its steps after --warmup."""
     config = {"side": side, "model": args.model, "rows": rows[1] if side == "trl" else rows[0], "batch": args.batch,
               "steps": args.steps, "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": 0,
               "dtype": args.dtype,
@@ -116,8 +119,19 @@ def run_side(side: str, args, rows: tuple[list[dict], list[dict]], folder: Path)
         raise SystemExit(f"{side} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     steady = measured["step_times"][args.warmup - 1:] or measured["step_times"]
-    return {"side": side, "peak_mb": measured["peak_rss"] / 2**20, "step_s": statistics.median(steady),
-            "step_times": measured["step_times"]}
+    return {"peak_mb": measured["peak_rss"] / 2**20, "steady": steady}
+
+
+def run_rounds(args, rows, folder: Path) -> list[dict]:
+    """Every side --rounds times, in forward then reverse order; per side the median step over all its rounds."""
+    runs = {side: [] for side in SIDES}
+    for round_ in range(args.rounds):
+        for side in SIDES if round_ % 2 == 0 else reversed(SIDES):
+            runs[side].append(run_side(side, args, rows, folder / str(round_)))
+    return [{"side": side, "peak_mb": max(r["peak_mb"] for r in measured),
+             "step_s": statistics.median(t for r in measured for t in r["steady"]),
+             "round_step_s": [statistics.median(r["steady"]) for r in measured]}
+            for side, measured in runs.items()]
 
 
 def main() -> None:
@@ -126,6 +140,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
     parser.add_argument("--batch", type=int, default=8, help="pairs per step")
+    parser.add_argument("--rounds", type=int, default=2, help="times each side runs (alternating order)")
     parser.add_argument("--learning_rate", type=float, default=5e-5)
     parser.add_argument("--max_length", type=int, default=256)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
@@ -140,9 +155,10 @@ def main() -> None:
 
     rows = pairs(args.batch * args.steps)
     with tempfile.TemporaryDirectory(prefix="align-memory-") as folder:
-        results = [run_side(side, args, rows, Path(folder)) for side in SIDES]
+        results = run_rounds(args, rows, Path(folder))
     ours, copy, trl = results
-    print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, {args.dtype}, {Path(args.model).name}; "
+    print(f"DPO with LoRA, {args.steps} steps of {args.batch} pairs, {args.dtype}, {Path(args.model).name}, "
+          f"{args.rounds} rounds; "
           f"{cpu_name()}\n")
     print("| reference | peak memory MB | step s (median) | memory vs tunestack | step time vs tunestack |")
     print("|---|---:|---:|---:|---:|")

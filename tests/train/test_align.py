@@ -168,7 +168,38 @@ def test_dpo_reference_is_the_policy_with_its_adapter_disabled(tiny_model_dir, d
     trainer = method_trainer("dpo", ["--model", str(tiny_model_dir), "--dataset", str(data["preference"]),
                                      "--dtype", "fp32"], tmp_path / "run")
     assert trainer.ref_model is None and list(trainer.model.peft_config) == ["default"]  # no second copy
+    assert "quick_disable_adapter" in trainer.model.disable_adapter.__qualname__  # what the check below goes through
     check_reference(trainer, AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval())
+
+
+@pytest.mark.parametrize("dora", [False, True], ids=["lora", "dora"])
+def test_quick_disable_adapter_gives_peft_s_own_reference(tiny_model, dora):
+    from peft import LoraConfig, get_peft_model
+
+    from tunestack.train.policy import quick_disable_adapter
+
+    model = get_peft_model(tiny_model, LoraConfig(r=4, target_modules="all-linear", use_dora=dora,
+                                                  modules_to_save=["lm_head"]))
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if ".lora_B." in name or "modules_to_save" in name:
+            parameter.data.normal_(0, 0.05)
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7]])
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():  # PEFT's own
+            expected = model(input_ids=ids).logits
+    grads = {name: p.requires_grad for name, p in model.named_parameters()}
+    quick_disable_adapter(model)
+    with torch.no_grad():
+        with model.disable_adapter():
+            assert torch.equal(model(input_ids=ids).logits, expected)
+        assert torch.equal(model(input_ids=ids).logits, adapted)
+        with pytest.raises(RuntimeError), model.disable_adapter():
+            raise RuntimeError("in the reference forward")
+        assert torch.equal(model(input_ids=ids).logits, adapted)  # enabled again after the error
+    assert not torch.equal(adapted, expected)  # the adapter matters: the checks above can fail
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == grads
 
 
 @pytest.fixture(scope="module")

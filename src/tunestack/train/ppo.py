@@ -215,6 +215,7 @@ def trainer(prepared: Prepared):
     import copy
 
     from tunestack.train import distributed
+    from tunestack.train.policy import quick_disable_adapter
     from tunestack.train.reward_model import load_reward_model
 
     if distributed.world_size() > 1:
@@ -224,6 +225,8 @@ def trainer(prepared: Prepared):
     reference = None
     if not hasattr(prepared.model, "disable_adapter"):  # full fine-tuning: a frozen copy of the starting weights
         reference = copy.deepcopy(prepared.model).eval().requires_grad_(False)
+    else:
+        quick_disable_adapter(prepared.model)
 
     def collate(rows: list[dict]) -> dict:  # prompts padded on the left, where generation continues them
         width = max(len(row["input_ids"]) for row in rows)
