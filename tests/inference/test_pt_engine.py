@@ -122,3 +122,28 @@ def test_extreme_sampling_settings_still_draw_the_likely_token(settings):
     assert all(0 <= t < 4 for t in tokens)
     if "top_p" in settings:
         assert set(tokens) == {1}
+
+
+def test_decoding_passes_the_cache_under_the_model_s_own_name(engine, tiny_tokenizer):
+    """transformers renamed `past_key_values` to `cache`: the old name warns (a FutureWarning that it goes in 5.40)."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    from tunestack.inference.kv_batch import cache_argument
+
+    assert cache_argument(engine.model) == "cache"  # this transformers has the new name: the check below can fail
+    logging.Logger.warning_once.cache_clear()  # a warning another test already printed would print again
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    hf_logging.get_logger("transformers").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            engine.generate([tiny_tokenizer("hello")["input_ids"]], SamplingParams(max_new_tokens=4, ignore_eos=True))
+    finally:
+        hf_logging.get_logger("transformers").removeHandler(handler)
+    messages = seen + [str(w.message) for w in caught]
+    assert not [m for m in messages if "past_key_values" in m], messages

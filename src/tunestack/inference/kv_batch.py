@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+
+
+def cache_argument(model) -> str:
+    """The name `model`'s forward takes its KV cache by: `cache` since transformers renamed it (5.x), where passing
+    `past_key_values` still works but warns; `past_key_values` in older releases and remote code that kept it.
+
+    The cache object passed is the one the forward fills (a DynamicCache grows in place), so callers keep it rather
+    than read it back from the output under either name."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper takes **kwargs
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 class KVBatch:

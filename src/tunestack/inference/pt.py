@@ -25,7 +25,7 @@ import threading
 import torch
 
 from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
-from tunestack.inference.kv_batch import KVBatch, supports_batching
+from tunestack.inference.kv_batch import KVBatch, cache_argument, supports_batching
 from tunestack.inference.sampler import RowState, sample, token_logprobs, verify_draft
 from tunestack.inference.speculative import SpeculationStats, cut_cache
 
@@ -58,6 +58,7 @@ class PtEngine(Engine):
                  max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None,
                  speculator=None):
         self.model = model.eval()
+        self._cache_argument = cache_argument(model)
         self.speculator = speculator  # speculative.PromptLookup or DraftModel: used while one sequence runs
         self.speculation = SpeculationStats()
         self.token_texts = token_texts  # each token's text, for JSON mode
@@ -164,8 +165,9 @@ class PtEngine(Engine):
             kwargs["adapter_names"] = [a or BASE for a in adapters]
         for name, value in (media or {}).items():
             kwargs[name] = value.to(self.model.device) if isinstance(value, torch.Tensor) else value
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                          use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
+        kwargs[self._cache_argument] = cache
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=logits_to_keep, **kwargs)
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
         """One forward over the newcomers' prompts (left-padded), whose cache then joins the running batch. A
@@ -190,7 +192,7 @@ class PtEngine(Engine):
                      for r in requests]
         prompt_lps = [self._prompt_logprobs(logits[i, p:], r) if r.params.prompt_logprobs is not None else None
                       for i, (p, r) in enumerate(zip(pads, requests))]
-        batch = KVBatch(out.past_key_values, pads, [self._rope_delta()] if media else None)
+        batch = KVBatch(cache, pads, [self._rope_delta()] if media else None)
         if self._batch is None:
             self._batch = batch
         else:
@@ -220,7 +222,6 @@ class PtEngine(Engine):
         mask = self._batch.attention_mask(1, device)
         positions = self._batch.positions(device)
         out = self._forward(ids, mask, positions, self._batch.cache, [s.request.adapter for s in self._running], 1)
-        self._batch.cache = out.past_key_values
         self._advance(out.logits[:, -1].float(), self._running, 0)
 
     def _advance(self, logits, sequences: list[_Sequence], offset: int, prompt_lps=None) -> None:
@@ -268,7 +269,6 @@ class PtEngine(Engine):
         mask = batch.attention_mask(ids.shape[1], device)
         positions = batch.positions(device) + torch.arange(ids.shape[1], device=device)
         out = self._forward(ids, mask, positions, batch.cache, [seq.request.adapter], ids.shape[1])
-        batch.cache = out.past_key_values
         logits = out.logits[0].float()
         self.speculation.proposed += len(drafts)
         accepted, finished = 0, False

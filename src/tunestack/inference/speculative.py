@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from tunestack.errors import TunestackError
+from tunestack.inference.kv_batch import cache_argument
 
 
 @dataclass
@@ -65,6 +66,7 @@ class DraftModel:
 
     def __init__(self, model, num_tokens: int):
         self.model = model.eval()
+        self._cache_argument = cache_argument(model)
         self.num_tokens = num_tokens
         self.key: int | None = None
         self.cache = None
@@ -83,8 +85,8 @@ class DraftModel:
         drafts: list[int] = []
         with torch.no_grad():
             while True:
-                out = self.model(input_ids=torch.tensor([feed], device=device), past_key_values=self.cache,
-                                 use_cache=True, logits_to_keep=1)
+                out = self.model(input_ids=torch.tensor([feed], device=device), use_cache=True, logits_to_keep=1,
+                                 **{self._cache_argument: self.cache})
                 self.length += len(feed)
                 drafts.append(int(out.logits[0, -1].argmax()))
                 if len(drafts) == limit:
