@@ -38,7 +38,11 @@ def pytest_collection_modifyitems(config, items):
 def session_hf_home(tmp_path_factory) -> Path:
     """One temporary HF_HOME for every subprocess of the session (see helpers.cli_env), never the user's cache."""
     helpers.session_hf_home = tmp_path_factory.mktemp("hf-home")
-    return helpers.session_hf_home
+    from tunestack.data import encoded_cache
+
+    with pytest.MonkeyPatch.context() as patch:  # runs in this process keep their encoded data there too
+        patch.setattr(encoded_cache, "encoded_dir", lambda: helpers.session_hf_home / "tunestack" / "encoded")
+        yield helpers.session_hf_home
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ def _comparable(run):
     for key in ("created", "versions", "startup_seconds"):  # when and where it ran, and how long it took to start
         manifest.pop(key)
     manifest["config"]["train"].pop("output_dir")
+    manifest["data"].pop("data_cache")  # the second of the two runs reads the first's encoding
     metrics = [{k: v for k, v in json.loads(line).items() if k not in TIMING}
                for line in (run / "metrics.jsonl").read_text().splitlines()]
     return manifest, metrics, (run / "final" / "adapter_model.safetensors").read_bytes()

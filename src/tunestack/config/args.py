@@ -105,6 +105,8 @@ class DataArgs:
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
     num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
+    data_cache: bool = arg(True, "keep the encoded rows in the cache under a fingerprint of the rows, tokenizer, "
+                           "chat template and encoding flags, and read them back when all match")
     on_bad_media: str = arg("fail", "an image that cannot be read (missing, too large, not an image, a URL that "
                             "fails): stop naming it, or skip its row and report the count", choices=("fail", "skip"))
     enable_thinking: bool | None = arg(

@@ -24,6 +24,8 @@ from tunestack.train.stopping import StopRequest, Terminated
 
 _EVENTS: ContextVar[Progress | None] = ContextVar("run_events", default=None)
 """The events of the run training in this process, which `say` also writes its lines into."""
+_SAID: ContextVar[list[str] | None] = ContextVar("said_lines", default=None)
+"""While set, the lines `say` prints are also kept here (what encoding said, replayed when the cache answers)."""
 
 
 @dataclass
@@ -98,6 +100,8 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
         if (events := _EVENTS.get()) is not None:
             events.message(message)
+        if (said := _SAID.get()) is not None:
+            said.append(message)
 
 
 def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method_args=None,
@@ -326,6 +330,32 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     return load_processor(start.resolved.path, model_args.trust_remote_code, template)
 
 
+def _encode(method: Method, splits, tokenizer, data_args: DataArgs, media: dict):
+    """The method's encoding of the rows, read from the encoded-data cache when these inputs were encoded before
+    (data/encoded_cache.py); what encoding said is said again then, and the data report records the cache's key."""
+    from tunestack.data import encoded_cache
+
+    if media or data_args.streaming or not data_args.data_cache:
+        return method.encode(splits, tokenizer, data_args, **media)
+    key = encoded_cache.fingerprint(method.name, method.encode, splits, tokenizer, data_args)
+    if (entry := encoded_cache.load(key)) is not None:
+        train, val, report, messages = entry
+        for message in messages:
+            say(message)
+        say(f"encoded data: read from the cache ({encoded_cache.encoded_dir() / key}); --data_cache false "
+            "encodes afresh")
+        return train, val, {**report, "data_cache": {"key": key, "read": True}}
+    said = _SAID.set([])
+    try:
+        train, val, report = method.encode(splits, tokenizer, data_args)
+        messages = _SAID.get()
+    finally:
+        _SAID.reset(said)
+    if problem := encoded_cache.store(key, train, val, report, messages):
+        say(f"encoded data: not kept in the cache ({problem}); the run goes on")
+    return train, val, {**report, "data_cache": {"key": key, "read": False}}
+
+
 def _method_args(method: Method, given):
     """The method's flags as given, or their defaults."""
     return given if given is not None or method.args is None else method.args()
@@ -404,7 +434,7 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     media = {"processor": processor} if processor is not None else {}
     if method.encode is not None:  # once, on the first process; the others receive the result
         train_rows, val_rows, encoded = distributed.from_main(
-            lambda: method.encode(splits, tokenizer, data_args, **media))
+            lambda: _encode(method, splits, tokenizer, data_args, media))
     else:
         train_rows, val_rows, encoded = splits.train, splits.val, {}
 
