@@ -271,3 +271,19 @@ def test_base_fingerprint_ignores_the_transformers_version(trained_run, tiny_mod
     manifest["base_model_fingerprint"] = model_fingerprint(Path(base), legacy=True)
     (old_run / "run.json").write_text(json.dumps(manifest))
     assert (export(old_run, tmp_path / "out", eval_ppl=False) / "config.json").is_file()
+
+
+def test_a_full_fine_tune_run_exports_as_it_is(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from helpers import CHAT_ROWS, write_jsonl
+
+    run = tmp_path / "full-run"
+    cli("sft", "--model", str(tiny_model_dir), "--dataset", str(write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)),
+        "--tuner", "full", "--max_steps", "2", "--learning_rate", "1e-3", "--output_dir", str(run))
+    out = tmp_path / "exported"
+    cli("export", "--model", str(run), "--output_dir", str(out))
+    record = json.loads((out / "export.json").read_text())
+    assert record["method"] == "convert" and record["source"]["adapters"] == []
+    assert record["source"]["run_dir"] == str(run)
+    trained = logits(load(run / "final"), tiny_tokenizer)
+    assert torch.equal(logits(load(out), tiny_tokenizer), trained)
+    assert not torch.allclose(logits(load(tiny_model_dir), tiny_tokenizer), trained)  # it trained: not the base

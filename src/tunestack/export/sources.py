@@ -91,8 +91,8 @@ def plan_export(model: ModelArgs, export: ExportArgs) -> ExportPlan:
             problems.append(str(error))
     problems += [p for a in adapters if (p := _base_problem(a, model.model, resolved.path, fingerprint))]
     output = Path(export.output_dir).expanduser().absolute()
-    if not adapters and not export.adapter and not converting:
-        problems.append(_NOTHING_TO_MERGE.format(model=model.model))
+    if not adapters and not export.adapter and not converting and resolved.run_dir is None:
+        problems.append(_NOTHING_TO_MERGE.format(model=model.model))  # a full fine-tune's run is written as it is
     problems += _weight_problems(export.adapter_weights, adapters)
     if export.to == "gguf" and (problem := gguf_architecture_problem(Path(resolved.path))):
         problems.append(problem)
