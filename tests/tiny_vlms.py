@@ -3,7 +3,8 @@
 - `save_tiny_llava(path)`: a LLaVA-style model (tiny CLIP vision tower, tiny Llama) with its LlavaProcessor, saved
   the way a hub checkpoint is, so `AutoProcessor` / `AutoModelForImageTextToText` and the CLI load it.
 - `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (M-RoPE) with its PIL image processor and tokenizer, in memory;
-  `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed).
+  `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed);
+  `save_tiny_qwen2_vl(path)` saves the three as a checkpoint (no processor: AutoProcessor would need torchvision).
 - `reference_generate(model_dir, messages, images, n)`: what plain transformers generates greedily on the processor's
   own inputs, the yardstick for tunestack's answers.
 - `image(color, size)`, `png_data_url(img)`, `save_png(img, path)`: images to send.
@@ -102,13 +103,26 @@ def build_tiny_qwen2_vl(seed: int = 0):
     return Qwen2VLForConditionalGeneration(config).eval(), image_processor, tokenizer
 
 
-def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list) -> dict:
+def save_tiny_qwen2_vl(path, seed: int = 0) -> Path:
+    """`build_tiny_qwen2_vl()` saved in `path` as a hub checkpoint is: weights, tokenizer, image processor and chat
+    template."""
+    path = Path(path)
+    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    image_processor.save_pretrained(path)
+    (path / "chat_template.jinja").write_text(tokenizer.chat_template)
+    return path
+
+
+def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list,
+                    add_generation_prompt: bool = True) -> dict:
     """What Qwen2VLProcessor would return for `messages` (image parts in order of `images`): input_ids with each
     image's pad token repeated once per merged patch, attention_mask, mm_token_type_ids, pixel_values and
     image_grid_thw."""
     import torch
 
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     inputs = {}
     if images:
         inputs = dict(image_processor(images=images, return_tensors="pt"))

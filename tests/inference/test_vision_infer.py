@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import cli
-from tiny_vlms import build_tiny_qwen2_vl, image, qwen2_vl_inputs, reference_generate, save_png
+from tiny_vlms import build_tiny_qwen2_vl, image, qwen2_vl_inputs, reference_generate, save_png, save_tiny_qwen2_vl
 from tunestack.inference.engine import SamplingParams
 from tunestack.inference.pt import PtEngine
 
@@ -150,6 +150,25 @@ def test_infer_with_images_prints_what_generate_answers(llava_dir, llava, pictur
     result = cli("infer", "--model", str(llava_dir), "--dtype", "fp32", "--max_new_tokens", "8",
                  "--image", str(pictures[0]), "--image", str(pictures[1]), "--prompt", QUESTION)
     assert result.stdout.strip() == processor.tokenizer.decode(expected, skip_special_tokens=True).strip()
+
+
+def test_a_qwen2_vl_checkpoint_answers_through_the_cli_as_generate_does(pictures, tmp_path):
+    """Without torchvision transformers cannot build Qwen2VLProcessor (its video processor needs it): tunestack
+    builds the processor for images alone, and answers as generate does on inputs expanded by hand."""
+    path = save_tiny_qwen2_vl(tmp_path / "qwen2-vl", seed=3)
+    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed=3)
+    images = [load_png(p) for p in pictures]
+    inputs = qwen2_vl_inputs(tokenizer, image_processor, asking(*images), images)
+    with torch.no_grad():
+        expected = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    result = cli("infer", "--model", str(path), "--dtype", "fp32", "--max_new_tokens", "8",
+                 "--image", str(pictures[0]), "--image", str(pictures[1]), "--prompt", QUESTION)
+    assert result.stdout.strip() == tokenizer.decode(expected, skip_special_tokens=True).strip()
+    from tunestack.errors import TunestackError
+    from tunestack.model.vision import load_processor
+
+    with pytest.raises(TunestackError, match="video processor, which needs torchvision"):
+        load_processor(path)(text=["<|video_pad|>"], videos=[[images[0]]])
 
 
 def test_terminal_chat_attaches_an_image_to_the_next_message(llava_dir, llava, pictures, tmp_path):

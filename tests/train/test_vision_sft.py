@@ -9,9 +9,9 @@ import torch
 
 from helpers import cli, write_jsonl
 from tiny_idefics3 import save_tiny_idefics3
-from tiny_vlms import image, save_png, save_tiny_llava
+from tiny_vlms import image, qwen2_vl_inputs, save_png, save_tiny_llava, save_tiny_qwen2_vl
 
-BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3}
+BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3, "qwen2-vl": save_tiny_qwen2_vl}
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "yellow": (240, 230, 20)}
 
@@ -44,24 +44,36 @@ def test_the_batch_is_the_processors_own_tokens_with_loss_on_the_answer_only(vlm
     from tunestack.media import load_image
     from tunestack.model.vision import load_processor
 
-    _, path = vlm
+    name, path = vlm
     processor = load_processor(path)
     rows = list(load_datasets(DataArgs(dataset=[str(colour_data)])).train)[:5]
     batch = MediaCollator(processor, max_length=512)(encode_media_rows(rows, processor, "data"))
-    reference = AutoProcessor.from_pretrained(path)
+    if name == "qwen2-vl":  # no AutoProcessor without torchvision: image tokens expanded by hand
+        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+        tokenizer, image_processor = AutoTokenizer.from_pretrained(path), Qwen2VLImageProcessorPil.from_pretrained(path)
+
+        def reference_ids(messages, images, prompt):
+            return qwen2_vl_inputs(tokenizer, image_processor, messages, images or [],
+                                   add_generation_prompt=prompt)["input_ids"][0].tolist()
+    else:
+        reference = AutoProcessor.from_pretrained(path)
+        tokenizer = reference.tokenizer
+
+        def reference_ids(messages, images, prompt):
+            text = reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt)
+            return list(reference(text=[text], images=[images] if images else None,
+                                  add_special_tokens=False)["input_ids"][0])
     for i, row in enumerate(rows):
         messages = part_messages(row["messages"])
         images = [load_image(ref, "here") for ref in row["images"]] or None
-        full = reference.apply_chat_template(messages, tokenize=False)
-        prompt = reference.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        ids = reference(text=[full], images=[images] if images else None, add_special_tokens=False)["input_ids"][0]
-        prompt_ids = reference(text=[prompt], images=[images] if images else None,
-                               add_special_tokens=False)["input_ids"][0]
+        ids = reference_ids(messages, images, False)
+        prompt_ids = reference_ids(messages[:-1], images, True)
         kept = batch["attention_mask"][i].bool()
-        assert batch["input_ids"][i][kept].tolist() == list(ids)
+        assert batch["input_ids"][i][kept].tolist() == ids
         labels = batch["labels"][i][kept].tolist()
         assert labels[:len(prompt_ids)] == [IGNORE_INDEX] * len(prompt_ids)  # prompt and image tokens
-        answer = reference.tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+        answer = tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
         assert answer == row["messages"][-1]["content"] + "<|im_end|>\n"
     assert "pixel_values" in batch
 
@@ -76,10 +88,10 @@ def test_lora_trains_the_language_model_and_aligner_and_leaves_the_tower(vlm, co
     losses = [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
     adapter = load_file(run / "final" / "adapter_model.safetensors")
-    aligner = {"llava": "multi_modal_projector", "idefics3": "connector"}[name]
+    aligner = {"llava": "multi_modal_projector", "idefics3": "connector", "qwen2-vl": "visual.merger"}[name]
     assert any(".lora_A." in k and "language_model" in k or "text_model" in k for k in adapter)
     assert any(aligner in k for k in adapter)  # trained in full, saved with the adapter
-    tower = ("vision_tower", "vision_model")
+    tower = ("vision_tower", "vision_model", "visual.blocks", "visual.patch_embed")
     assert not any(t in k for k in adapter for t in tower)
     assert (run / "final" / "processor_config.json").is_file()
 

@@ -36,6 +36,10 @@ def load_processor(path, trust_remote_code: bool = False, chat_template: str | N
 
     try:
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ImportError as exc:
+        if "torchvision" not in str(exc).lower():
+            raise
+        processor = _without_video_processor(path, trust_remote_code, exc)
     except (OSError, ValueError) as exc:
         raise TunestackError(f"could not load the processor of the vision-language model in {path}: {exc}") from exc
     if chat_template:
@@ -50,6 +54,56 @@ def load_processor(path, trust_remote_code: bool = False, chat_template: str | N
         set_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return processor
+
+
+def _without_video_processor(path, trust_remote_code: bool, why: ImportError):
+    """The family's processor for images, without the video processor that needs torchvision (Qwen2-VL's and its
+    successors' in transformers 5): the image processor is the PIL one transformers falls back to, the tokenizer and
+    chat template are the model's own, and a video in the data fails with the reason."""
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    record = Path(path) / "processor_config.json"  # what a run saves beside its adapter, which has no config.json
+    named = json.loads(record.read_text()).get("processor_class") if record.is_file() else None
+    family = getattr(transformers, named, None) if named else None
+    if family is None:
+        family = PROCESSOR_MAPPING.get(type(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)),
+                                       None)
+    if family is None or "video_processor" not in family.get_attributes():
+        raise why
+
+    class ImagesOnly(family):
+        """`family` with no video processor (a None the class check lets through)."""
+
+        def check_argument_for_proper_class(self, attribute_name, arg):
+            if attribute_name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(attribute_name, arg)
+
+        def __call__(self, *args, videos=None, **kwargs):
+            if videos is not None:
+                raise TunestackError(f"videos need {family.__name__}'s video processor, which needs torchvision: "
+                                     f"{str(why).strip().splitlines()[0]}")
+            return super().__call__(*args, **kwargs)
+
+        def save_pretrained(self, save_directory, **kwargs):
+            """What loading it back needs (it loads through this function again): image processor, tokenizer and
+            chat template."""
+            self.image_processor.save_pretrained(save_directory)
+            self.tokenizer.save_pretrained(save_directory)
+            (Path(save_directory) / "processor_config.json").write_text(  # AutoProcessor then names the family
+                json.dumps({"processor_class": family.__name__}, indent=2) + "\n")
+            if self.chat_template:
+                (Path(save_directory) / "chat_template.jinja").write_text(self.chat_template)
+            return [str(save_directory)]
+
+    ImagesOnly.__name__ = ImagesOnly.__qualname__ = family.__name__
+    template = Path(path) / "chat_template.jinja"
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return ImagesOnly(image_processor=AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code),
+                      tokenizer=tokenizer, video_processor=None,
+                      chat_template=template.read_text() if template.is_file() else tokenizer.chat_template)
 
 
 def part_of(name: str) -> str:
