@@ -206,3 +206,33 @@ def test_a_full_server_answers_429_before_fetching_the_images(llava_dir):
     finally:
         parts.engine.close()
         pictures.shutdown()
+
+
+def test_a_qwen2_vl_checkpoint_answers_base64_images_as_generate_does(tmp_path):
+    """Qwen2-VL's processor built for images alone (no torchvision), its M-RoPE positions through the server."""
+    import torch
+
+    from tiny_vlms import build_tiny_qwen2_vl, qwen2_vl_inputs, save_tiny_qwen2_vl
+    from tunestack.config import ModelArgs
+    from tunestack.inference.backends import EngineOptions, build_engine
+    from tunestack.serve.app import build_app
+    from tunestack.serve.serving import ServeLimits, Serving
+
+    path = save_tiny_qwen2_vl(tmp_path / "qwen2-vl", seed=5)
+    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed=5)
+    pictures = [image((20, 160, 40), (40, 30)), image((180, 40, 40), (60, 56))]
+    content = [*({"type": "image"} for _ in pictures), {"type": "text", "text": QUESTION}]
+    inputs = qwen2_vl_inputs(tokenizer, image_processor, [{"role": "user", "content": content}], pictures)
+    with torch.no_grad():
+        tokens = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    parts = build_engine(ModelArgs(model=str(path), dtype="fp32"), "pt", EngineOptions(max_batch=4))
+    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(4, 16, 64), processor=parts.processor)
+    try:
+        with running_server(build_app(serving)) as url:
+            client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+            reply = ask(client, image_message([png_data_url(p) for p in pictures]))
+    finally:
+        parts.engine.close()
+    assert len(tokens) == 8 and reply.usage.completion_tokens == 8  # eight tokens, not an early end
+    assert reply.choices[0].message.content == tokenizer.decode(tokens, skip_special_tokens=True)
+    assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1]  # each image's merged patches count
