@@ -132,3 +132,24 @@ def test_unreadable_images_stop_the_run_or_are_skipped_and_counted(tmp_path, col
     skipped = cli(*args, "--output_dir", str(tmp_path / "b"), "--on_bad_media", "skip")
     assert "1 rows skipped for unreadable images" in skipped.stderr
     assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "completed"
+
+
+def test_max_pixels_sets_the_budget_a_run_keeps_and_fixed_size_processors_refuse_it(colour_data, tmp_path):
+    from tunestack.model.vision import load_processor
+
+    path = save_tiny_qwen2_vl(tmp_path / "qwen2-vl")
+    picture = image((20, 160, 40), (60, 56))
+
+    def image_tokens(processor):
+        return int(processor.image_processor(images=[picture], return_tensors="pt")["image_grid_thw"].prod()) // 4
+
+    assert image_tokens(load_processor(path)) == 4 and image_tokens(load_processor(path, max_pixels=28 * 28)) == 1
+    run = tmp_path / "run"
+    cli("sft", "--model", str(path), "--dataset", str(colour_data), "--output_dir", str(run), "--max_steps", "1",
+        "--max_pixels", "784")
+    saved = json.loads((run / "final" / "preprocessor_config.json").read_text())
+    assert saved["size"]["longest_edge"] == 784 and image_tokens(load_processor(run / "final")) == 1  # infer: here
+    llava = BUILDERS["llava"](tmp_path / "llava")
+    refused = cli("sft", "--model", str(llava), "--dataset", str(colour_data), "--output_dir", str(tmp_path / "no"),
+                  "--max_pixels", "784", check=False)
+    assert refused.returncode != 0 and "resizes images to its own sizes, not to a pixel budget" in refused.stderr

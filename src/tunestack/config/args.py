@@ -81,6 +81,10 @@ class ModelArgs:
     trust_remote_code: bool = arg(False, "allow custom model code from the hub")
     allow_pickle: bool = arg(False, "also load weights stored as pickle files (.bin, .pt), which can run code when "
                              "loaded; by default only safetensors are read")
+    max_pixels: int | None = arg(None, "vision-language models whose processor resizes to a pixel budget (the "
+                                 "Qwen2-VL family): the most pixels an image keeps, larger ones scaled down in shape; "
+                                 "a run saves it with its processor", check=POSITIVE)
+    min_pixels: int | None = arg(None, "the same, the fewest pixels an image is scaled up to", check=POSITIVE)
 
 
 @dataclass

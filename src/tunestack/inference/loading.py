@@ -111,7 +111,8 @@ def _processor(model_args: ModelArgs, resolved, tokenizer):
     own = resolved.adapter
     saved = own is not None and any((own / f).is_file() for f in ("processor_config.json", "preprocessor_config.json"))
     template = tokenizer.chat_template if model_args.chat_template else None
-    processor = load_processor(own if saved else resolved.path, model_args.trust_remote_code, template)
+    processor = load_processor(own if saved else resolved.path, model_args.trust_remote_code, template,
+                               model_args.min_pixels, model_args.max_pixels)
     processor.tokenizer.padding_side = "left"
     return processor
 

@@ -14,7 +14,7 @@ TESTED_MODEL_TYPES = {
 TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "idefics3": "Idefics3, SmolVLM",
                        "qwen2_vl": "Qwen2-VL (images)"}
 """Vision-language model types whose masks, adapters and training tiny models test (tests/train/test_vision_sft.py),
-LLaVA also through infer, serve, eval and export, Qwen2-VL through infer."""
+LLaVA also through infer, serve, eval and export, Qwen2-VL through infer and serve."""
 
 UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
               "only the architectures it names")

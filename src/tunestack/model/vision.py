@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tunestack.errors import TunestackError
+from tunestack.errors import ConfigError, TunestackError
 
 # Module-name fragments of each part, as the transformers classes name them.
 VISION_TOWER = ("vision_tower", "vision_model", "visual", "image_encoder", "audio_tower")
@@ -29,9 +29,11 @@ def is_multimodal(path_or_config) -> bool:
     return any(getattr(path_or_config, key, None) is not None for key in ("vision_config", "audio_config"))
 
 
-def load_processor(path, trust_remote_code: bool = False, chat_template: str | None = None):
+def load_processor(path, trust_remote_code: bool = False, chat_template: str | None = None,
+                   min_pixels: int | None = None, max_pixels: int | None = None):
     """The model's `AutoProcessor`, its tokenizer padded on the right and holding the processor's chat template
-    (so text-only conversations render exactly as image ones do)."""
+    (so text-only conversations render exactly as image ones do); --min_pixels / --max_pixels set its image
+    processor's pixel budget, which only budgeting processors have."""
     from transformers import AutoProcessor
 
     try:
@@ -44,6 +46,8 @@ def load_processor(path, trust_remote_code: bool = False, chat_template: str | N
         raise TunestackError(f"could not load the processor of the vision-language model in {path}: {exc}") from exc
     if chat_template:
         processor.chat_template = chat_template
+    if min_pixels is not None or max_pixels is not None:
+        _set_pixel_budget(processor, path, min_pixels, max_pixels)
     if not getattr(processor, "chat_template", None):
         raise TunestackError(f"the processor in {path} has no chat template; pass --chat_template FILE.jinja")
     from tunestack.model.load import set_pad_token
@@ -54,6 +58,25 @@ def load_processor(path, trust_remote_code: bool = False, chat_template: str | N
         set_pad_token(tokenizer)
     tokenizer.padding_side = "right"
     return processor
+
+
+def _set_pixel_budget(processor, path, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Qwen2-VL-family image processors resize each image to a multiple of their patch size holding between
+    `size.shortest_edge` and `size.longest_edge` pixels (their min_pixels and max_pixels); others resize to fixed
+    sizes and refuse the flags."""
+    import dataclasses
+
+    images = getattr(processor, "image_processor", None)
+    size = getattr(images, "size", None)
+    if not (hasattr(images, "merge_size") and getattr(size, "shortest_edge", None) and
+            getattr(size, "longest_edge", None)):
+        raise ConfigError([f"--min_pixels / --max_pixels: the {type(images).__name__} of {path} resizes images to "
+                           "its own sizes, not to a pixel budget; drop the flags"])
+    low = size.shortest_edge if min_pixels is None else min_pixels
+    high = size.longest_edge if max_pixels is None else max_pixels
+    if low > high:
+        raise ConfigError([f"--min_pixels {low} is above --max_pixels {high}; the budget needs min <= max"])
+    images.size = dataclasses.replace(size, shortest_edge=low, longest_edge=high)
 
 
 def _without_video_processor(path, trust_remote_code: bool, why: ImportError):

@@ -316,6 +316,9 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     from tunestack.model.vision import is_multimodal, load_processor
 
     if not is_multimodal(start.resolved.path):
+        if model_args.min_pixels is not None or model_args.max_pixels is not None:
+            raise ConfigError([f"--min_pixels / --max_pixels: --model {model_args.model} is a text-only model; "
+                               "drop the flags"])
         if "images" in (getattr(splits.train, "column_names", None) or ()):
             raise ConfigError([f"--dataset {','.join(data_args.dataset)} has images, but --model {model_args.model} "
                                "is a text-only model; use a vision-language model (e.g. smollm2-135m-vision)"])
@@ -327,7 +330,8 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
         raise ConfigError(["--packing: rows of a vision-language model are not packed yet; drop --packing"])
     # --chat_template's file, already read and checked by load_tokenizer, replaces the processor's template
     template = tokenizer.chat_template if model_args.chat_template else None
-    return load_processor(start.resolved.path, model_args.trust_remote_code, template)
+    return load_processor(start.resolved.path, model_args.trust_remote_code, template, model_args.min_pixels,
+                          model_args.max_pixels)
 
 
 def _encode(method: Method, splits, tokenizer, data_args: DataArgs, media: dict):
