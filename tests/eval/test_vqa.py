@@ -44,16 +44,17 @@ def test_a_vqa_row_without_an_image_is_named(tmp_path):
         custom_vqa_items(read_local(str(path))["test"], tmp_path)
 
 
-def test_custom_vqa_on_a_local_vision_model_and_through_its_server_gives_the_same_answers(tmp_path):
+@pytest.mark.parametrize("family", ["llava", "qwen2-vl"])
+def test_custom_vqa_on_a_local_vision_model_and_through_its_server_gives_the_same_answers(tmp_path, family):
     from server_helpers import running_server
-    from tiny_vlms import save_tiny_llava
+    from tiny_vlms import save_tiny_llava, save_tiny_qwen2_vl
     from tunestack.config import EvalArgs, ModelArgs
     from tunestack.eval.command import run_eval
     from tunestack.inference.backends import EngineOptions, build_engine
     from tunestack.serve.app import build_app
     from tunestack.serve.serving import ServeLimits, Serving
 
-    model = save_tiny_llava(tmp_path / "llava")
+    model = {"llava": save_tiny_llava, "qwen2-vl": save_tiny_qwen2_vl}[family](tmp_path / family)
     for name, rgb in {"red": (200, 30, 40), "blue": (30, 40, 200), "green": (30, 200, 40)}.items():
         save_png(image(rgb), tmp_path / f"{name}.png")
     path = write_jsonl(tmp_path / "vqa.jsonl", [{"question": "What colour?", "image": f"{c}.png", "answer": c}
