@@ -1,6 +1,6 @@
-"""--torch_compile through the real CLI: compiled training gives the eager losses (within 1e-4) and records its
-compile time in run.json; where inductor cannot compile (no C++ compiler), one warning names the cause and the run
-trains in eager mode to the end."""
+"""--torch_compile through the real CLI: compiled training gives the eager losses (within 1e-4) with LoRA,
+DoRA and QLoRA (a 4-bit base) and records its compile time in run.json; where inductor cannot compile (no
+C++ compiler), one warning names the cause and the run trains in eager mode to the end."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ def losses(run) -> list[float]:
 
 
 @pytest.mark.slow
-def test_compiled_training_gives_the_eager_losses(tiny_model_dir, chat_file, tmp_path):
+@pytest.mark.parametrize("tuner", ["lora", "dora", "qlora"])
+def test_compiled_training_gives_the_eager_losses(tiny_model_dir, chat_file, tmp_path, tuner):
     cache = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    base = ["sft", "--model", str(tiny_model_dir), "--dataset", str(chat_file), *TRAIN]
+    base = ["sft", "--model", str(tiny_model_dir), "--dataset", str(chat_file), *TRAIN, "--tuner", tuner]
     cli(*base, "--output_dir", str(tmp_path / "eager"))
     compiled = cli(*base, "--torch_compile", "--output_dir", str(tmp_path / "compiled"), env=cache)
     assert "eager mode" not in compiled.stderr
