@@ -1,6 +1,7 @@
 """`tunestack sft` on tiny vision-language models (LLaVA and Idefics3 style) through the real CLI: the mask is the
 processor's own tokens with loss on the answer only, the loss falls, the adapter covers the language model and the
-aligner but not the vision tower, freezing flags hold, and a text model given images says so before loading."""
+aligner but not the vision tower, freezing flags hold, a text model given images says so before loading, and
+--packing packs the text-only rows without changing what any row computes."""
 
 import json
 
@@ -153,3 +154,62 @@ def test_max_pixels_sets_the_budget_a_run_keeps_and_fixed_size_processors_refuse
     refused = cli("sft", "--model", str(llava), "--dataset", str(colour_data), "--output_dir", str(tmp_path / "no"),
                   "--max_pixels", "784", check=False)
     assert refused.returncode != 0 and "resizes images to its own sizes, not to a pixel budget" in refused.stderr
+
+
+@pytest.mark.parametrize("name", ["llava", "idefics3"])
+def test_packed_text_rows_beside_image_rows_compute_what_each_row_computes_alone(name, tmp_path):
+    """--packing on a vision-language model: text-only rows share packed rows, image rows stay one per row, and a
+    batch mixing both gives every target the log-probability it has when its row is batched alone."""
+    from tunestack.config import DataArgs
+    from tunestack.data import load_datasets
+    from tunestack.data.tokenize import IGNORE_INDEX
+    from tunestack.data.vision import MediaCollator, encode_media_rows, pack_text_rows
+    from tunestack.model.tuners import set_use_cache
+    from tunestack.model.vision import load_processor
+    from transformers import AutoModelForImageTextToText
+
+    path = BUILDERS[name](tmp_path / name)
+    processor = load_processor(path)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    set_use_cache(model, False)  # as training has it: with a cache, restarting positions are not read as seams
+    save_png(image((230, 20, 20), (40, 32)), tmp_path / "red.png")
+    with_image = {"messages": [{"role": "user", "content": [{"type": "image", "image": "red.png"},
+                                                            {"type": "text", "text": "What colour is it?"}]},
+                               {"role": "assistant", "content": "Red."}]}
+    texts = [{"messages": [{"role": "user", "content": "Say " + "hello " * n}, {"role": "assistant",
+                                                                               "content": "Hello. " * n}]}
+             for n in (1, 2, 3, 5, 8)]
+    data = write_jsonl(tmp_path / "mixed.jsonl", [with_image, *texts])
+    rows = encode_media_rows(list(load_datasets(DataArgs(dataset=[str(data)])).train), processor, "data")
+    packed, report = pack_text_rows(rows, 96, "data")
+    assert report == {"text_rows": 5, "packed_rows": sum("position_ids" in r for r in packed)}
+    assert report["packed_rows"] < 5 and sum(r["images"] != [] for r in packed if "images" in r) == 1
+
+    def target_logprobs(batch):
+        labels = batch.pop("labels")
+        with torch.no_grad():
+            logits = model(**batch).logits.float()
+        picked = torch.log_softmax(logits[:, :-1], -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0]
+        return sorted(round(v, 4) for v in picked[labels[:, 1:] != IGNORE_INDEX].tolist())
+
+    collate = MediaCollator(processor, max_length=96)
+    batch = collate(packed)
+    assert "attention_mask" not in batch and batch["position_ids"].shape == batch["input_ids"].shape
+    alone = [v for row in rows for v in target_logprobs(collate([row]))]
+    assert target_logprobs(batch) == pytest.approx(sorted(alone), abs=2e-3)
+    # the same rows unpacked in one padded batch would not match if packing leaked attention across examples
+    assert len(alone) == sum(1 for row in rows for t in row["labels"][1:] if t != IGNORE_INDEX)
+
+
+def test_sft_packs_text_rows_on_a_vlm_and_a_3d_position_model_refuses_packing(colour_data, tmp_path):
+    run = tmp_path / "run"
+    result = cli("sft", "--model", str(save_tiny_llava(tmp_path / "llava")), "--dataset", str(colour_data),
+                 "--output_dir", str(run), "--max_steps", "2", "--per_device_train_batch_size", "4", "--packing",
+                 "--max_length", "128", "--dtype", "fp32")
+    assert "text-only examples packed into" in result.stderr
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "completed"
+    assert record["data"]["media"]["packing"] == {"text_rows": 2, "packed_rows": 1}
+    refused = cli("sft", "--model", str(save_tiny_qwen2_vl(tmp_path / "qwen2-vl")), "--dataset", str(colour_data),
+                  "--output_dir", str(tmp_path / "q"), "--max_steps", "2", "--packing", check=False)
+    assert refused.returncode != 0 and "3-D rotary positions (M-RoPE)" in refused.stderr

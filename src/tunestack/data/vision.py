@@ -37,6 +37,19 @@ def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None
     return encoded
 
 
+def pack_text_rows(rows: list[dict], max_length: int, source: str) -> tuple[list[dict], dict]:
+    """`--packing` on a vision-language model: the rows without images, cut to `max_length`, packed together as text
+    rows are (data/packing.py: restarting positions, no target across a seam); rows with images stay one per row,
+    since the processor expands their images batch by batch. Returns the rows and what packing did."""
+    from tunestack.data.packing import pack_sequences
+
+    text = [{"input_ids": r["input_ids"][:max_length], "labels": r["labels"][:max_length]}
+            for r in rows if not r["images"]]
+    packed = [{**row, "where": f"{source}, packed row {number}"}
+              for number, row in enumerate(pack_sequences(text, max_length), 1)]
+    return [r for r in rows if r["images"]] + packed, {"text_rows": len(text), "packed_rows": len(packed)}
+
+
 def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where: str) -> tuple[list[int], int]:
     """`labels` (for `ids`, one placeholder token per image) carried over to the processor's `expanded` ids, and the
     position of the last token the processor inserted (-1 if none): an inserted token (image tokens, their row and
@@ -58,13 +71,54 @@ def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where:
 class MediaCollator:
     """A batch of encoded rows through the processor: images loaded and expanded, labels carried over, right padding.
     A row longer than `max_length` once its images are expanded is cut when the cut falls after its last image
-    token, and is an error naming the row otherwise."""
+    token, and is an error naming the row otherwise. A batch that holds packed text rows (`pack_text_rows`) has
+    position ids that restart at each example (every other row is one example) and no attention mask, as a packed
+    text batch has."""
+
+    # Processor outputs with one value per token of a row, padded like input_ids when rows are joined.
+    TOKEN_ALIGNED = ("token_type_ids", "mm_token_type_ids")
 
     def __init__(self, processor, max_length: int):
         self.processor = processor
         self.max_length = max_length
 
     def __call__(self, features: list[dict]) -> dict:
+        if not any("position_ids" in f for f in features):
+            return self._expanded(features)
+        media = [f for f in features if "position_ids" not in f]
+        return self._with_packed(features, self._expanded(media) if media else None)
+
+    def _with_packed(self, features: list[dict], expanded: dict | None) -> dict:
+        """Packed rows and the processor's rows (`expanded`, for the features without position ids, in order) as
+        one batch: right padding in a block of its own, positions restarting per example."""
+        import torch
+
+        rows, media_row = [], 0
+        for f in features:
+            if "position_ids" in f:
+                rows.append({"input_ids": list(f["input_ids"]), "labels": list(f["labels"]),
+                             "position_ids": list(f["position_ids"])})
+                continue
+            kept = expanded["attention_mask"][media_row].bool()
+            row = {key: expanded[key][media_row][kept].tolist()
+                   for key in ("input_ids", "labels", *self.TOKEN_ALIGNED) if key in expanded}
+            rows.append({**row, "position_ids": list(range(len(row["input_ids"])))})
+            media_row += 1
+        longest = max(len(row["input_ids"]) for row in rows)
+        pad_id = self.processor.tokenizer.pad_token_id
+        fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}
+        batch = {key: value for key, value in (expanded or {}).items()
+                 if key not in ("input_ids", "labels", "attention_mask", *self.TOKEN_ALIGNED)}
+        for key in ("input_ids", "labels", "position_ids", *(k for k in self.TOKEN_ALIGNED if k in (expanded or {}))):
+            padded = []
+            for row in rows:
+                values, pad = row.get(key, [0] * len(row["input_ids"])), longest - len(row["input_ids"])
+                # Padding forms its own block (positions restart at 0), so it attends to nothing real.
+                padded.append(values + (list(range(pad)) if key == "position_ids" else [fill.get(key, 0)] * pad))
+            batch[key] = torch.tensor(padded, dtype=torch.long)
+        return batch
+
+    def _expanded(self, features: list[dict]) -> dict:
         import torch
 
         images = [[load_image(ref, f["where"]) for ref in f["images"]] for f in features]

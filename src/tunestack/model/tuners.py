@@ -45,11 +45,19 @@ def _check_targets(model, targets: list[str]) -> None:
         )
 
 
+def set_use_cache(model, on: bool) -> None:
+    """`use_cache` on the model's config and on each sub-config (a vision-language model's language model reads its
+    own `text_config`). Off while training: a KV cache is useless there, and its presence stops transformers from
+    reading restarting position_ids as packed-sequence boundaries (so packed examples would attend to each other)."""
+    model.config.use_cache = on
+    for key in getattr(model.config, "sub_configs", {}) or {}:
+        if (sub := getattr(model.config, key, None)) is not None and hasattr(sub, "use_cache"):
+            sub.use_cache = on
+
+
 def attach_tuner(model, args: TunerArgs, gradient_checkpointing: bool = False):
     """Return the model ready to train: a PeftModel for adapters, the model itself for full fine-tuning."""
-    # No KV cache while training: it is useless there, and its presence stops transformers from reading
-    # restarting position_ids as packed-sequence boundaries (so packed examples would attend to each other).
-    model.config.use_cache = False
+    set_use_cache(model, False)
     train_routers(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -172,7 +180,7 @@ def continue_adapter(model, adapter, gradient_checkpointing: bool = False):
     if _is_classifier(model) and _task_type(adapter) != "SEQ_CLS":
         raise TunestackError(f"--continue_adapter: {adapter} is a language-model adapter, which has no reward head "
                              "to train; drop --continue_adapter (it is then merged and a new adapter trains on top)")
-    model.config.use_cache = False
+    set_use_cache(model, False)
     train_routers(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -29,6 +29,21 @@ def is_multimodal(path_or_config) -> bool:
     return any(getattr(path_or_config, key, None) is not None for key in ("vision_config", "audio_config"))
 
 
+def has_3d_positions(path) -> bool:
+    """Whether the model's rotary positions are 3-D (M-RoPE: Qwen2-VL and its successors), which the model computes
+    from a whole row's image grid, so that a packed row's restarting 1-D positions cannot stand in for them."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return False
+
+    def has_key(node) -> bool:
+        if isinstance(node, dict):
+            return "mrope_section" in node or any(has_key(value) for value in node.values())
+        return isinstance(node, list) and any(has_key(value) for value in node)
+
+    return has_key(json.loads(config_file.read_text()))
+
+
 def load_processor(path, trust_remote_code: bool = False, chat_template: str | None = None,
                    min_pixels: int | None = None, max_pixels: int | None = None):
     """The model's `AutoProcessor`, its tokenizer padded on the right and holding the processor's chat template

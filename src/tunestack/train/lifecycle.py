@@ -313,7 +313,7 @@ def _shown(value) -> str:
 def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits, tokenizer):
     """A vision-language model's processor, or None for a text model (which refuses data with images); methods
     other than sft refuse vision-language models."""
-    from tunestack.model.vision import is_multimodal, load_processor
+    from tunestack.model.vision import has_3d_positions, is_multimodal, load_processor
 
     if not is_multimodal(start.resolved.path):
         if model_args.min_pixels is not None or model_args.max_pixels is not None:
@@ -326,8 +326,9 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     if method.name != "sft":
         raise ConfigError([f"--model {model_args.model} is a vision-language model; {method.name} does not train "
                            "one yet (sft does)"])
-    if data_args.packing:
-        raise ConfigError(["--packing: rows of a vision-language model are not packed yet; drop --packing"])
+    if data_args.packing and has_3d_positions(start.resolved.path):
+        raise ConfigError([f"--packing: --model {model_args.model} computes 3-D rotary positions (M-RoPE) over each "
+                           "whole row, which a packed row cannot restart; drop --packing"])
     # --chat_template's file, already read and checked by load_tokenizer, replaces the processor's template
     template = tokenizer.chat_template if model_args.chat_template else None
     return load_processor(start.resolved.path, model_args.trust_remote_code, template, model_args.min_pixels,
@@ -532,7 +533,9 @@ def _save_final(run: RunDir, trainer) -> None:
     if is_main():
         shutil.rmtree(run.final_tmp, ignore_errors=True)
     barrier()
-    trainer.model.config.use_cache = True  # off only while training
+    from tunestack.model.tuners import set_use_cache
+
+    set_use_cache(trainer.model, True)  # off only while training
     trainer.save_model(str(run.final_tmp))
     barrier()
     if is_main():

@@ -52,7 +52,17 @@ def encode_media(splits, processor, data: DataArgs):
         + (f"; {skipped} rows skipped for unreadable images (--on_bad_media skip), the first: "
            f"{next(f['media_problem'] for f in files if f.get('media_problem'))}" if skipped else ""))
     val = encode_media_rows(splits.val, source="validation data", **options) if splits.val is not None else None
-    return train, val, {"media": {"images": images, "skipped_rows": skipped}}
+    report = {"media": {"images": images, "skipped_rows": skipped}}
+    if data.packing:
+        from tunestack.data.vision import pack_text_rows
+
+        train, packed = pack_text_rows(train, data.max_length, "training data")
+        say(f"training data: {packed['text_rows']} text-only examples packed into {packed['packed_rows']} rows of "
+            f"at most {data.max_length} tokens; rows with images stay one per row")
+        if val is not None:
+            val, _ = pack_text_rows(val, data.max_length, "validation data")
+        report["media"]["packing"] = packed
+    return train, val, report
 
 
 def trainer(prepared: Prepared):
