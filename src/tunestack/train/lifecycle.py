@@ -423,7 +423,9 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
         progress.message(f"{splits.report['train_rows']} training rows, {splits.report['val_rows']} validation rows")
     if method.check_data is not None:
         method.check_data(splits, method_args)
+    startup.mark("resolve")
     start = starting_point(model_args, tuner_args)
+    startup.mark("resolved")
     say(f"model: {start.resolved.source}")
     tokenizer, template = load_tokenizer(start.resolved.path, model_args.template, model_args.trust_remote_code,
                                          fallback_template=start.resolved.template,

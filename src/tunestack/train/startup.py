@@ -11,10 +11,13 @@ _runs = 0  # training runs this process has begun (the Python API can run severa
 
 
 def mark(phase: str) -> None:
-    """Note when `phase` began in this process: "data" begins a run, "model" follows it."""
+    """Note when `phase` began in this process: "data" begins a run, "model" follows it. Between them, "resolve" and
+    "resolved" bracket finding the model (a download, the embedded model's one-time conversion), which counts as
+    model time though it happens before the data is encoded (encoding needs the model's tokenizer)."""
     global _runs
     if phase == "data":
         _runs += 1
+        _marks.clear()
     _marks[phase] = time.time()
 
 
@@ -32,7 +35,9 @@ def startup_seconds(now: float | None = None) -> dict[str, float]:
     data = _marks.get("data", now)
     began = process_start() if _runs <= 1 else data
     model = _marks.get("model", data)
-    parts = {"imports": data - began, "data": model - data, "model": now - model, "total": now - began}
+    resolving = _marks["resolved"] - _marks["resolve"] if {"resolve", "resolved"} <= _marks.keys() else 0.0
+    parts = {"imports": data - began, "data": model - data - resolving, "model": now - model + resolving,
+             "total": now - began}
     return {name: round(max(seconds, 0.0), 2) for name, seconds in parts.items()}
 
 
