@@ -2,6 +2,8 @@
 
 - `save_tiny_llava(path)`: a LLaVA-style model (tiny CLIP vision tower, tiny Llama) with its LlavaProcessor, saved
   the way a hub checkpoint is, so `AutoProcessor` / `AutoModelForImageTextToText` and the CLI load it.
+- `save_tiny_llava_next(path)`, `save_tiny_gemma3(path)`: LLaVA-NeXT (any-resolution tiles) and Gemma 3 (SigLIP,
+  pooled soft tokens, image tokens marked in `token_type_ids`) the same way.
 - `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (M-RoPE) with its PIL image processor and tokenizer, in memory;
   `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed);
   `save_tiny_qwen2_vl(path)` saves the three as a checkpoint (no processor: AutoProcessor would need torchvision).
@@ -73,6 +75,66 @@ def save_tiny_llava(path, seed: int = 0) -> Path:
                          vision_feature_select_strategy="default", tie_word_embeddings=False)
     torch.manual_seed(seed)
     LlavaForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def save_tiny_llava_next(path, seed: int = 0) -> Path:
+    """Save a tiny LLaVA-NeXT (the tiny LLaVA's tower and language model; any-resolution tiling over 16 px tiles on
+    a grid of up to 2 x 2, so the number of image tokens follows the picture's shape) with its LlavaNextProcessor."""
+    import torch
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
+                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+
+    path = Path(path)
+    tokenizer = vision_tokenizer(["<image>"])
+    grid = [[16, 16], [16, 32], [32, 16], [32, 32]]
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
+                                                 image_grid_pinpoints=grid)
+    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                                   chat_template=vision_chat_template("<image>"))
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=16, patch_size=8, projection_dim=32)
+    config = LlavaNextConfig(vision_config=vision, text_config=LlamaConfig(**_tiny_llama_text(tokenizer)),
+                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+                             vision_feature_select_strategy="default", image_grid_pinpoints=grid,
+                             tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    LlavaNextForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+GEMMA3_IMAGE_TOKENS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")
+
+
+def save_tiny_gemma3(path, seed: int = 0) -> Path:
+    """Save a tiny Gemma 3 (SigLIP tower 2 x 32 on 16 px pictures in 4 px patches, pooled to 4 soft tokens; a Gemma 3
+    text model 2 x 64 with sliding-window layers) with its Gemma3Processor, which wraps each picture in
+    `<start_of_image>`/`<end_of_image>` and blank lines, and marks image tokens in `token_type_ids`."""
+    import torch
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil, Gemma3Processor,
+                              Gemma3TextConfig, SiglipVisionConfig)
+
+    path = Path(path)
+    start, end, soft = GEMMA3_IMAGE_TOKENS
+    tokenizer = vision_tokenizer(list(GEMMA3_IMAGE_TOKENS))
+    # the named image tokens Gemma3Processor reads (a Gemma tokenizer's own config declares them)
+    tokenizer._set_model_specific_special_tokens({"boi_token": start, "eoi_token": end, "image_token": soft})
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 16, "width": 16}),
+                                tokenizer=tokenizer, image_seq_length=4, chat_template=vision_chat_template(start))
+    text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                            sliding_window=64, bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=16, patch_size=4)
+    ids = tokenizer.convert_tokens_to_ids
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=ids(start),
+                          eoi_token_index=ids(end), image_token_index=ids(soft), tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    Gemma3ForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

@@ -171,6 +171,24 @@ def test_a_qwen2_vl_checkpoint_answers_through_the_cli_as_generate_does(pictures
         load_processor(path)(text=["<|video_pad|>"], videos=[[images[0]]])
 
 
+@pytest.mark.parametrize("family", ["llava-next", "gemma3"])
+def test_llava_next_and_gemma3_answer_through_the_cli_as_generate_does(family, pictures, tmp_path):
+    """Any-resolution tiles (LLaVA-NeXT: the image token count follows each picture's shape) and Gemma 3's soft
+    image tokens, which attend to each other both ways (marked by the processor's token_type_ids)."""
+    from tiny_vlms import save_tiny_gemma3, save_tiny_llava_next
+
+    path = {"llava-next": save_tiny_llava_next, "gemma3": save_tiny_gemma3}[family](tmp_path / family, seed=4)
+    images = [load_png(p) for p in pictures]
+    expected = reference_generate(path, asking(*images), images, 8)
+    result = cli("infer", "--model", str(path), "--dtype", "fp32", "--max_new_tokens", "8",
+                 "--image", str(pictures[0]), "--image", str(pictures[1]), "--prompt", QUESTION)
+    from transformers import AutoTokenizer
+
+    assert result.stdout.strip() == AutoTokenizer.from_pretrained(path).decode(expected,
+                                                                              skip_special_tokens=True).strip()
+    assert len(expected) > 0
+
+
 def test_terminal_chat_attaches_an_image_to_the_next_message(llava_dir, llava, pictures, tmp_path):
     model, processor = llava
     picture = load_png(pictures[0])

@@ -1,7 +1,7 @@
-"""`tunestack sft` on tiny vision-language models (LLaVA and Idefics3 style) through the real CLI: the mask is the
-processor's own tokens with loss on the answer only, the loss falls, the adapter covers the language model and the
-aligner but not the vision tower, freezing flags hold, a text model given images says so before loading, and
---packing packs the text-only rows without changing what any row computes."""
+"""`tunestack sft` on tiny vision-language models (LLaVA, LLaVA-NeXT, Idefics3, Qwen2-VL and Gemma 3 style) through
+the real CLI: the mask is the processor's own tokens with loss on the answer only, the loss falls, the adapter covers
+the language model and the aligner but not the vision tower, freezing flags hold, a text model given images says so
+before loading, and --packing packs the text-only rows without changing what any row computes."""
 
 import json
 
@@ -10,9 +10,11 @@ import torch
 
 from helpers import cli, write_jsonl
 from tiny_idefics3 import save_tiny_idefics3
-from tiny_vlms import image, qwen2_vl_inputs, save_png, save_tiny_llava, save_tiny_qwen2_vl
+from tiny_vlms import (image, qwen2_vl_inputs, save_png, save_tiny_gemma3, save_tiny_llava, save_tiny_llava_next,
+                       save_tiny_qwen2_vl)
 
-BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3, "qwen2-vl": save_tiny_qwen2_vl}
+BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3, "qwen2-vl": save_tiny_qwen2_vl,
+            "llava-next": save_tiny_llava_next, "gemma3": save_tiny_gemma3}
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "yellow": (240, 230, 20)}
 
@@ -89,7 +91,8 @@ def test_lora_trains_the_language_model_and_aligner_and_leaves_the_tower(vlm, co
     losses = [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
     adapter = load_file(run / "final" / "adapter_model.safetensors")
-    aligner = {"llava": "multi_modal_projector", "idefics3": "connector", "qwen2-vl": "visual.merger"}[name]
+    aligner = {"llava": "multi_modal_projector", "idefics3": "connector", "qwen2-vl": "visual.merger",
+               "llava-next": "multi_modal_projector", "gemma3": "multi_modal_projector"}[name]
     assert any(".lora_A." in k and "language_model" in k or "text_model" in k for k in adapter)
     assert any(aligner in k for k in adapter)  # trained in full, saved with the adapter
     tower = ("vision_tower", "vision_model", "visual.blocks", "visual.patch_embed")
@@ -156,7 +159,7 @@ def test_max_pixels_sets_the_budget_a_run_keeps_and_fixed_size_processors_refuse
     assert refused.returncode != 0 and "resizes images to its own sizes, not to a pixel budget" in refused.stderr
 
 
-@pytest.mark.parametrize("name", ["llava", "idefics3"])
+@pytest.mark.parametrize("name", ["llava", "idefics3", "llava-next", "gemma3"])
 def test_packed_text_rows_beside_image_rows_compute_what_each_row_computes_alone(name, tmp_path):
     """--packing on a vision-language model: text-only rows share packed rows, image rows stay one per row, and a
     batch mixing both gives every target the log-probability it has when its row is batched alone."""

@@ -11,10 +11,11 @@ TESTED_MODEL_TYPES = {
     "gpt_oss": "gpt-oss",
 }
 """Model types the family matrix (tests/families) takes through sft, infer, serve, export and eval."""
-TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "idefics3": "Idefics3, SmolVLM",
-                       "qwen2_vl": "Qwen2-VL (images)"}
+TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "llava_next": "LLaVA-NeXT",
+                       "idefics3": "Idefics3, SmolVLM", "qwen2_vl": "Qwen2-VL (images)", "gemma3": "Gemma 3"}
 """Vision-language model types whose masks, adapters and training tiny models test (tests/train/test_vision_sft.py),
-LLaVA also through infer, serve, eval and export, Qwen2-VL through infer and serve."""
+LLaVA also through infer, serve, eval and export, Qwen2-VL through infer, serve, eval and export, LLaVA-NeXT and
+Gemma 3 through infer."""
 
 UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
               "only the architectures it names")
