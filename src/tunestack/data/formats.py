@@ -17,6 +17,7 @@ from tunestack.data.messages import (
     split_shared_prompt,
     with_system,
 )
+from tunestack.data.grounding import parse_objects
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
 from tunestack.media import IMAGE_PLACEHOLDER, MediaError, image_reference, load_image
@@ -67,7 +68,7 @@ _USE_WITH = {
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
           "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution",
-          "tools", "images")  # fmt: skip
+          "tools", "images", "objects")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -113,6 +114,8 @@ def canonical_rows(
         stats["rows"] += 1
         out = _gather_images((_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system),
                              row.get("images"), where, task, base_dir)
+        if row.get("objects") not in (None, "", {}) and task == "sft":
+            out["objects"] = parse_objects(row["objects"], out.get("messages", []), out.get("images", []), where)
         if on_bad_media and out.get("images"):
             try:
                 for ref in out["images"]:
@@ -317,12 +320,13 @@ def _label(row: dict, where: str) -> bool:
 def features_for(task: str, tools: bool = False, images: bool = False):
     """The `datasets.Features` of canonical rows for `task`, so that every source concatenates; `tools`: sft rows
     with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key; `images`: sft rows with
-    images (`uses_images`), whose rows all need an "images" list."""
+    images (`uses_images`), whose rows all need an "images" list and "objects" (grounding boxes, JSON text or
+    None)."""
     from datasets import Features, List, Value
 
     turns = List({"role": Value("string"), "content": Value("string")})
     if task == "sft" and images:
-        return Features({"messages": turns, "images": List(Value("string"))})
+        return Features({"messages": turns, "images": List(Value("string")), "objects": Value("string")})
     if task == "sft" and tools:
         tool_turns = List({key: Value("string") for key in ("role", "content", "tool_calls", "tool_call_id", "name")})
         return Features({"messages": tool_turns, "tools": Value("string")})

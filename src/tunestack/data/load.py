@@ -195,7 +195,7 @@ def _dataset(rows: list[dict], task: str):
         if any(uses_tools(row) for row in rows):
             raise DataError("rows with images and rows with tools cannot be trained on together yet; train on "
                             "them in two runs")
-        rows = [{"images": [], **row} for row in rows]
+        rows = [{"images": [], "objects": None, **row} for row in rows]
         return Dataset.from_list(rows, features=features_for(task, images=True))
     if task == "sft" and any(uses_tools(row) for row in rows):
         rows = [{"tools": None, **row} for row in rows]

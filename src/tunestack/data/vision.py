@@ -21,13 +21,18 @@ def part_messages(messages: list[dict]) -> list[dict]:
 
 def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None = None) -> list[dict]:
     """Each row as {text, input_ids, labels, images, where}: `input_ids` hold one placeholder token per image (the
-    processor expands them at batch time); the images were read once when the data loaded."""
-    tokenizer = processor.tokenizer
+    processor expands them at batch time); the images were read once when the data loaded. Grounding placeholders
+    are written in the model family's box convention (data/grounding.py)."""
+    from tunestack.data.grounding import convention_of, render_objects
+
+    tokenizer, convention = processor.tokenizer, convention_of(processor)
     encoded = []
     for index, row in enumerate(rows, 1):
         where = f"{source}, example {index}"
+        messages = render_objects(row["messages"], row.get("objects"), list(row.get("images") or []), convention,
+                                  where, getattr(processor, "image_processor", None))
         try:
-            text, spans = assistant_spans(tokenizer, part_messages(row["messages"]), template_kwargs=template_kwargs)
+            text, spans = assistant_spans(tokenizer, part_messages(messages), template_kwargs=template_kwargs)
         except DataError as exc:
             raise DataError(f"{where}: {exc}") from None
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
