@@ -77,8 +77,8 @@ class MediaCollator:
     """A batch of encoded rows through the processor: images loaded and expanded, labels carried over, right padding.
     A row longer than `max_length` once its images are expanded is cut when the cut falls after its last image
     token, and is an error naming the row otherwise. A batch that holds packed text rows (`pack_text_rows`) has
-    position ids that restart at each example (every other row is one example) and no attention mask, as a packed
-    text batch has."""
+    position ids that restart at each example (a row that is not packed is one example) and no attention mask, as
+    a packed text batch has."""
 
     # Processor outputs with one value per token of a row, padded like input_ids when rows are joined.
     TOKEN_ALIGNED = ("token_type_ids", "mm_token_type_ids")
