@@ -1,6 +1,6 @@
 """Images per second of the embedded vision-language default, training and serving, beside plain transformers.
 
-What runs, on smollm2-135m-vision and the built-in `shapes` pictures (64 px, 17 image tokens each), in the precision
+What runs, on smollm2-135m-vision and the built-in `shapes` pictures (64 px, 65 image tokens each), in the precision
 `--dtype auto` picks here (bf16 on CPUs with AMX, fp32 otherwise):
   - training: `tunestack sft --model smollm2-135m-vision --dataset shapes --tuner full --freeze_language
     --freeze_vision false` (the vision tower and projector train, the language model is frozen) for `--steps` steps

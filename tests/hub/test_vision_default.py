@@ -1,6 +1,6 @@
 """The vision default `smollm2-135m-vision`: built once (atomic and locked, fast with a stand-in builder), and the real
 build from the embedded model (slow): it loads with the Auto classes, answers text exactly as SmolLM2 does, expands
-a picture into 17 image tokens, renders chats with SmolLM2's template, and resolves like any alias."""
+a picture into 65 image tokens, renders chats with SmolLM2's template, and resolves like any alias."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def test_it_loads_as_a_llava_model_with_its_processor(vision, loaded):
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert model.config.image_token_index == processor.image_token_id == image_id == len(loaded.text_tokenizer)
     vision_config = model.config.vision_config
-    assert (vision_config.image_size, vision_config.patch_size, vision_config.num_hidden_layers) == (64, 16, 2)
+    assert (vision_config.image_size, vision_config.patch_size, vision_config.num_hidden_layers) == (64, 8, 2)
     assert model.config.vision_feature_select_strategy == "full" and model.config.image_seq_length == IMAGE_TOKENS
     embeddings = model.get_input_embeddings().weight
     assert embeddings.shape[0] == image_id + 1
@@ -223,7 +223,7 @@ def test_a_picture_becomes_17_image_tokens_and_reaches_the_language_model(loaded
                                                  {"type": "text", "text": "What colour is the shape?"}]}]
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                return_dict=True, return_tensors="pt")
-        assert (inputs["input_ids"] == processor.image_token_id).sum().item() == IMAGE_TOKENS == 17
+        assert (inputs["input_ids"] == processor.image_token_id).sum().item() == IMAGE_TOKENS == 65
         assert tuple(inputs["pixel_values"].shape) == (1, 3, 64, 64)
         with torch.no_grad():
             out = loaded.model(**inputs).logits
