@@ -108,7 +108,8 @@ class DataArgs:
     system: str | None = arg(None, "system prompt added to conversations that have none", aliases=("default_system",))
     model_name: str | None = arg(None, "the name self-cognition data teaches the model")
     model_author: str | None = arg(None, "the author self-cognition data teaches the model")
-    num_proc: int = arg(1, "processes used to tokenize", check=POSITIVE)
+    num_proc: int = arg(1, "processes that tokenize the rows (sft, pt) in contiguous shares; the result is the same",
+                        check=POSITIVE)
     data_cache: bool = arg(True, "keep the encoded rows in the cache under a fingerprint of the rows, tokenizer, "
                            "chat template and encoding flags, and read them back when all match")
     on_bad_media: str = arg("fail", "an image that cannot be read (missing, too large, not an image, a URL that "

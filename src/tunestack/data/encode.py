@@ -69,11 +69,17 @@ def encode_examples(rows, tokenizer, task: str, max_length: int, truncation: str
 
 
 def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, packing: bool,
-                source: str = "dataset", template_kwargs: dict | None = None):
-    """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened."""
+                source: str = "dataset", template_kwargs: dict | None = None, num_proc: int = 1):
+    """Encode an iterable of canonical rows into a list of training dicts, with the counts of what happened.
+    With `num_proc` > 1 (--num_proc) the rows are tokenized in that many processes, in contiguous shares whose
+    results are joined in order: the same rows, counts and errors as one process gives."""
     stats = EncodeStats()
-    encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source,
-                              template_kwargs=template_kwargs)
+    if num_proc > 1 and hasattr(rows, "__len__") and len(rows) >= num_proc * _MIN_SHARE:
+        encoded = _encode_in_processes(rows, tokenizer, task, max_length, truncation, stats, source,
+                                       template_kwargs, num_proc)
+    else:
+        encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source,
+                                  template_kwargs=template_kwargs)
     if not encoded:
         raise DataError(
             f"{source}: no usable examples after tokenization ({stats.summary()}); raise --max_length "
@@ -82,6 +88,38 @@ def encode_rows(rows, tokenizer, task: str, max_length: int, truncation: str, pa
     rows_out = pack_sequences(encoded, max_length) if packing else encoded
     stats.rows = len(rows_out)
     return rows_out, stats
+
+
+_MIN_SHARE = 256
+"""Fewer rows than this per process are tokenized in this process: starting one costs more than they take."""
+
+
+def _encode_in_processes(rows, tokenizer, task, max_length, truncation, stats: EncodeStats, source, template_kwargs,
+                         num_proc: int) -> list[dict]:
+    """encode_examples over `num_proc` contiguous shares of `rows` in fresh (spawned) processes, joined in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(rows) // num_proc)
+    bounds = [(start, min(start + size, len(rows))) for start in range(0, len(rows), size)]
+    shares = [rows.select(range(a, b)) if hasattr(rows, "select") else rows[a:b] for a, b in bounds]
+    with ProcessPoolExecutor(len(shares), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_encode_share, share, tokenizer, task, max_length, truncation, source, a,
+                               template_kwargs) for share, (a, _) in zip(shares, bounds)]
+        results = [future.result() for future in futures]  # the first share's error is the first row's error
+    encoded = []
+    for share_rows, share_stats in results:
+        encoded += share_rows
+        for name in ("examples", "truncated", "dropped_too_long", "dropped_no_target", "tokens", "target_tokens"):
+            setattr(stats, name, getattr(stats, name) + getattr(share_stats, name))
+    return encoded
+
+
+def _encode_share(rows, tokenizer, task, max_length, truncation, source, first_index, template_kwargs):
+    stats = EncodeStats()
+    encoded = encode_examples(rows, tokenizer, task, max_length, truncation, stats, source, first_index,
+                              template_kwargs)
+    return encoded, stats
 
 
 def to_dataset(rows: list[dict]):

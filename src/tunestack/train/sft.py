@@ -23,12 +23,12 @@ def encode(splits, tokenizer, data: DataArgs, task: str = "sft", processor=None)
         say("training data: streamed, encoded as it is read")
         train, report = EncodedStream(splits.train, **options), {}
     else:
-        train, stats = encode_rows(splits.train, source="training data", **options)
+        train, stats = encode_rows(splits.train, source="training data", num_proc=data.num_proc, **options)
         say(f"training data: {stats.summary()}")
         report = {"encoded": vars(stats), "train_fingerprint": rows_fingerprint(train)}
     val = None
     if splits.val is not None:
-        val, val_stats = encode_rows(splits.val, source="validation data", **options)
+        val, val_stats = encode_rows(splits.val, source="validation data", num_proc=data.num_proc, **options)
         say(f"validation data: {val_stats.summary()}")
     return train, val, report
 
