@@ -10,9 +10,24 @@ from helpers import cli, write_jsonl
 from tiny_vlms import image, save_png, save_tiny_llava
 
 
-def test_a_merged_vision_export_loads_and_matches_base_plus_adapter(tmp_path):
+def assert_export_is_the_run(out, base, run, inputs) -> None:
+    """The merged export's logits on `inputs` equal the base with the run's adapter (and its fully trained
+    projector), which differ from the untrained base's."""
     from peft import PeftModel
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
+
+    merged = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
+    reference = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32),
+                                          str(run / "final")).eval()
+    with torch.no_grad():
+        got, want = merged(**inputs).logits, reference(**inputs).logits
+        untrained = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)(**inputs).logits
+    assert (got - want).abs().max() < 1e-4
+    assert (want - untrained).abs().max() > 1e-3  # the adapter and projector changed the answer
+
+
+def test_a_merged_vision_export_loads_and_matches_base_plus_adapter(tmp_path):
+    from transformers import AutoProcessor
 
     base = save_tiny_llava(tmp_path / "llava")
     save_png(image((200, 30, 40), (20, 20)), tmp_path / "red.png")
@@ -31,14 +46,7 @@ def test_a_merged_vision_export_loads_and_matches_base_plus_adapter(tmp_path):
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[[image((200, 30, 40), (20, 20))]], return_tensors="pt",
                        add_special_tokens=False)
-    merged = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
-    reference = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32),
-                                          str(run / "final")).eval()
-    with torch.no_grad():
-        got, want = merged(**inputs).logits, reference(**inputs).logits
-        untrained = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)(**inputs).logits
-    assert (got - want).abs().max() < 1e-4
-    assert (want - untrained).abs().max() > 1e-3  # the adapter and projector changed the answer
+    assert_export_is_the_run(out, base, run, inputs)
 
     refused = cli("export", "--model", str(run), "--output_dir", str(tmp_path / "q"), "--quant", "int8", check=False)
     assert refused.returncode != 0 and "is a vision-language model" in refused.stderr
@@ -48,8 +56,7 @@ def test_a_qwen2_vl_export_loads_with_its_class_and_image_processor_and_matches_
     """Qwen2-VL's processor needs torchvision for its video half; the export still holds everything an image
     prompt needs (tokenizer, image processor with the run's pixel budget, chat template), and its logits on a
     hand-built image prompt (3-D positions, merged patches) are the run's."""
-    from peft import PeftModel
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    from transformers import AutoImageProcessor, AutoTokenizer
 
     from tiny_vlms import qwen2_vl_inputs, save_tiny_qwen2_vl
     from tunestack.model.vision import load_processor
@@ -73,11 +80,4 @@ def test_a_qwen2_vl_export_loads_with_its_class_and_image_processor_and_matches_
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
     inputs = qwen2_vl_inputs(tokenizer, image_processor, messages, [picture])
     assert int((inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()) == 1
-    merged = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32).eval()
-    reference = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32),
-                                          str(run / "final")).eval()
-    with torch.no_grad():
-        got, want = merged(**inputs).logits, reference(**inputs).logits
-        untrained = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)(**inputs).logits
-    assert (got - want).abs().max() < 1e-4
-    assert (want - untrained).abs().max() > 1e-3
+    assert_export_is_the_run(out, base, run, inputs)
