@@ -10,6 +10,21 @@ from helpers import cli, write_jsonl
 from tiny_vlms import image, save_png, save_tiny_llava
 
 
+def train_and_export(tmp_path, base, picture, answer: str, *flags: str):
+    """(run, export) folders: `base` fine-tuned for 2 steps on `picture` answered with `answer`, then exported; the
+    export's perplexity is the run's."""
+    save_png(picture, tmp_path / "picture.png")
+    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "picture.png"},
+                                                       {"type": "text", "text": "Colour?"}]},
+                          {"role": "assistant", "content": answer}]}] * 4
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    run, out = tmp_path / "run", tmp_path / "export"
+    cli("sft", "--model", str(base), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "2",
+        "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--dtype", "fp32", *flags)
+    cli("export", "--model", str(run), "--output_dir", str(out))
+    assert json.loads((out / "export.json").read_text())["perplexity"]["change_pct"] < 1e-3
+    return run, out
+
 def assert_export_is_the_run(out, base, run, inputs) -> None:
     """The merged export's logits on `inputs` equal the base with the run's adapter (and its fully trained
     projector), which differ from the untrained base's."""
@@ -30,16 +45,7 @@ def test_a_merged_vision_export_loads_and_matches_base_plus_adapter(tmp_path):
     from transformers import AutoProcessor
 
     base = save_tiny_llava(tmp_path / "llava")
-    save_png(image((200, 30, 40), (20, 20)), tmp_path / "red.png")
-    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "red.png"},
-                                                       {"type": "text", "text": "Colour?"}]},
-                          {"role": "assistant", "content": "Red."}]}] * 4
-    data = write_jsonl(tmp_path / "data.jsonl", rows)
-    run, out = tmp_path / "run", tmp_path / "export"
-    cli("sft", "--model", str(base), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--dtype", "fp32")
-    cli("export", "--model", str(run), "--output_dir", str(out))
-    assert json.loads((out / "export.json").read_text())["perplexity"]["change_pct"] < 1e-3
+    run, out = train_and_export(tmp_path, base, image((200, 30, 40), (20, 20)), "Red.")
 
     processor = AutoProcessor.from_pretrained(out)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
@@ -63,16 +69,7 @@ def test_a_qwen2_vl_export_loads_with_its_class_and_image_processor_and_matches_
 
     base = save_tiny_qwen2_vl(tmp_path / "qwen2-vl")
     picture = image((30, 40, 200), (56, 56))
-    save_png(picture, tmp_path / "blue.png")
-    rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": "blue.png"},
-                                                       {"type": "text", "text": "Colour?"}]},
-                          {"role": "assistant", "content": "Blue."}]}] * 4
-    data = write_jsonl(tmp_path / "data.jsonl", rows)
-    run, out = tmp_path / "run", tmp_path / "export"
-    cli("sft", "--model", str(base), "--dataset", str(data), "--output_dir", str(run), "--max_steps", "2",
-        "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--dtype", "fp32", "--max_pixels", "784")
-    cli("export", "--model", str(run), "--output_dir", str(out))
-    assert json.loads((out / "export.json").read_text())["perplexity"]["change_pct"] < 1e-3
+    run, out = train_and_export(tmp_path, base, picture, "Blue.", "--max_pixels", "784")
 
     tokenizer, image_processor = AutoTokenizer.from_pretrained(out), AutoImageProcessor.from_pretrained(out)
     assert image_processor.size["longest_edge"] == 784  # the run's budget travels with the export
