@@ -4,7 +4,7 @@
   the way a hub checkpoint is, so `AutoProcessor` / `AutoModelForImageTextToText` and the CLI load it.
 - `save_tiny_llava_next(path)`, `save_tiny_gemma3(path)`: LLaVA-NeXT (any-resolution tiles) and Gemma 3 (SigLIP,
   pooled soft tokens, image tokens marked in `token_type_ids`) the same way.
-- `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (M-RoPE) with its PIL image processor and tokenizer, in memory;
+- `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (or Qwen2.5-VL, `version="2.5"`; `save_tiny_qwen2_5_vl`) (M-RoPE) with its PIL image processor and tokenizer, in memory;
   `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed);
   `save_tiny_qwen2_vl(path)` saves the three as a checkpoint (no processor: AutoProcessor would need torchvision).
 - `reference_generate(model_dir, messages, images, n)`: what plain transformers generates greedily on the processor's
@@ -142,11 +142,13 @@ def save_tiny_gemma3(path, seed: int = 0) -> Path:
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def build_tiny_qwen2_vl(seed: int = 0):
-    """(model, image processor, tokenizer) of a tiny Qwen2-VL (M-RoPE sections 2/3/3, vision tower 2 x 32): images
-    of 28x28 to 56x56 pixels become 1 to 4 tokens."""
+def build_tiny_qwen2_vl(seed: int = 0, version: str = "2"):
+    """(model, image processor, tokenizer) of a tiny Qwen2-VL (`version` "2.5": Qwen2.5-VL, whose tower has window
+    attention and an RMSNorm merger) with M-RoPE sections 2/3/3 and a vision tower of 2 blocks: images of 28x28 to
+    56x56 pixels become 1 to 4 tokens."""
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
+                              Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
 
     tokenizer = vision_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
     tokenizer.chat_template = vision_chat_template(QWEN_IMAGE)
@@ -155,26 +157,36 @@ def build_tiny_qwen2_vl(seed: int = 0):
     text = {**_tiny_llama_text(tokenizer),
             "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}}
     ids = tokenizer.convert_tokens_to_ids
-    config = Qwen2VLConfig(
-        text_config=text, tie_word_embeddings=False,
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    tokens = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                  vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
+    shared = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "2.5":
+        vision = dict(depth=2, hidden_size=32, out_hidden_size=64, intermediate_size=64, num_heads=2, window_size=56,
+                      fullatt_block_indexes=[1], **shared)
+        config, model_class = Qwen2_5_VLConfig(text_config=text, tie_word_embeddings=False, vision_config=vision,
+                                               **tokens), Qwen2_5_VLForConditionalGeneration
+    else:
+        vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, **shared)
+        config, model_class = Qwen2VLConfig(text_config=text, tie_word_embeddings=False, vision_config=vision,
+                                            **tokens), Qwen2VLForConditionalGeneration
     torch.manual_seed(seed)
-    return Qwen2VLForConditionalGeneration(config).eval(), image_processor, tokenizer
+    return model_class(config).eval(), image_processor, tokenizer
 
 
-def save_tiny_qwen2_vl(path, seed: int = 0) -> Path:
+def save_tiny_qwen2_vl(path, seed: int = 0, version: str = "2") -> Path:
     """`build_tiny_qwen2_vl()` saved in `path` as a hub checkpoint is: weights, tokenizer, image processor and chat
     template."""
     path = Path(path)
-    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed)
+    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed, version)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     image_processor.save_pretrained(path)
     (path / "chat_template.jinja").write_text(tokenizer.chat_template)
     return path
+
+
+def save_tiny_qwen2_5_vl(path, seed: int = 0) -> Path:
+    return save_tiny_qwen2_vl(path, seed, version="2.5")
 
 
 def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list,

@@ -1,4 +1,4 @@
-"""`tunestack sft` on tiny vision-language models (LLaVA, LLaVA-NeXT, Idefics3, Qwen2-VL and Gemma 3 style) through
+"""`tunestack sft` on tiny vision-language models (LLaVA, LLaVA-NeXT, Idefics3, Qwen2-VL, Qwen2.5-VL, Gemma 3) through
 the real CLI: the mask is the processor's own tokens with loss on the answer only, the loss falls, the adapter covers
 the language model and the aligner but not the vision tower, freezing flags hold, a text model given images says so
 before loading, and --packing packs the text-only rows without changing what any row computes."""
@@ -11,10 +11,10 @@ import torch
 from helpers import cli, write_jsonl
 from tiny_idefics3 import save_tiny_idefics3
 from tiny_vlms import (image, qwen2_vl_inputs, save_png, save_tiny_gemma3, save_tiny_llava, save_tiny_llava_next,
-                       save_tiny_qwen2_vl)
+                       save_tiny_qwen2_5_vl, save_tiny_qwen2_vl)
 
 BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3, "qwen2-vl": save_tiny_qwen2_vl,
-            "llava-next": save_tiny_llava_next, "gemma3": save_tiny_gemma3}
+            "qwen2.5-vl": save_tiny_qwen2_5_vl, "llava-next": save_tiny_llava_next, "gemma3": save_tiny_gemma3}
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "yellow": (240, 230, 20)}
 
@@ -51,7 +51,7 @@ def test_the_batch_is_the_processors_own_tokens_with_loss_on_the_answer_only(vlm
     processor = load_processor(path)
     rows = list(load_datasets(DataArgs(dataset=[str(colour_data)])).train)[:5]
     batch = MediaCollator(processor, max_length=512)(encode_media_rows(rows, processor, "data"))
-    if name == "qwen2-vl":  # no AutoProcessor without torchvision: image tokens expanded by hand
+    if name.startswith("qwen"):  # no AutoProcessor without torchvision: image tokens expanded by hand
         from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 
         tokenizer, image_processor = AutoTokenizer.from_pretrained(path), Qwen2VLImageProcessorPil.from_pretrained(path)
@@ -92,7 +92,8 @@ def test_lora_trains_the_language_model_and_aligner_and_leaves_the_tower(vlm, co
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
     adapter = load_file(run / "final" / "adapter_model.safetensors")
     aligner = {"llava": "multi_modal_projector", "idefics3": "connector", "qwen2-vl": "visual.merger",
-               "llava-next": "multi_modal_projector", "gemma3": "multi_modal_projector"}[name]
+               "qwen2.5-vl": "visual.merger", "llava-next": "multi_modal_projector",
+               "gemma3": "multi_modal_projector"}[name]
     assert any(".lora_A." in k and "language_model" in k or "text_model" in k for k in adapter)
     assert any(aligner in k for k in adapter)  # trained in full, saved with the adapter
     tower = ("vision_tower", "vision_model", "visual.blocks", "visual.patch_embed")
