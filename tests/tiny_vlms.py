@@ -58,50 +58,38 @@ LLAVA_IMAGE_TOKENS = 4
 def save_tiny_llava(path, seed: int = 0) -> Path:
     """Save a tiny LLaVA (CLIP vision tower 2 x 32, Llama 2 x 64, 4 tokens per image) with a LlavaProcessor
     (CLIPImageProcessorPil at 16x16, the tiny tokenizer plus `<image>`, an image-aware chatml template) in `path`."""
-    import torch
-    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
-
-    path = Path(path)
-    tokenizer = vision_tokenizer(["<image>"])
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=vision_chat_template("<image>"))
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=16, patch_size=8, projection_dim=32)
-    config = LlavaConfig(vision_config=vision, text_config=LlamaConfig(**_tiny_llama_text(tokenizer)),
-                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
-                         vision_feature_select_strategy="default", tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    LlavaForConditionalGeneration(config).save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return _save_tiny_llava_family(path, seed, grid=None)
 
 
 def save_tiny_llava_next(path, seed: int = 0) -> Path:
     """Save a tiny LLaVA-NeXT (the tiny LLaVA's tower and language model; any-resolution tiling over 16 px tiles on
     a grid of up to 2 x 2, so the number of image tokens follows the picture's shape) with its LlavaNextProcessor."""
-    import torch
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+    return _save_tiny_llava_family(path, seed, grid=[[16, 16], [16, 32], [32, 16], [32, 32]])
 
+
+def _save_tiny_llava_family(path, seed: int, grid: list | None) -> Path:
+    """The tiny LLaVA (`grid` None) or LLaVA-NeXT (tiles on `grid`), saved with its processor in `path`."""
+    import torch
+    import transformers
+    from transformers import CLIPVisionConfig, LlamaConfig
+
+    kind = "LlavaNext" if grid else "Llava"
+    image_class = transformers.LlavaNextImageProcessorPil if grid else transformers.CLIPImageProcessorPil
+    tiles = {"image_grid_pinpoints": grid} if grid else {}
     path = Path(path)
     tokenizer = vision_tokenizer(["<image>"])
-    grid = [[16, 16], [16, 32], [32, 16], [32, 32]]
-    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
-                                                 image_grid_pinpoints=grid)
-    processor = LlavaNextProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-                                   vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                                   chat_template=vision_chat_template("<image>"))
+    image_processor = image_class(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, **tiles)
+    processor = getattr(transformers, f"{kind}Processor")(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=vision_chat_template("<image>"))
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=16, patch_size=8, projection_dim=32)
-    config = LlavaNextConfig(vision_config=vision, text_config=LlamaConfig(**_tiny_llama_text(tokenizer)),
-                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
-                             vision_feature_select_strategy="default", image_grid_pinpoints=grid,
-                             tie_word_embeddings=False)
+    config = getattr(transformers, f"{kind}Config")(
+        vision_config=vision, text_config=LlamaConfig(**_tiny_llama_text(tokenizer)),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
+        vision_feature_select_strategy="default", tie_word_embeddings=False, **tiles)
     torch.manual_seed(seed)
-    LlavaNextForConditionalGeneration(config).save_pretrained(path)
+    getattr(transformers, f"{kind}ForConditionalGeneration")(config).save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

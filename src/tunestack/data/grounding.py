@@ -24,7 +24,6 @@ from tunestack.errors import DataError
 REF_PLACEHOLDER, BOX_PLACEHOLDER = "<ref-object>", "<bbox>"
 BBOX_TYPES = {"real": None, "norm1": 1.0, "norm1000": 1000.0}
 """How a box's numbers are given, and the scale of the normalised ones."""
-CONVENTIONS = ("qwen2_vl", "absolute", "norm1000")
 
 
 def parse_objects(value, messages: list[dict], images: list[str], where: str) -> str | None:

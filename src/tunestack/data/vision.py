@@ -95,32 +95,30 @@ class MediaCollator:
 
     def _with_packed(self, features: list[dict], expanded: dict | None) -> dict:
         """Packed rows and the processor's rows (`expanded`, for the features without position ids, in order) as
-        one batch: right padding in a block of its own, positions restarting per example."""
+        one batch, padded as packed text is (data/packing.py); the processor's token-aligned outputs padded with 0,
+        its image tensors as they are."""
         import torch
 
+        from tunestack.data.packing import Collator
+
+        expanded = expanded or {}
+        aligned = [key for key in self.TOKEN_ALIGNED if key in expanded]
         rows, media_row = [], 0
         for f in features:
             if "position_ids" in f:
-                rows.append({"input_ids": list(f["input_ids"]), "labels": list(f["labels"]),
-                             "position_ids": list(f["position_ids"])})
+                rows.append({key: list(f[key]) for key in ("input_ids", "labels", "position_ids")})
                 continue
             kept = expanded["attention_mask"][media_row].bool()
-            row = {key: expanded[key][media_row][kept].tolist()
-                   for key in ("input_ids", "labels", *self.TOKEN_ALIGNED) if key in expanded}
+            row = {key: expanded[key][media_row][kept].tolist() for key in ("input_ids", "labels", *aligned)}
             rows.append({**row, "position_ids": list(range(len(row["input_ids"])))})
             media_row += 1
-        longest = max(len(row["input_ids"]) for row in rows)
-        pad_id = self.processor.tokenizer.pad_token_id
-        fill = {"input_ids": pad_id, "labels": IGNORE_INDEX}
-        batch = {key: value for key, value in (expanded or {}).items()
-                 if key not in ("input_ids", "labels", "attention_mask", *self.TOKEN_ALIGNED)}
-        for key in ("input_ids", "labels", "position_ids", *(k for k in self.TOKEN_ALIGNED if k in (expanded or {}))):
-            padded = []
-            for row in rows:
-                values, pad = row.get(key, [0] * len(row["input_ids"])), longest - len(row["input_ids"])
-                # Padding forms its own block (positions restart at 0), so it attends to nothing real.
-                padded.append(values + (list(range(pad)) if key == "position_ids" else [fill.get(key, 0)] * pad))
-            batch[key] = torch.tensor(padded, dtype=torch.long)
+        batch = Collator(self.processor.tokenizer.pad_token_id)(rows)
+        longest = batch["input_ids"].shape[1]
+        for key in aligned:  # a packed row has none of them: zeros, like the padding
+            batch[key] = torch.tensor([row.get(key, []) + [0] * (longest - len(row.get(key, []))) for row in rows],
+                                      dtype=torch.long)
+        batch.update({key: value for key, value in expanded.items()
+                      if key not in ("input_ids", "labels", "attention_mask", *aligned)})
         return batch
 
     def _expanded(self, features: list[dict]) -> dict:
