@@ -57,8 +57,10 @@ def encode_media(splits, processor, data: DataArgs):
         from tunestack.data.vision import pack_text_rows
 
         train, packed = pack_text_rows(train, data.max_length, "training data")
-        say(f"training data: {packed['text_rows']} text-only examples packed into {packed['packed_rows']} rows of "
-            f"at most {data.max_length} tokens; rows with images stay one per row")
+        plural = "" if packed["text_rows"] == 1 else "s"
+        say(f"training data: {packed['text_rows']} text-only example{plural} packed into {packed['packed_rows']} "
+            f"row{'' if packed['packed_rows'] == 1 else 's'} of at most {data.max_length} tokens; rows with images "
+            "stay one per row")
         if val is not None:
             val, _ = pack_text_rows(val, data.max_length, "validation data")
         report["media"]["packing"] = packed
