@@ -10,6 +10,13 @@ greedy, `--max_tokens` new tokens per request, short chat prompts:
   - tunestack: `tunestack serve` in a subprocess (continuous batching, up to 32 sequences per forward pass).
   - transformers: `transformers serve MODEL_DIR` in a subprocess, in its default mode and, with
     `--transformers_cb`, with `--continuous-batching` as well.
+  - llama.cpp, the CPU anchor: llama-cpp-python's OpenAI server (`python -m llama_cpp.server`) on the model as the
+    f16 GGUF `tunestack export --to gguf` writes (the closest llama.cpp type to the bf16 tunestack serves; the
+    bundled Q4_1 file crashed llama.cpp 0.3.36's decode on an AMX CPU). llama-cpp-python has no wheel on PyPI for this
+    platform: `--setup` builds it from its source package (`pip install llama-cpp-python[server]`, cmake and a C++
+    compiler needed, some 20 minutes on 2 cores) into benchmarks/.peers/llama-cpp. Without that environment the
+    rows are skipped with a note. Its server answers one request at a time; the others wait
+    (`--interrupt_requests false`: by default a new request cuts the stream being generated).
 For each server and each concurrency (1, 4, 16, 32 clients by default), all clients at once stream chat
 completions one after another through HTTP on loopback for `--window` seconds; streams still open at the end of
 the window are closed, and what they had received counts.
@@ -29,6 +36,7 @@ Usage:
     python benchmarks/serve_throughput.py                    # full run (a few minutes on an idle 2-core CPU)
     python benchmarks/serve_throughput.py --quick            # 1 and 4 clients, 8 tokens, 10 s: a smoke check
     python benchmarks/serve_throughput.py --concurrency 1,16 --max_tokens 64 --output /tmp/serve.json
+    python benchmarks/serve_throughput.py --setup            # build llama.cpp's server for the anchor rows, then stop
 """
 
 from __future__ import annotations
@@ -45,6 +53,8 @@ import time
 from pathlib import Path
 
 MODEL = "smollm2-135m-instruct"
+LLAMA_CPP_ENV = Path(__file__).resolve().parent / ".peers" / "llama-cpp"
+LLAMA_CPP_PACKAGE = "llama-cpp-python[server]==0.3.36"
 PROMPTS = ["Name three primary colors.", "What is the capital of France?", "Write a haiku about the sea.",
            "Explain what a CPU does in one sentence.", "Give me two tips for learning Python.",
            "What is 12 times 7?", "Describe a cat to someone who has never seen one.", "Why is the sky blue?"]
@@ -59,9 +69,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of N runs per server and level")
     parser.add_argument("--transformers_cb", action="store_true", help="also run `transformers serve "
                         "--continuous-batching`")
+    parser.add_argument("--no_llama_cpp", action="store_true", help="leave out the llama.cpp anchor rows")
+    parser.add_argument("--setup", action="store_true", help=f"build llama.cpp's server into {LLAMA_CPP_ENV}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/serve_throughput.json")
     args = parser.parse_args()
+    if args.setup:
+        setup_llama_cpp()
+        return
     if args.quick:
         args.concurrency, args.max_tokens, args.window, args.sequential_prompts = "1,4", 8, 10.0, 2
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -75,23 +90,32 @@ def main() -> None:
     dtype_name = str(dtype).removeprefix("torch.")
     results = {"model": MODEL, "dtype": dtype_name, "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
                "platform": platform.platform(), "window_s": args.window, "runs": []}
-    servers = {"tunestack": [sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"],
-               "transformers": [str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
-                                "--dtype", dtype_name]}
+    # name: (command, the model name requests carry)
+    servers = {"tunestack": ([sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"],
+                             MODEL),
+               "transformers": ([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
+                                 "--dtype", dtype_name], str(model_dir))}
     if args.transformers_cb:
-        servers["transformers-cb"] = servers["transformers"] + ["--continuous-batching"]
+        servers["transformers-cb"] = (servers["transformers"][0] + ["--continuous-batching"], str(model_dir))
+    if not args.no_llama_cpp:
+        anchors, note = llama_cpp_servers(Path(args.output).parent)
+        servers.update(anchors)
+        results["llama_cpp"] = note
+        print(f"llama.cpp: {note}", file=sys.stderr)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     count = args.sequential_prompts
     sequential = [run_sequential(model_dir, dtype, args.max_tokens, count)]
-    started = {name: start_server(name, command, args) for name, command in servers.items()}
+    started = {}
     try:
+        for name, (command, model) in servers.items():
+            started[name] = start_server(name, command, model, args)
         # Every server is up at once and each concurrency level runs on all of them back to back, so that load
         # from elsewhere on the machine hits the sides alike; the best of --repeats is kept per cell.
         for clients in levels:
             for name, (url, _) in started.items():
-                model = MODEL if name == "tunestack" else str(model_dir)
+                model = servers[name][1]
                 tries = [measure(name, url, model, clients, args, tokenizer) for _ in range(args.repeats)]
                 results["runs"].append(max(tries, key=lambda r: r["tokens_per_s"]))
     finally:
@@ -131,20 +155,53 @@ def run_sequential(model_dir, dtype, max_tokens: int, count: int) -> dict:
     return {"requests": count, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds}
 
 
-def start_server(name: str, command: list[str], args) -> tuple[str, subprocess.Popen]:
+def setup_llama_cpp() -> None:
+    """A venv with llama-cpp-python's server, built from its source package (no wheel for this platform)."""
+    python = LLAMA_CPP_ENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LLAMA_CPP_ENV)], check=True)
+    print(f"building {LLAMA_CPP_PACKAGE} into {LLAMA_CPP_ENV} (cmake; many minutes) ...", flush=True)
+    env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 1)}
+    subprocess.run([str(python), "-m", "pip", "install", "-q", LLAMA_CPP_PACKAGE], check=True, env=env)
+    print("llama.cpp server ready")
+
+
+def llama_cpp_servers(folder: Path) -> tuple[dict, str]:
+    """The llama.cpp anchor servers (name: (command, model name)) and a note on what runs, or why nothing does."""
+    python = LLAMA_CPP_ENV / "bin" / "python"
+    if not python.exists() or subprocess.run([str(python), "-c", "import llama_cpp.server"],
+                                             capture_output=True).returncode != 0:
+        return {}, f"skipped: no llama-cpp-python server in {LLAMA_CPP_ENV} (run with --setup to build it)"
+    f16 = folder / "llama-cpp-f16"
+    if not any(f16.glob("*.gguf")):
+        subprocess.run([sys.executable, "-m", "tunestack", "export", "--model", MODEL, "--to", "gguf",
+                        "--gguf_type", "f16", "--output_dir", str(f16)], check=True, capture_output=True)
+    files = {"llama.cpp f16": next(f16.glob("*.gguf"))}
+    threads = str(len(os.sched_getaffinity(0)))
+    servers = {name: ([str(python), "-m", "llama_cpp.server", "--model", str(path), "--model_alias", "anchor",
+                       "--n_ctx", "2048", "--n_threads", threads, "--n_threads_batch", threads,
+                       "--interrupt_requests", "false"], "anchor")  # queue concurrent requests, not cut the running one
+               for name, path in files.items()}
+    return servers, ", ".join(f"{name}: {path}" for name, path in files.items())
+
+
+def start_server(name: str, command: list[str], model: str, args) -> tuple[str, subprocess.Popen]:
     """Start a server on a free loopback port, wait for /health and send one untimed warm-up request."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(Path(args.output).with_suffix(f".{name}.log"), "w")
+    log = open(Path(args.output).with_suffix(f".{name.replace(' ', '-')}.log"), "w")
     process = subprocess.Popen(command + ["--host", "127.0.0.1", "--port", str(port)], stdout=log,
                                stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
-    wait_for(url, process)
-    model = MODEL if name == "tunestack" else command[2]
-    stream_one(url, model, PROMPTS[0], args.max_tokens)
+    try:
+        wait_for(url, process)
+        stream_one(url, model, PROMPTS[0], args.max_tokens)
+    except BaseException:
+        process.terminate()
+        raise
     return url, process
 
 
@@ -156,7 +213,8 @@ def wait_for(url: str, process, timeout: float = 300) -> None:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            # /health on tunestack and transformers; llama-cpp-python's server has /v1/models only
+            if any(httpx.get(url + path, timeout=2).status_code == 200 for path in ("/health", "/v1/models")):
                 return
         except httpx.TransportError:
             pass
@@ -247,6 +305,10 @@ def report(results: dict) -> None:
     slower = [c for c in ours if c in theirs and ours[c] < theirs[c]]
     print("tunestack >= transformers serve at every concurrency" if not slower else
           f"tunestack slower than transformers serve at {slower} clients")
+    for anchor in sorted({r["server"] for r in results["runs"] if r["server"].startswith("llama.cpp")}):
+        theirs = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == anchor}
+        print(f"tunestack vs {anchor}: " + ", ".join(f"{c} clients {ours[c] / theirs[c]:.2f}x"
+                                                     for c in sorted(theirs) if c in ours and theirs[c]))
 
 
 if __name__ == "__main__":
