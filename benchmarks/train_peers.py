@@ -99,8 +99,9 @@ def _installed(python: Path, tool: str) -> bool:
     return probe.returncode == 0
 
 
-def command(tool: str, model: Path, data: Path, out: Path, precision: str) -> list[str]:
-    """The tool's own command line for the job."""
+def command(tool: str, model: Path, data: Path, out: Path, precision: str, checkpointing: bool | None) -> list[str]:
+    """The tool's own command line for the job; `checkpointing` None keeps each tool's default for gradient
+    checkpointing (ms-swift and LLaMA-Factory turn it on, tunestack leaves it off), True or False sets it in all."""
     python = str(tool_python(tool))
     if tool == "tunestack":
         return [python, "-m", "tunestack", "sft", "--model", str(model), "--dataset", str(data),
@@ -108,7 +109,8 @@ def command(tool: str, model: Path, data: Path, out: Path, precision: str) -> li
                 "--learning_rate", str(LEARNING_RATE), "--max_steps", str(STEPS),
                 "--per_device_train_batch_size", str(BATCH), "--max_length", str(MAX_LENGTH),
                 "--dtype", precision, "--val_ratio", "0", "--seed", str(SEED), "--logging_steps", "10",
-                "--output_dir", str(out)]
+                "--output_dir", str(out)] + \
+            ([] if checkpointing is None else ["--gradient_checkpointing", str(checkpointing).lower()])
     if tool == "ms-swift":
         # ms-swift has no SmolLM2 entry: its Llama model type and ChatML template (SmolLM2's format) are named.
         return [str(PEERS / tool / "bin" / "swift"), "sft", "--model", str(model), "--model_type", "llama",
@@ -119,7 +121,8 @@ def command(tool: str, model: Path, data: Path, out: Path, precision: str) -> li
                 "--gradient_accumulation_steps", "1", "--max_length", str(MAX_LENGTH),
                 "--torch_dtype", {"bf16": "bfloat16", "fp32": "float32"}[precision],
                 "--split_dataset_ratio", "0", "--seed", str(SEED), "--logging_steps", "10",
-                "--report_to", "none", "--use_cpu", "true", "--output_dir", str(out)]
+                "--report_to", "none", "--use_cpu", "true", "--output_dir", str(out)] + \
+            ([] if checkpointing is None else ["--gradient_checkpointing", str(checkpointing).lower()])
     config = out.parent / f"{out.name}.yaml"
     (data.parent / "dataset_info.json").write_text(json.dumps({"chats": {
         "file_name": data.name, "formatting": "sharegpt", "columns": {"messages": "messages"},
@@ -132,6 +135,8 @@ def command(tool: str, model: Path, data: Path, out: Path, precision: str) -> li
                 "per_device_train_batch_size": BATCH, "gradient_accumulation_steps": 1, "seed": SEED,
                 "logging_steps": 10, "report_to": "none", "output_dir": str(out), "overwrite_output_dir": True,
                 "bf16": precision == "bf16", "use_cpu": True}
+    if checkpointing is not None:
+        settings["disable_gradient_checkpointing"] = not checkpointing
     config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in settings.items()) + "\n")
     return [str(PEERS / tool / "bin" / "llamafactory-cli"), "train", str(config)]
 
@@ -145,13 +150,14 @@ def with_system(path: Path) -> Path:
     return path
 
 
-def run_tool(tool: str, model: Path, data: Path, work: Path, precision: str, attempt: int) -> dict:
+def run_tool(tool: str, model: Path, data: Path, work: Path, precision: str, attempt: int,
+             checkpointing: bool | None = None) -> dict:
     out = work / f"{tool}-{attempt}"
     probe_file = work / f"{tool}-{attempt}.probe.json"
     log_path = work / f"{tool}-{attempt}.log"
     env = {**os.environ, "TUNESTACK_PROBE_FILE": str(probe_file), "CUDA_VISIBLE_DEVICES": "",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))}
-    argv = command(tool, model, data, out, precision)
+    argv = command(tool, model, data, out, precision, checkpointing)
     with open(log_path, "w") as log:
         start = time.time()
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -221,6 +227,8 @@ def main(argv=None) -> None:
     parser.add_argument("--tools", default="tunestack,ms-swift,llamafactory")
     parser.add_argument("--repeats", type=int, default=1, help="runs per tool, interleaved; the fastest counts")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--gradient_checkpointing", choices=("default", "on", "off"), default="default",
+                        help="each tool's default (the peers turn it on, tunestack does not), or the same in all")
     parser.add_argument("--quick", action="store_true", help="smoke check: 12 steps, steady state over the last 10")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
@@ -235,6 +243,7 @@ def main(argv=None) -> None:
     from tunestack.hub.resolve import resolve_model
 
     precision = precision_here() if opts.precision == "auto" else opts.precision
+    checkpointing = {"default": None, "on": True, "off": False}[opts.gradient_checkpointing]
     model = resolve_model("smollm2-135m-instruct").path
     peak = matmul_peak(precision, 2048, 5)
     work = Path(tempfile.mkdtemp(prefix="train-peers-"))
@@ -247,7 +256,7 @@ def main(argv=None) -> None:
                 best[tool] = {"tool": tool, "error": f"no environment: run `{Path(__file__).name} --setup`"}
                 continue
             print(f"{tool} (run {attempt + 1})", flush=True)
-            row = run_tool(tool, model, data, work, precision, attempt)
+            row = run_tool(tool, model, data, work, precision, attempt, checkpointing)
             if "error" in row:
                 print(f"  {row['error']}\n{row.get('tail', '')}")
             else:
@@ -257,12 +266,13 @@ def main(argv=None) -> None:
                                                     row["whole_process_s"] < kept["whole_process_s"]):
                 best[tool] = row
     rows = [best[t] for t in tools if t in best]
-    header = (f"{machine()['cpu']}, {precision}, matmul peak {peak / 1e9:.0f} GFLOP/s; {STEPS} LoRA steps of "
+    header = (f"{machine()['cpu']}, {precision}, gradient checkpointing: {opts.gradient_checkpointing}, matmul peak {peak / 1e9:.0f} GFLOP/s; {STEPS} LoRA steps of "
               f"{BATCH} examples, steady state over steps {WARMUP + 1}-{STEPS}")
     report = "\n".join([header, "", table(rows, peak, precision), "", *verdicts(rows)])
     print(report)
     Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.output).write_text(json.dumps({"machine": machine(), "precision": precision, "peak_flops": peak,
+                                             "gradient_checkpointing": opts.gradient_checkpointing,
                                              "rows": rows, "verdicts": verdicts(rows)}, indent=2))
     print(f"wrote {opts.output}")
     if not opts.keep:

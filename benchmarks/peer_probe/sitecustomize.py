@@ -5,6 +5,9 @@ Python imports `sitecustomize` at start-up. This one waits, without importing an
 `Trainer.training_step` to record each micro-batch's real tokens (the attention mask's ones per row) and adds a
 callback that stamps the wall-clock end of every optimizer step. When training ends, the record goes to
 $TUNESTACK_PROBE_FILE as JSON, with the linear weights the FLOPs formula needs (frozen and trainable).
+
+It runs inside other tools' environments, so it imports nothing from this repository: `_flop_counts` repeats
+train_throughput.py's `flop_counts`.
 """
 
 import functools
