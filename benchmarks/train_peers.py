@@ -102,15 +102,14 @@ def _installed(python: Path, tool: str) -> bool:
 def command(tool: str, model: Path, data: Path, out: Path, precision: str, checkpointing: bool | None) -> list[str]:
     """The tool's own command line for the job; `checkpointing` None keeps each tool's default for gradient
     checkpointing (ms-swift and LLaMA-Factory turn it on, tunestack leaves it off), True or False sets it in all."""
-    python = str(tool_python(tool))
+    checkpoint_flag = [] if checkpointing is None else ["--gradient_checkpointing", str(checkpointing).lower()]
     if tool == "tunestack":
-        return [python, "-m", "tunestack", "sft", "--model", str(model), "--dataset", str(data),
+        return [str(tool_python(tool)), "-m", "tunestack", "sft", "--model", str(model), "--dataset", str(data),
                 "--lora_rank", str(RANK), "--lora_alpha", str(ALPHA), "--lora_dropout", "0",
                 "--learning_rate", str(LEARNING_RATE), "--max_steps", str(STEPS),
                 "--per_device_train_batch_size", str(BATCH), "--max_length", str(MAX_LENGTH),
                 "--dtype", precision, "--val_ratio", "0", "--seed", str(SEED), "--logging_steps", "10",
-                "--output_dir", str(out)] + \
-            ([] if checkpointing is None else ["--gradient_checkpointing", str(checkpointing).lower()])
+                "--output_dir", str(out)] + checkpoint_flag
     if tool == "ms-swift":
         # ms-swift has no SmolLM2 entry: its Llama model type and ChatML template (SmolLM2's format) are named.
         return [str(PEERS / tool / "bin" / "swift"), "sft", "--model", str(model), "--model_type", "llama",
@@ -121,13 +120,8 @@ def command(tool: str, model: Path, data: Path, out: Path, precision: str, check
                 "--gradient_accumulation_steps", "1", "--max_length", str(MAX_LENGTH),
                 "--torch_dtype", {"bf16": "bfloat16", "fp32": "float32"}[precision],
                 "--split_dataset_ratio", "0", "--seed", str(SEED), "--logging_steps", "10",
-                "--report_to", "none", "--use_cpu", "true", "--output_dir", str(out)] + \
-            ([] if checkpointing is None else ["--gradient_checkpointing", str(checkpointing).lower()])
+                "--report_to", "none", "--use_cpu", "true", "--output_dir", str(out)] + checkpoint_flag
     config = out.parent / f"{out.name}.yaml"
-    (data.parent / "dataset_info.json").write_text(json.dumps({"chats": {
-        "file_name": data.name, "formatting": "sharegpt", "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"}}}))
     settings = {"model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
                 "lora_rank": RANK, "lora_alpha": ALPHA, "lora_dropout": 0.0, "lora_target": "all",
                 "dataset": "chats", "dataset_dir": str(data.parent), "template": "smollm2",
@@ -141,12 +135,20 @@ def command(tool: str, model: Path, data: Path, out: Path, precision: str, check
     return [str(PEERS / tool / "bin" / "llamafactory-cli"), "train", str(config)]
 
 
-def with_system(path: Path) -> Path:
-    """Every conversation opened with SYSTEM: SmolLM2's template adds a default system prompt to conversations
+def prepare_data(folder: Path) -> Path:
+    """The conversations as a messages JSONL file in `folder`, with the dataset_info.json LLaMA-Factory reads them by.
+
+    Every conversation is opened with SYSTEM: SmolLM2's template adds a default system prompt to conversations
     without one, where ChatML (ms-swift) adds none, so the tools would otherwise train on different text."""
+    folder.mkdir()
+    path = export_rows(folder / "chats.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     path.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SYSTEM}] + row["messages"]}) + "\n"
                             for row in rows))
+    (folder / "dataset_info.json").write_text(json.dumps({"chats": {
+        "file_name": path.name, "formatting": "sharegpt", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}}}))
     return path
 
 
@@ -247,8 +249,7 @@ def main(argv=None) -> None:
     model = resolve_model("smollm2-135m-instruct").path
     peak = matmul_peak(precision, 2048, 5)
     work = Path(tempfile.mkdtemp(prefix="train-peers-"))
-    (work / "data").mkdir()
-    data = with_system(export_rows(work / "data" / "chats.jsonl"))
+    data = prepare_data(work / "data")
     best: dict[str, dict] = {}
     for attempt in range(opts.repeats):
         for tool in tools:
@@ -266,14 +267,15 @@ def main(argv=None) -> None:
                                                     row["whole_process_s"] < kept["whole_process_s"]):
                 best[tool] = row
     rows = [best[t] for t in tools if t in best]
-    header = (f"{machine()['cpu']}, {precision}, gradient checkpointing: {opts.gradient_checkpointing}, matmul peak {peak / 1e9:.0f} GFLOP/s; {STEPS} LoRA steps of "
-              f"{BATCH} examples, steady state over steps {WARMUP + 1}-{STEPS}")
-    report = "\n".join([header, "", table(rows, peak, precision), "", *verdicts(rows)])
-    print(report)
+    here, judged = machine(), verdicts(rows)
+    header = (f"{here['cpu']}, {precision}, gradient checkpointing: {opts.gradient_checkpointing}, matmul peak "
+              f"{peak / 1e9:.0f} GFLOP/s; {STEPS} LoRA steps of {BATCH} examples, steady state over steps "
+              f"{WARMUP + 1}-{STEPS}")
+    print("\n".join([header, "", table(rows, peak, precision), "", *judged]))
     Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(opts.output).write_text(json.dumps({"machine": machine(), "precision": precision, "peak_flops": peak,
+    Path(opts.output).write_text(json.dumps({"machine": here, "precision": precision, "peak_flops": peak,
                                              "gradient_checkpointing": opts.gradient_checkpointing,
-                                             "rows": rows, "verdicts": verdicts(rows)}, indent=2))
+                                             "rows": rows, "verdicts": judged}, indent=2))
     print(f"wrote {opts.output}")
     if not opts.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -57,10 +57,9 @@ def encode_media(splits, processor, data: DataArgs):
         from tunestack.data.vision import pack_text_rows
 
         train, packed = pack_text_rows(train, data.max_length, "training data")
-        plural = "" if packed["text_rows"] == 1 else "s"
-        say(f"training data: {packed['text_rows']} text-only example{plural} packed into {packed['packed_rows']} "
-            f"row{'' if packed['packed_rows'] == 1 else 's'} of at most {data.max_length} tokens; rows with images "
-            "stay one per row")
+        examples, rows = packed["text_rows"], packed["packed_rows"]
+        say(f"training data: {examples} text-only example{'' if examples == 1 else 's'} packed into {rows} "
+            f"row{'' if rows == 1 else 's'} of at most {data.max_length} tokens; rows with images stay one per row")
         if val is not None:
             val, _ = pack_text_rows(val, data.max_length, "validation data")
         report["media"]["packing"] = packed
