@@ -4,9 +4,9 @@ Target (issue: speed where users feel it): single-stream tokens/s at least 2x pl
 unchanged. Speculation pays where the drafts are right: prompt lookup when the answer repeats its input (editing,
 quoting, extracting, code changes), a draft model when it predicts the target well.
 
-What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX, else
-fp32), greedy, `--max_tokens` new tokens per prompt, one sequence at a time through the engine `tunestack infer` and
-`tunestack serve` use, for two kinds of prompt:
+What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX or
+AVX-512 BF16, else fp32), greedy, `--max_tokens` new tokens per prompt, one sequence at a time through the engine
+`tunestack infer` and `tunestack serve` use, for two kinds of prompt:
   - edit: "repeat this paragraph with one change" (the answer is mostly its input);
   - chat: short open questions (the answer is new text).
 Drafters: none (plain decoding), prompt lookup (`--prompt_lookup_tokens`), and with `--draft_layers N` a draft

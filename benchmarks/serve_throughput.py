@@ -3,8 +3,8 @@
 Target: with 16 concurrent clients, tunestack's server reaches at least 4x the sequential `model.generate`
 throughput, and it is at least as fast as `transformers serve` at every concurrency.
 
-What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX),
-greedy, `--max_tokens` new tokens per request, short chat prompts:
+What runs. The embedded smollm2-135m-instruct in the dtype `--dtype auto` picks here (bf16 on CPUs with AMX or AVX-512
+BF16), greedy, `--max_tokens` new tokens per request, short chat prompts:
   - sequential: `model.generate` on `--sequential_prompts` prompts one after another in this process (the chat
     template applied the same way), no server.
   - tunestack: `tunestack serve` in a subprocess (continuous batching, up to 32 sequences per forward pass).

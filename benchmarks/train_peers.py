@@ -7,7 +7,8 @@ The job, the same for every tool: LoRA rank 8, alpha 32, dropout 0 on every line
 smollm2-135m-instruct (its converted Hugging Face folder), learning rate 1e-4, seed 42, 50 optimizer steps of 4
 examples (no accumulation), --max_length 512, no validation split, the adapter saved once at the end; the
 built-in `self-cognition` and `arith` conversations, exported once to a messages JSONL file that all three read.
-Precision: bf16 where the CPU has AMX, else fp32, the choice tunestack's `--dtype auto` makes, given to every tool.
+Precision: bf16 where the CPU has AMX or AVX-512 BF16, else fp32, the choice tunestack's `--dtype auto` makes, given
+to every tool.
 
 Each tool runs as its command line in a process of its own (`tunestack sft`, `swift sft`, `llamafactory-cli train`),
 each in an environment of its own under benchmarks/.peers/ (`--setup` creates them: a venv, torch first so that pip

@@ -1,7 +1,7 @@
 """Images per second of the embedded vision-language default, training and serving, beside plain transformers.
 
 What runs, on smollm2-135m-vision and the built-in `shapes` pictures (64 px, 65 image tokens each), in the precision
-`--dtype auto` picks here (bf16 on CPUs with AMX, fp32 otherwise):
+`--dtype auto` picks here (bf16 on CPUs with AMX or AVX-512 BF16, fp32 otherwise):
   - training: `tunestack sft --model smollm2-135m-vision --dataset shapes --tuner full --freeze_language
     --freeze_vision false` (the vision tower and projector train, the language model is frozen) for `--steps` steps
     of `--batch` rows, in a subprocess; beside it, a plain transformers loop doing the same in this process

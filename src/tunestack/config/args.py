@@ -65,7 +65,8 @@ class ModelArgs:
     revision: str | None = arg(None, "hub revision (branch, tag or commit)")
     dtype: str = arg(
         "auto",
-        "weights and compute precision; auto picks bf16 where the hardware is fast at it (CUDA, CPUs with AMX)",
+        "weights and compute precision; auto picks bf16 where the hardware is fast at it (CUDA; CPUs with AMX or "
+        "AVX-512 BF16)",
         choices=("auto", "bf16", "fp16", "fp32"), aliases=("torch_dtype",), values=_DTYPE_SPELLINGS,
     )
     attn_implementation: str = arg(
