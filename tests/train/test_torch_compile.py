@@ -30,6 +30,7 @@ def test_compiled_training_gives_the_eager_losses(tiny_model_dir, chat_file, tmp
     assert len(eager_losses) == 3 and compiled_losses == pytest.approx(eager_losses, abs=1e-4)
     record = json.loads((tmp_path / "compiled" / "run.json").read_text())
     assert record["status"] == "completed" and record["compile_seconds"] > 0
+    assert record["kernels"]["torch_compile"] and record["kernels"]["attention"] == "tunestack_packed"
     assert any((tmp_path / "inductor").rglob("*.py"))  # the graphs went to the cache a second run reuses
 
 
@@ -42,4 +43,5 @@ def test_without_a_compiler_it_warns_once_and_trains_eagerly(tiny_model_dir, cha
     assert len(warnings) == 1 and "inductor cannot compile" in warnings[0] and "eager mode" in warnings[0]
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "completed" and "compile_seconds" not in record
+    assert record["kernels"]["torch_compile"] is False  # what the run did, not what was asked
     assert len(losses(run)) == 3

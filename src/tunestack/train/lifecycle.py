@@ -241,6 +241,9 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
         trainer.add_callback(callback)
     if plan is not None:
         _update(run, auto_plan=plan)
+    from tunestack.train.trainer import kernels_of
+
+    _update(run, kernels=kernels_of(trainer))
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.

@@ -85,6 +85,18 @@ class TunestackTrainer(Trainer):
                                        ignore_keys)
 
 
+def kernels_of(trainer: Trainer) -> dict:
+    """The kernels a run trains with, as chosen for this machine, model and data (run.json's `kernels`): the
+    attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
+    positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), Liger's
+    fused kernels, and whether torch.compile is on (after the check that inductor can compile here)."""
+    unwrapped = getattr(trainer.model, "get_base_model", lambda: trainer.model)()
+    head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
+        else "every position"
+    return {"attention": getattr(unwrapped.config, "_attn_implementation", None), "output_head": head,
+            "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
+
+
 def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """`preprocess_logits_for_metrics` for --metrics: the most likely token at each position, shifted so that
     `predictions[:, t]` is the guess for `label_ids[:, t]` (IGNORE_INDEX at position 0); ids, not logits, are
