@@ -93,7 +93,8 @@ def kernels_of(trainer: Trainer) -> dict:
     unwrapped = getattr(trainer.model, "get_base_model", lambda: trainer.model)()
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
-    return {"attention": getattr(unwrapped.config, "_attn_implementation", None), "output_head": head,
+    config = getattr(unwrapped, "config", None)
+    return {"attention": getattr(config, "_attn_implementation", None), "output_head": head,
             "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
 
 
