@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of N runs per server and level")
     parser.add_argument("--transformers_cb", action="store_true", help="also run `transformers serve "
                         "--continuous-batching`")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="tunestack's and transformers' precision (default: what tunestack's --dtype auto picks)")
     parser.add_argument("--no_llama_cpp", action="store_true", help="leave out the llama.cpp anchor rows")
     parser.add_argument("--setup", action="store_true", help=f"build llama.cpp's server into {LLAMA_CPP_ENV}")
     parser.add_argument("--quick", action="store_true")
@@ -86,12 +88,13 @@ def main() -> None:
     from tunestack.model.precision import resolve_dtype
 
     model_dir = resolve_model(MODEL).path
-    dtype = resolve_dtype("auto")
+    dtype = resolve_dtype(args.dtype)
     dtype_name = str(dtype).removeprefix("torch.")
     results = {"model": MODEL, "dtype": dtype_name, "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
                "platform": platform.platform(), "window_s": args.window, "runs": []}
     # name: (command, the model name requests carry)
-    servers = {"tunestack": ([sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"],
+    servers = {"tunestack": ([sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32",
+                              "--dtype", args.dtype],
                              MODEL),
                "transformers": ([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
                                  "--dtype", dtype_name], str(model_dir))}
