@@ -239,11 +239,9 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
                             progress=progress, stop=stop)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    if plan is not None:
-        _update(run, auto_plan=plan)
     from tunestack.train.trainer import kernels_of
 
-    _update(run, kernels=kernels_of(trainer))
+    _update(run, kernels=kernels_of(trainer), **({"auto_plan": plan} if plan is not None else {}))
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
         # Killed after the last step was checkpointed: the model is done, only final/ is missing.

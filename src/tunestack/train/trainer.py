@@ -90,10 +90,9 @@ def kernels_of(trainer: Trainer) -> dict:
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
     positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), Liger's
     fused kernels, and whether torch.compile is on (after the check that inductor can compile here)."""
-    unwrapped = getattr(trainer.model, "get_base_model", lambda: trainer.model)()
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
-    config = getattr(unwrapped, "config", None)
+    config = getattr(trainer.model, "config", None)  # a peft model answers with its base model's
     return {"attention": getattr(config, "_attn_implementation", None), "output_head": head,
             "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
 
