@@ -4,7 +4,8 @@
   the way a hub checkpoint is, so `AutoProcessor` / `AutoModelForImageTextToText` and the CLI load it.
 - `save_tiny_llava_next(path)`, `save_tiny_gemma3(path)`: LLaVA-NeXT (any-resolution tiles) and Gemma 3 (SigLIP,
   pooled soft tokens, image tokens marked in `token_type_ids`) the same way.
-- `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (or Qwen2.5-VL, `version="2.5"`; `save_tiny_qwen2_5_vl`) (M-RoPE) with its PIL image processor and tokenizer, in memory;
+- `build_tiny_qwen2_vl()`: a Qwen2-VL-style model (or Qwen2.5-VL, `version="2.5"`, `save_tiny_qwen2_5_vl`; Qwen3-VL,
+  `version="3"`, `save_tiny_qwen3_vl`) (M-RoPE) with its PIL image processor and tokenizer, in memory;
   `qwen2_vl_inputs` expands its image tokens by hand, since `Qwen2VLProcessor` needs torchvision (not installed);
   `save_tiny_qwen2_vl(path)` saves the three as a checkpoint (no processor: AutoProcessor would need torchvision).
 - `reference_generate(model_dir, messages, images, n)`: what plain transformers generates greedily on the processor's
@@ -132,23 +133,33 @@ QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 
 def build_tiny_qwen2_vl(seed: int = 0, version: str = "2"):
     """(model, image processor, tokenizer) of a tiny Qwen2-VL (`version` "2.5": Qwen2.5-VL, whose tower has window
-    attention and an RMSNorm merger) with M-RoPE sections 2/3/3 and a vision tower of 2 blocks: images of 28x28 to
-    56x56 pixels become 1 to 4 tokens."""
+    attention and an RMSNorm merger; "3": Qwen3-VL, 16 px patches, learned position embeddings, a DeepStack merger
+    feeding a middle layer and interleaved M-RoPE) with M-RoPE sections 2/3/3 and a vision tower of 2 blocks: images
+    of 28x28 to 56x56 pixels (32x32 to 64x64 for Qwen3-VL) become 1 to 4 tokens."""
     import torch
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig,
-                              Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
+                              Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration)
 
     tokenizer = vision_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
     tokenizer.chat_template = vision_chat_template(QWEN_IMAGE)
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56, patch_size=14, merge_size=2,
-                                               temporal_patch_size=2)
+    patch = 16 if version == "3" else 14
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch) ** 2, max_pixels=(4 * patch) ** 2,
+                                               patch_size=patch, merge_size=2, temporal_patch_size=2)
     text = {**_tiny_llama_text(tokenizer),
             "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}}
     ids = tokenizer.convert_tokens_to_ids
     tokens = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                   vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"))
-    shared = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
-    if version == "2.5":
+    shared = dict(patch_size=patch, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "3":
+        text["head_dim"] = 16
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                      num_position_embeddings=16, deepstack_visual_indexes=[1], **shared)
+        config, model_class = Qwen3VLConfig(text_config=text, tie_word_embeddings=False, vision_config=vision,
+                                            **tokens), Qwen3VLForConditionalGeneration
+    elif version == "2.5":
         vision = dict(depth=2, hidden_size=32, out_hidden_size=64, intermediate_size=64, num_heads=2, window_size=56,
                       fullatt_block_indexes=[1], **shared)
         config, model_class = Qwen2_5_VLConfig(text_config=text, tie_word_embeddings=False, vision_config=vision,
@@ -175,6 +186,10 @@ def save_tiny_qwen2_vl(path, seed: int = 0, version: str = "2") -> Path:
 
 def save_tiny_qwen2_5_vl(path, seed: int = 0) -> Path:
     return save_tiny_qwen2_vl(path, seed, version="2.5")
+
+
+def save_tiny_qwen3_vl(path, seed: int = 0) -> Path:
+    return save_tiny_qwen2_vl(path, seed, version="3")
 
 
 def qwen2_vl_inputs(tokenizer, image_processor, messages: list[dict], images: list,

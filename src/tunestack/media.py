@@ -1,12 +1,15 @@
-"""Images in messages: one canonical content part, and one loader for files, data URLs and http(s) URLs.
+"""Images and audio in messages: one canonical content part per kind, and loaders for files, data URLs and http(s)
+URLs.
 
-Rows, server requests and the terminal chat all bring images in their own shapes (`{"type": "image", "image": ...}`,
-OpenAI's `image_url`, an `images` column); `image_part` turns each into `{"type": "image", "image": REF}`, where REF
-is an absolute path, a `data:` URL or an http(s) URL. Media stay such references until a processor needs pixels:
-`load_image` reads them then, with a timeout and a size cap, and names the row or request when it cannot.
+Rows, server requests and the terminal chat all bring media in their own shapes (`{"type": "image", "image": ...}`,
+OpenAI's `image_url` and `input_audio`, `images` / `audios` columns); `image_part` and `audio_part` turn each into
+`{"type": "image", "image": REF}` or `{"type": "audio", "audio": REF}`, where REF is an absolute path, a `data:` URL
+or an http(s) URL. Media stay such references until a processor needs pixels or samples: `load_image` and
+`load_audio` read them then, with a timeout and a size cap, and name the row or request when they cannot.
 
 It sits at the top of the package, beside `message_text`, because `data`, `inference`, `serve` and `eval` all use it
-and none of them may import another. PIL is imported only when an image is read.
+and none of them may import another. PIL is imported only when an image is read, PyAV (the `media` extra) only when
+audio is decoded.
 """
 
 from __future__ import annotations
@@ -22,18 +25,51 @@ from tunestack.errors import DataError
 
 IMAGE_PARTS = ("image", "image_url", "input_image")
 """Content part types that carry an image (ours, OpenAI chat's, OpenAI responses')."""
+AUDIO_PARTS = ("audio", "input_audio", "audio_url")
+"""Content part types that carry audio (ours, OpenAI chat's base64 `input_audio`, vLLM's `audio_url`)."""
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-"""The largest image file or download read (20 MiB)."""
+"""The largest image or audio file or download read (20 MiB)."""
 URL_TIMEOUT_S = 10.0
-"""How long an http(s) image may take to arrive."""
+"""How long an http(s) image or audio file may take to arrive."""
 
 
 class MediaError(DataError):
-    """An image that cannot be read: missing, too large, not an image, or a URL that failed or timed out."""
+    """An image or audio file that cannot be read: missing, too large, not decodable, or a URL that failed or timed
+    out."""
 
 
 def is_image_part(part) -> bool:
     return isinstance(part, dict) and part.get("type") in IMAGE_PARTS
+
+
+def media_kind(part) -> str | None:
+    """"image" or "audio" for a content part that carries one, else None."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    return "image" if kind in IMAGE_PARTS else "audio" if kind in AUDIO_PARTS else None
+
+
+def media_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
+    """The canonical part of an image or audio part (`image_part` or `audio_part`)."""
+    return (audio_part if media_kind(part) == "audio" else image_part)(part, where, base_dir)
+
+
+def audio_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
+    """The canonical `{"type": "audio", "audio": REF}` for any audio part: ours, vLLM's `{"type": "audio_url",
+    "audio_url": {"url": ...}}`, or OpenAI's `{"type": "input_audio", "input_audio": {"data": BASE64, "format":
+    "wav"}}` (kept as a data URL). Raises MediaError naming `where` when the part holds no reference."""
+    kind = part.get("type")
+    value = part.get(kind) if kind in ("audio", "audio_url") else None
+    if kind == "input_audio":
+        payload = part.get("input_audio")
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if isinstance(data, str) and data.strip():
+            value = f"data:audio/{payload.get('format') or 'wav'};base64,{data.strip()}"
+    if isinstance(value, dict):
+        value = value.get("url")
+    if not isinstance(value, str) or not value.strip():
+        raise MediaError(f'{where}: an audio part needs a path or URL, e.g. {{"type": "audio", "audio": "a.wav"}} '
+                         'or {"type": "input_audio", "input_audio": {"data": "<base64>", "format": "wav"}}')
+    return {"type": "audio", "audio": image_reference(value.strip(), base_dir)}
 
 
 def image_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
@@ -62,46 +98,49 @@ def image_reference(value: str, base_dir: Path | None = None) -> str:
     return str((Path(base_dir) / path).absolute()) if base_dir is not None else str(path)
 
 
-def image_bytes(ref: str, where: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
-    """The encoded bytes behind a reference, at most `max_bytes`; MediaError naming `where` otherwise."""
+def image_bytes(ref: str, where: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_IMAGE_BYTES,
+                kind: str = "image") -> bytes:
+    """The encoded bytes behind a reference, at most `max_bytes`; MediaError naming `where` otherwise (and the
+    media's `kind`, image or audio)."""
     if ref.startswith("data:"):
         header, _, payload = ref.partition(",")
         if ";base64" not in header:
-            raise MediaError(f"{where}: data URL is not base64 ({header[:40]}); expected data:image/png;base64,...")
+            example = "data:image/png;base64,..." if kind == "image" else "data:audio/wav;base64,..."
+            raise MediaError(f"{where}: data URL is not base64 ({header[:40]}); expected {example}")
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise MediaError(f"{where}: the data URL's base64 payload does not decode") from None
     elif ref.startswith(("http://", "https://")):
-        data = _download(ref, where, timeout, max_bytes)
+        data = _download(ref, where, timeout, max_bytes, kind)
     else:
         try:
             size = os.path.getsize(ref)
         except OSError:
-            raise MediaError(f"{where}: image file {ref} not found") from None
+            raise MediaError(f"{where}: {kind} file {ref} not found") from None
         if size > max_bytes:
-            raise MediaError(f"{where}: image file {ref} is {size / 2**20:.1f} MiB; the limit is "
+            raise MediaError(f"{where}: {kind} file {ref} is {size / 2**20:.1f} MiB; the limit is "
                              f"{max_bytes / 2**20:.0f} MiB")
         data = Path(ref).read_bytes()
     if len(data) > max_bytes:
-        raise MediaError(f"{where}: image is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
+        raise MediaError(f"{where}: {kind} is {len(data) / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB")
     return data
 
 
-def _download(url: str, where: str, timeout: float, max_bytes: int) -> bytes:
+def _download(url: str, where: str, timeout: float, max_bytes: int, kind: str = "image") -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "tunestack"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             data = response.read(max_bytes + 1)
     except TimeoutError:
-        raise MediaError(f"{where}: image URL {url} timed out after {timeout:g} s") from None
+        raise MediaError(f"{where}: {kind} URL {url} timed out after {timeout:g} s") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-            raise MediaError(f"{where}: image URL {url} timed out after {timeout:g} s") from None
-        raise MediaError(f"{where}: image URL {url} could not be fetched ({reason})") from None
+            raise MediaError(f"{where}: {kind} URL {url} timed out after {timeout:g} s") from None
+        raise MediaError(f"{where}: {kind} URL {url} could not be fetched ({reason})") from None
     if len(data) > max_bytes:
-        raise MediaError(f"{where}: image at {url} is larger than the {max_bytes / 2**20:.0f} MiB limit")
+        raise MediaError(f"{where}: {kind} at {url} is larger than the {max_bytes / 2**20:.0f} MiB limit")
     return data
 
 
@@ -121,19 +160,61 @@ def load_image(ref: str, where: str, timeout: float = URL_TIMEOUT_S, max_bytes: 
         raise MediaError(f"{where}: {shown} is not a readable image ({type(exc).__name__}: {exc})") from None
 
 
+def load_audio(ref: str, where: str, sampling_rate: int | None = None, timeout: float = URL_TIMEOUT_S,
+               max_bytes: int = MAX_IMAGE_BYTES):
+    """The audio behind `ref` (any format FFmpeg reads: wav, flac, mp3, ogg, ...) as mono float32 samples in a numpy
+    array, resampled to `sampling_rate` (kept at the file's own rate when None); MediaError naming `where` when it
+    cannot be decoded. Decoding goes through PyAV (`pip install 'tunestack[media]'`)."""
+    import io
+
+    import numpy as np
+
+    try:
+        import av
+    except ImportError:
+        from tunestack.errors import MissingExtraError
+
+        raise MissingExtraError("av (PyAV)", "media", f"{where}: decoding audio") from None
+    data = image_bytes(ref, where, timeout, max_bytes, kind="audio")
+    shown = ref if not ref.startswith("data:") else "the data URL"
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.audio:
+                raise MediaError(f"{where}: {shown} holds no audio stream")
+            stream = container.streams.audio[0]
+            # planar float at the wanted rate, channels averaged as librosa's to_mono does (FFmpeg's own downmix
+            # scales the channels differently)
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sampling_rate or stream.rate)
+            chunks = [out.to_ndarray().mean(axis=0) for frame in container.decode(stream)
+                      for out in resampler.resample(frame)]
+            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError) as exc:
+        raise MediaError(f"{where}: {shown} is not readable audio ({type(exc).__name__}: {exc})") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    if not samples.size:
+        raise MediaError(f"{where}: {shown} holds no audio samples")
+    return samples.astype(np.float32, copy=False)
+
+
 IMAGE_PLACEHOLDER = "<image>"
 """Where an image sits in a message's text, in data with an `images` column and in canonical rows."""
+AUDIO_PLACEHOLDER = "<audio>"
+"""Where an audio clip sits in a message's text, in data with an `audios` column and in canonical rows."""
+PLACEHOLDERS = {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER}
 
 
-def placeholder_text(texts_and_images: list[str | None]) -> str:
-    """A message's content as one string: text parts joined as `join_text_parts` joins them, each image (None) as
-    IMAGE_PLACEHOLDER with no separator around it, so `content_parts` gives the parts back exactly."""
+def placeholder_text(pieces: list[str | dict]) -> str:
+    """A message's content as one string: text parts joined as `join_text_parts` joins them, each media part (a
+    dict such as `{"type": "image"}` or `{"type": "audio"}`) as its placeholder (IMAGE_PLACEHOLDER,
+    AUDIO_PLACEHOLDER) with no separator around it, so `content_parts` gives the parts back exactly."""
     from tunestack.message_text import join_text_parts
 
     out, run = [], []
-    for piece in texts_and_images:
-        if piece is None:
-            out += [join_text_parts(run), IMAGE_PLACEHOLDER] if run else [IMAGE_PLACEHOLDER]
+    for piece in pieces:
+        if isinstance(piece, dict):
+            out += [join_text_parts(run), PLACEHOLDERS[piece["type"]]] if run else [PLACEHOLDERS[piece["type"]]]
             run = []
         else:
             run.append(piece)
@@ -143,12 +224,15 @@ def placeholder_text(texts_and_images: list[str | None]) -> str:
 
 
 def content_parts(text: str) -> list[dict]:
-    """A placeholder string as processor chat templates take content: `{"type": "image"}` and
+    """A placeholder string as processor chat templates take content: `{"type": "image"}`, `{"type": "audio"}` and
     `{"type": "text", "text": ...}` parts, in order, without empty text parts."""
+    import re
+
+    kinds = {placeholder: kind for kind, placeholder in PLACEHOLDERS.items()}
     parts = []
-    for i, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
-        if i:
-            parts.append({"type": "image"})
-        if piece:
+    for piece in re.split("(" + "|".join(map(re.escape, kinds)) + ")", text):
+        if piece in kinds:
+            parts.append({"type": kinds[piece]})
+        elif piece:
             parts.append({"type": "text", "text": piece})
     return parts

@@ -42,7 +42,7 @@ def test_every_image_shape_becomes_the_same_canonical_row(tmp_path, red):
     ]
     for i, row in enumerate(shapes):
         got = rows_of(write_jsonl(tmp_path / f"d{i}.jsonl", [row]))
-        assert got == [{"images": [str(red)], "objects": None,
+        assert got == [{"images": [str(red)], "audios": [], "objects": None,
                         "messages": [{"role": "user", "content": "<image>Colour?"}, ANSWER]}], i
     got = rows_of(write_jsonl(tmp_path / "url.jsonl", [
         {"messages": [{"role": "user", "content": [{"type": "image_url",
@@ -65,11 +65,15 @@ def test_text_and_image_rows_mix_and_text_data_stays_as_it_was(tmp_path, red):
 def test_parts_and_placeholder_text_round_trip():
     parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}, {"type": "image"},
              {"type": "text", "text": "c"}]
-    text = placeholder_text(["a", "b", None, "c"])
+    text = placeholder_text(["a", "b", {"type": "image"}, "c"])
     assert text == "a\nb<image>c"
     assert content_parts(text) == [{"type": "text", "text": "a\nb"}, {"type": "image"}, {"type": "text", "text": "c"}]
-    assert content_parts(placeholder_text([None])) == [{"type": "image"}]
+    assert content_parts(placeholder_text([{"type": "image"}])) == [{"type": "image"}]
     assert parts[2] in content_parts(text)
+    mixed = placeholder_text([{"type": "audio"}, "what is this?", {"type": "image"}, {"type": "audio"}])
+    assert mixed == "<audio>what is this?<image><audio>"
+    assert content_parts(mixed) == [{"type": "audio"}, {"type": "text", "text": "what is this?"}, {"type": "image"},
+                                    {"type": "audio"}]
 
 
 @pytest.mark.parametrize("row, message", [

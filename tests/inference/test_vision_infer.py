@@ -152,11 +152,13 @@ def test_infer_with_images_prints_what_generate_answers(llava_dir, llava, pictur
     assert result.stdout.strip() == processor.tokenizer.decode(expected, skip_special_tokens=True).strip()
 
 
-def test_a_qwen2_vl_checkpoint_answers_through_the_cli_as_generate_does(pictures, tmp_path):
-    """Without torchvision transformers cannot build Qwen2VLProcessor (its video processor needs it): tunestack
-    builds the processor for images alone, and answers as generate does on inputs expanded by hand."""
-    path = save_tiny_qwen2_vl(tmp_path / "qwen2-vl", seed=3)
-    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed=3)
+@pytest.mark.parametrize("version", ["2", "3"])
+def test_a_qwen2_vl_checkpoint_answers_through_the_cli_as_generate_does(version, pictures, tmp_path):
+    """Without torchvision transformers cannot build Qwen2VLProcessor or Qwen3VLProcessor (their video processors
+    need it): tunestack builds the processor for images alone, and answers as generate does on inputs expanded by
+    hand (Qwen3-VL: DeepStack features added in the language model's first layers, interleaved M-RoPE)."""
+    path = save_tiny_qwen2_vl(tmp_path / f"qwen{version}-vl", seed=3, version=version)
+    model, image_processor, tokenizer = build_tiny_qwen2_vl(seed=3, version=version)
     images = [load_png(p) for p in pictures]
     inputs = qwen2_vl_inputs(tokenizer, image_processor, asking(*images), images)
     with torch.no_grad():

@@ -1,7 +1,7 @@
-"""`tunestack sft` on tiny vision-language models (LLaVA, LLaVA-NeXT, Idefics3, Qwen2-VL, Qwen2.5-VL, Gemma 3) through
-the real CLI: the mask is the processor's own tokens with loss on the answer only, the loss falls, the adapter covers
-the language model and the aligner but not the vision tower, freezing flags hold, a text model given images says so
-before loading, and --packing packs the text-only rows without changing what any row computes."""
+"""`tunestack sft` on tiny vision-language models (LLaVA, LLaVA-NeXT, Idefics3, Qwen2-VL, Qwen2.5-VL, Qwen3-VL,
+Gemma 3) through the real CLI: the mask is the processor's own tokens with loss on the answer only, the loss falls, the
+adapter covers the language model and the aligner but not the vision tower, freezing flags hold, a text model given
+images says so before loading, and --packing packs the text-only rows without changing what any row computes."""
 
 import json
 
@@ -11,10 +11,11 @@ import torch
 from helpers import cli, write_jsonl
 from tiny_idefics3 import save_tiny_idefics3
 from tiny_vlms import (image, qwen2_vl_inputs, save_png, save_tiny_gemma3, save_tiny_llava, save_tiny_llava_next,
-                       save_tiny_qwen2_5_vl, save_tiny_qwen2_vl)
+                       save_tiny_qwen2_5_vl, save_tiny_qwen2_vl, save_tiny_qwen3_vl)
 
 BUILDERS = {"llava": save_tiny_llava, "idefics3": save_tiny_idefics3, "qwen2-vl": save_tiny_qwen2_vl,
-            "qwen2.5-vl": save_tiny_qwen2_5_vl, "llava-next": save_tiny_llava_next, "gemma3": save_tiny_gemma3}
+            "qwen2.5-vl": save_tiny_qwen2_5_vl, "qwen3-vl": save_tiny_qwen3_vl, "llava-next": save_tiny_llava_next,
+            "gemma3": save_tiny_gemma3}
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "yellow": (240, 230, 20)}
 
@@ -92,12 +93,14 @@ def test_lora_trains_the_language_model_and_aligner_and_leaves_the_tower(vlm, co
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
     adapter = load_file(run / "final" / "adapter_model.safetensors")
     aligner = {"llava": "multi_modal_projector", "idefics3": "connector", "qwen2-vl": "visual.merger",
-               "qwen2.5-vl": "visual.merger", "llava-next": "multi_modal_projector",
+               "qwen2.5-vl": "visual.merger", "qwen3-vl": "visual.merger", "llava-next": "multi_modal_projector",
                "gemma3": "multi_modal_projector"}[name]
     assert any(".lora_A." in k and "language_model" in k or "text_model" in k for k in adapter)
     assert any(aligner in k for k in adapter)  # trained in full, saved with the adapter
     tower = ("vision_tower", "vision_model", "visual.blocks", "visual.patch_embed")
     assert not any(t in k for k in adapter for t in tower)
+    if name == "qwen3-vl":  # the DeepStack mergers feed the language model's middle layers: aligner too
+        assert any("deepstack_merger_list" in k for k in adapter)
     assert (run / "final" / "processor_config.json").is_file()
 
 
@@ -135,7 +138,7 @@ def test_unreadable_images_stop_the_run_or_are_skipped_and_counted(tmp_path, col
     assert "Loading weights" not in failed.stderr
     assert "gone.png not found" in failed.stderr and "--on_bad_media skip" in failed.stderr
     skipped = cli(*args, "--output_dir", str(tmp_path / "b"), "--on_bad_media", "skip")
-    assert "1 rows skipped for unreadable images" in skipped.stderr
+    assert "1 rows skipped for unreadable media" in skipped.stderr
     assert json.loads((tmp_path / "b" / "run.json").read_text())["status"] == "completed"
 
 

@@ -283,6 +283,9 @@ class InferArgs(SpeculationArgs):
     prompt: str | None = arg(None, "answer this one prompt and print only the answer")
     image: list[str] = arg([], "images for --prompt, for a vision-language model: image files or http(s) URLs "
                            "(repeat the flag or give a comma list); in the terminal chat, /image PATH")
+    audio: list[str] = arg([], "audio clips for --prompt, for an audio-language model (Qwen2-Audio): wav, flac, mp3 "
+                           "or ogg files or http(s) URLs (repeat the flag or give a comma list); in the terminal "
+                           "chat, /audio PATH")
     score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
                       "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
     response: str | None = arg(None, "with --score and --prompt: the answer to score")

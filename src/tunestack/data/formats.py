@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from tunestack.data.messages import (
-    MESSAGE_IMAGES,
+    MESSAGE_MEDIA,
     OPENAI,
     SHAREGPT,
     completion_messages,
@@ -20,7 +20,7 @@ from tunestack.data.messages import (
 from tunestack.data.grounding import parse_objects
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
-from tunestack.media import IMAGE_PLACEHOLDER, MediaError, image_reference, load_image
+from tunestack.media import PLACEHOLDERS, MediaError, image_reference, load_audio, load_image
 
 TASKS = ("sft", "pt", "preference", "kto", "prompts")
 
@@ -68,7 +68,7 @@ _USE_WITH = {
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
           "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution",
-          "tools", "images", "objects")  # fmt: skip
+          "tools", "images", "audios", "objects")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -96,10 +96,10 @@ def canonical_rows(
 ) -> Iterator[dict]:
     """Convert rows lazily; the first row fixes the format and every later row must match it.
 
-    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass. Image paths are
-    taken relative to `base_dir` (the data file's folder). With `on_bad_media` (fail or skip) every image is read
-    once: an unreadable one raises naming the file and line, or drops its row (counted in stats["skipped_media"],
-    the first reason in stats["media_problem"]).
+    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass. Image and audio
+    paths are taken relative to `base_dir` (the data file's folder). With `on_bad_media` (fail or skip) every image
+    and audio file is read once: an unreadable one raises naming the file and line, or drops its row (counted in
+    stats["skipped_media"], the first reason in stats["media_problem"]).
     """
     stats = {} if stats is None else stats
     stats.setdefault("rows", 0)
@@ -112,14 +112,17 @@ def canonical_rows(
         elif not all(k in row for k in FORMATS[fmt]):
             raise DataError(f"{where}: expected {DESCRIBE[fmt]} like the first row, found keys {sorted(row)}")
         stats["rows"] += 1
-        out = _gather_images((_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system),
-                             row.get("images"), where, task, base_dir)
+        out = (_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system)
+        for kind, column in MESSAGE_MEDIA.items():
+            out = _gather_media(out, kind, row.get(column), where, task, base_dir)
         if row.get("objects") not in (None, "", {}) and task == "sft":
             out["objects"] = parse_objects(row["objects"], out.get("messages", []), out.get("images", []), where)
-        if on_bad_media and out.get("images"):
+        if on_bad_media and uses_media(out):
             try:
-                for ref in out["images"]:
+                for ref in out.get("images", ()):
                     load_image(ref, where)
+                for ref in out.get("audios", ()):
+                    load_audio(ref, where)
             except MediaError as exc:
                 if on_bad_media == "fail":
                     raise MediaError(f"{exc} (--on_bad_media skip drops such rows instead)") from None
@@ -129,39 +132,44 @@ def canonical_rows(
         yield out
 
 
-def _gather_images(out: dict, column, where: str, task: str, base_dir) -> dict:
-    """The row's images as one `images` list, in the order their <image> placeholders appear: from image parts in
-    its user turns, or from an `images` column (LLaMA-Factory / ms-swift style) beside <image> placeholders."""
+def _gather_media(out: dict, kind: str, column, where: str, task: str, base_dir) -> dict:
+    """The row's images (or audio clips, `kind`) as one `images` (`audios`) list, in the order their <image>
+    (<audio>) placeholders appear: from media parts in its user turns, or from an `images` (`audios`) column
+    (LLaMA-Factory / ms-swift style) beside the placeholders."""
+    key, placeholder = MESSAGE_MEDIA[kind], PLACEHOLDERS[kind]
     messages = out.get("messages", [])
-    from_parts = [ref for key in ("messages", "prompt", "chosen", "rejected", "completion")
-                  if isinstance(out.get(key), list) for m in out[key] for ref in m.pop(MESSAGE_IMAGES, ())]
+    from_parts = [ref for field in ("messages", "prompt", "chosen", "rejected", "completion")
+                  if isinstance(out.get(field), list) for m in out[field] for ref in m.pop(key, ())]
     if column in (None, "", []) and not from_parts:
         return out  # text that happens to hold "<image>" (HTML, say) stays text
     if task != "sft":
-        raise DataError(f"{where}: images in {task} data are not supported yet; only sft trains on images")
+        raise DataError(f"{where}: {key} in {task} data are not supported yet; only sft trains on images and audio")
     if from_parts and column not in (None, "", []):
-        raise DataError(f'{where}: images come both as image parts and in an "images" column; use one')
-    refs = from_parts or _image_column(column, where)
-    placed = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages if m["role"] == "user")
-    if any(IMAGE_PLACEHOLDER in m["content"] for m in messages if m["role"] != "user"):
-        raise DataError(f"{where}: {IMAGE_PLACEHOLDER} outside a user turn; images belong in the user's messages")
+        raise DataError(f'{where}: {key} come both as {kind} parts and in an "{key}" column; use one')
+    refs = from_parts or _media_column(column, key, where)
+    placed = sum(m["content"].count(placeholder) for m in messages if m["role"] == "user")
+    if any(placeholder in m["content"] for m in messages if m["role"] != "user"):
+        raise DataError(f"{where}: {placeholder} outside a user turn; {key} belong in the user's messages")
     if placed != len(refs):
-        raise DataError(f"{where}: {len(refs)} image(s) but {placed} {IMAGE_PLACEHOLDER} placeholder(s) in the "
-                        "user turns; each image needs one placeholder where it appears")
-    return {**out, "images": [image_reference(ref, base_dir) for ref in refs]}
+        raise DataError(f"{where}: {len(refs)} {kind}(s) but {placed} {placeholder} placeholder(s) in the "
+                        f"user turns; each {kind} needs one placeholder where it appears")
+    return {**out, key: [image_reference(ref, base_dir) for ref in refs]}
 
 
-def _image_column(value, where: str) -> list[str]:
+def _media_column(value, key: str, where: str) -> list[str]:
+    """An `images` or `audios` column: paths, URLs, or objects holding one."""
+    kind = key[:-1]
     values = [value] if isinstance(value, str | dict) else value
     if not isinstance(values, list):
-        raise DataError(f"{where}: images is {describe(value)}; expected a list of image paths or URLs")
+        raise DataError(f"{where}: {key} is {describe(value)}; expected a list of {kind} paths or URLs")
     refs = []
     for i, item in enumerate(values):
-        if isinstance(item, dict):  # {"path": ...} / {"url": ...} / an image part
-            item = item.get("path") or item.get("url") or item.get("image") or item.get("image_url")
+        if isinstance(item, dict):  # {"path": ...} / {"url": ...} / a media part
+            item = (item.get("path") or item.get("url") or item.get(kind) or item.get(f"{kind}_url"))
             item = item.get("url") if isinstance(item, dict) else item
         if not isinstance(item, str) or not item.strip():
-            raise DataError(f"{where}: images[{i}] is {describe(values[i])}; expected an image path or URL")
+            raise DataError(f"{where}: {key}[{i}] is {describe(values[i])}; expected {'an' if kind == 'image' else 'a'}"
+                            f" {kind} path or URL")
         refs.append(item.strip())
     return refs
 
@@ -186,9 +194,9 @@ def _tools(value, where: str) -> str:
     return json.dumps(tools, ensure_ascii=False)
 
 
-def uses_images(row: dict) -> bool:
-    """Whether a canonical sft row carries images."""
-    return bool(row.get("images"))
+def uses_media(row: dict) -> bool:
+    """Whether a canonical sft row carries images or audio."""
+    return bool(row.get("images") or row.get("audios"))
 
 
 def uses_tools(row: dict) -> bool:
@@ -317,16 +325,17 @@ def _label(row: dict, where: str) -> bool:
     raise DataError(f"{where}: label is {describe(value)}; expected true or false")
 
 
-def features_for(task: str, tools: bool = False, images: bool = False):
+def features_for(task: str, tools: bool = False, media: bool = False):
     """The `datasets.Features` of canonical rows for `task`, so that every source concatenates; `tools`: sft rows
-    with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key; `images`: sft rows with
-    images (`uses_images`), whose rows all need an "images" list and "objects" (grounding boxes, JSON text or
-    None)."""
+    with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key; `media`: sft rows with
+    images or audio (`uses_media`), whose rows all need "images" and "audios" lists and "objects" (grounding boxes,
+    JSON text or None)."""
     from datasets import Features, List, Value
 
     turns = List({"role": Value("string"), "content": Value("string")})
-    if task == "sft" and images:
-        return Features({"messages": turns, "images": List(Value("string")), "objects": Value("string")})
+    if task == "sft" and media:
+        return Features({"messages": turns, "images": List(Value("string")), "audios": List(Value("string")),
+                         "objects": Value("string")})
     if task == "sft" and tools:
         tool_turns = List({key: Value("string") for key in ("role", "content", "tool_calls", "tool_call_id", "name")})
         return Features({"messages": tool_turns, "tools": Value("string")})

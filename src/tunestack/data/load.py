@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from tunestack.config.args import DataArgs
 from tunestack.data.builtin import BUILTIN_DATASETS, builtin_rows
-from tunestack.data.formats import TASKS, canonical_rows, features_for, uses_images, uses_tools
+from tunestack.data.formats import TASKS, canonical_rows, features_for, uses_media, uses_tools
 from tunestack.data.hub_datasets import hub_rows
 from tunestack.data.readers import read_rows
 from tunestack.data.registry import read_dataset_info
@@ -146,8 +146,9 @@ def _stream(sources: list[Source], opts: _Options):
             first = next(_part_rows(part, opts, stats), None)
             if first is None:
                 raise DataError(f"{stats['file']}: empty dataset (no rows)")
-            if uses_images(first):
-                raise DataError(f"{stats['file']}: --streaming does not read rows with images yet; drop --streaming")
+            if uses_media(first):
+                raise DataError(f"{stats['file']}: --streaming does not read rows with images or audio yet; drop "
+                                "--streaming")
             tools = tools or (opts.task == "sft" and uses_tools(first))
             files.append({"file": stats["file"], "format": stats["format"], "rows": None})
         report.append({"name": source.spec, "files": files, "rows_read": None, "rows_sampled": source.count})
@@ -191,12 +192,12 @@ def _label(part: Part) -> str:
 def _dataset(rows: list[dict], task: str):
     from datasets import Dataset
 
-    if task == "sft" and any(uses_images(row) for row in rows):
+    if task == "sft" and any(uses_media(row) for row in rows):
         if any(uses_tools(row) for row in rows):
-            raise DataError("rows with images and rows with tools cannot be trained on together yet; train on "
-                            "them in two runs")
-        rows = [{"images": [], "objects": None, **row} for row in rows]
-        return Dataset.from_list(rows, features=features_for(task, images=True))
+            raise DataError("rows with images or audio and rows with tools cannot be trained on together yet; train "
+                            "on them in two runs")
+        rows = [{"images": [], "audios": [], "objects": None, **row} for row in rows]
+        return Dataset.from_list(rows, features=features_for(task, media=True))
     if task == "sft" and any(uses_tools(row) for row in rows):
         rows = [{"tools": None, **row} for row in rows]
         return Dataset.from_list(rows, features=features_for(task, tools=True))

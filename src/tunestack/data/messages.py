@@ -6,7 +6,7 @@ import json
 
 from tunestack.data.readers import describe
 from tunestack.errors import DataError
-from tunestack.media import IMAGE_PARTS, image_part, placeholder_text
+from tunestack.media import media_kind, media_part, placeholder_text
 
 ROLES = ("system", "user", "assistant", "tool")
 # How a message names its role and content, and what each role name means: (role key, content key, roles).
@@ -14,8 +14,9 @@ ROLES = ("system", "user", "assistant", "tool")
 OPENAI = ("role", "content", {**{r: r for r in ROLES}, "model": "assistant"})
 SHAREGPT = ("from", "value", {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
                               "assistant": "assistant", "model": "assistant", "tool": "tool"})  # fmt: skip
-MESSAGE_IMAGES = "images"
-"""The key under which a message read from image parts carries their references until its row gathers them."""
+MESSAGE_MEDIA = {"image": "images", "audio": "audios"}
+"""The keys under which a message read from image or audio parts carries their references until its row gathers
+them."""
 
 
 def message_list(value, field: str, where: str, style=OPENAI) -> list[dict]:
@@ -39,10 +40,11 @@ def _message(item, at: str, where: str, style) -> dict:
     if role == "assistant" and item.get("tool_calls"):
         return {"role": role, "content": _content(item.get(content_key) or "", f"{at}.{content_key}", where),
                 "tool_calls": _tool_calls(item["tool_calls"], f"{at}.tool_calls", where)}
-    images = [] if role == "user" else None
-    message = {"role": role, "content": _content(item.get(content_key), f"{at}.{content_key}", where, images)}
-    if images:
-        message[MESSAGE_IMAGES] = images
+    media = {kind: [] for kind in MESSAGE_MEDIA} if role == "user" else None
+    message = {"role": role, "content": _content(item.get(content_key), f"{at}.{content_key}", where, media)}
+    for kind, refs in (media or {}).items():
+        if refs:
+            message[MESSAGE_MEDIA[kind]] = refs
     if role == "tool":
         message.update({k: str(item[k]) for k in ("tool_call_id", "name") if item.get(k) is not None})
     return message
@@ -61,26 +63,26 @@ def _tool_calls(value, at: str, where: str) -> str:
     return json.dumps(calls, ensure_ascii=False)
 
 
-def _content(value, at: str, where: str, images: list | None = None) -> str:
-    """A string, or a list of text and image parts as one string (`placeholder_text`); each image part's reference
-    goes to `images`, in order (without such a list, image parts are refused)."""
+def _content(value, at: str, where: str, media: dict | None = None) -> str:
+    """A string, or a list of text, image and audio parts as one string (`placeholder_text`); each media part's
+    reference goes to `media[kind]`, in order (without `media`, such parts are refused)."""
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
         raise DataError(f"{where}: {at} is {describe(value)}; expected a string")
     pieces = []
     for i, part in enumerate(value):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind in IMAGE_PARTS:
-            if images is None:
-                raise DataError(f"{where}: {at}[{i}]: images are not supported here; only user turns of "
+        kind = media_kind(part)
+        if kind is not None:
+            if media is None:
+                raise DataError(f"{where}: {at}[{i}]: {kind}s are not supported here; only user turns of "
                                 "conversations to fine-tune on (sft) may hold them")
-            images.append(image_part(part, f"{where}: {at}[{i}]")["image"])
-            pieces.append(None)
+            media[kind].append(media_part(part, f"{where}: {at}[{i}]")[kind])
+            pieces.append({"type": kind})
             continue
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise DataError(f'{where}: {at}[{i}] is {describe(part)}; expected {{"type": "text", "text": "..."}} '
-                            'or {"type": "image", "image": "PATH"}')
+        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            raise DataError(f'{where}: {at}[{i}] is {describe(part)}; expected {{"type": "text", "text": "..."}}, '
+                            '{"type": "image", "image": "PATH"} or {"type": "audio", "audio": "PATH"}')
         pieces.append(part["text"])
     return placeholder_text(pieces)
 

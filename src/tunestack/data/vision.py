@@ -1,17 +1,18 @@
-"""Conversations with images for vision-language models.
+"""Conversations with images or audio for vision- and audio-language models.
 
-Rows keep their images as references (paths or URLs) until a batch is built. Encoding renders a conversation with
-the processor's chat template (image parts in place of each `<image>` placeholder) and masks the loss to the
-assistant turns on the text's own tokens, one placeholder token per image. At batch time the processor loads the
-images and expands each placeholder into the model's image tokens (and their pixel tensors); the labels are carried
-over token by token, so image tokens, like the prompt, are never trained on.
+Rows keep their media as references (paths or URLs) until a batch is built. Encoding renders a conversation with
+the processor's chat template (image and audio parts in place of each `<image>` / `<audio>` placeholder) and masks
+the loss to the assistant turns on the text's own tokens, one placeholder token per image or clip. At batch time
+the processor loads the media and expands each placeholder into the model's image or audio tokens (and their pixel
+or feature tensors); the labels are carried over token by token, so media tokens, like the prompt, are never
+trained on.
 """
 
 from __future__ import annotations
 
 from tunestack.data.tokenize import IGNORE_INDEX, assistant_spans, char_mask_to_labels
 from tunestack.errors import DataError
-from tunestack.media import content_parts, load_image
+from tunestack.media import content_parts, load_audio, load_image
 
 
 def part_messages(messages: list[dict]) -> list[dict]:
@@ -20,9 +21,9 @@ def part_messages(messages: list[dict]) -> list[dict]:
 
 
 def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None = None) -> list[dict]:
-    """Each row as {text, input_ids, labels, images, where}: `input_ids` hold one placeholder token per image (the
-    processor expands them at batch time); the images were read once when the data loaded. Grounding placeholders
-    are written in the model family's box convention (data/grounding.py)."""
+    """Each row as {text, input_ids, labels, images, audios, where}: `input_ids` hold one placeholder token per image
+    or audio clip (the processor expands them at batch time); the media were read once when the data loaded.
+    Grounding placeholders are written in the model family's box convention (data/grounding.py)."""
     from tunestack.data.grounding import convention_of, render_objects
 
     tokenizer, convention = processor.tokenizer, convention_of(processor)
@@ -38,21 +39,26 @@ def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         labels = char_mask_to_labels(enc["input_ids"], enc["offset_mapping"], spans)
         encoded.append({"text": text, "input_ids": list(enc["input_ids"]), "labels": labels,
-                        "images": list(row.get("images") or []), "where": where})
+                        "images": list(row.get("images") or []), "audios": list(row.get("audios") or []),
+                        "where": where})
     return encoded
 
 
 def pack_text_rows(rows: list[dict], max_length: int, source: str) -> tuple[list[dict], dict]:
-    """`--packing` on a vision-language model: the rows without images, cut to `max_length`, packed together as text
-    rows are (data/packing.py: restarting positions, no target across a seam); rows with images stay one per row,
-    since the processor expands their images batch by batch. Returns the rows and what packing did."""
+    """`--packing` on a multimodal model: the rows without images or audio, cut to `max_length`, packed together as
+    text rows are (data/packing.py: restarting positions, no target across a seam); rows with media stay one per
+    row, since the processor expands their media batch by batch. Returns the rows and what packing did."""
     from tunestack.data.packing import pack_sequences
 
     text = [{"input_ids": r["input_ids"][:max_length], "labels": r["labels"][:max_length]}
-            for r in rows if not r["images"]]
+            for r in rows if not has_media(r)]
     packed = [{**row, "where": f"{source}, packed row {number}"}
               for number, row in enumerate(pack_sequences(text, max_length), 1)]
-    return [r for r in rows if r["images"]] + packed, {"text_rows": len(text), "packed_rows": len(packed)}
+    return [r for r in rows if has_media(r)] + packed, {"text_rows": len(text), "packed_rows": len(packed)}
+
+
+def has_media(row: dict) -> bool:
+    return bool(row["images"] or row.get("audios"))
 
 
 def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where: str) -> tuple[list[int], int]:
@@ -74,7 +80,8 @@ def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where:
 
 
 class MediaCollator:
-    """A batch of encoded rows through the processor: images loaded and expanded, labels carried over, right padding.
+    """A batch of encoded rows through the processor: images and audio loaded and expanded, labels carried over, right
+    padding.
     A row longer than `max_length` once its images are expanded is cut when the cut falls after its last image
     token, and is an error naming the row otherwise. A batch that holds packed text rows (`pack_text_rows`) has
     position ids that restart at each example (a row that is not packed is one example) and no attention mask, as
@@ -126,6 +133,10 @@ class MediaCollator:
 
         images = [[load_image(ref, f["where"]) for ref in f["images"]] for f in features]
         kwargs = {"images": images} if any(images) else {}
+        if any(f.get("audios") for f in features):  # one flat list: the processor takes clips in text order
+            rate = self.processor.feature_extractor.sampling_rate
+            kwargs.update(audio=[load_audio(ref, f["where"], rate) for f in features for ref in f["audios"]],
+                          sampling_rate=rate)
         batch = dict(self.processor(text=[f["text"] for f in features], return_tensors="pt", padding=True,
                                     add_special_tokens=False, **kwargs))
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
@@ -134,8 +145,9 @@ class MediaCollator:
             row_labels, last_inserted = expand_labels(batch["input_ids"][row][kept].tolist(), f["input_ids"],
                                                       f["labels"], f["where"])
             if last_inserted >= self.max_length:
-                raise DataError(f"{f['where']}: with its images expanded the example is {len(row_labels)} tokens, "
-                                f"and --max_length {self.max_length} would cut into an image; raise --max_length")
+                raise DataError(f"{f['where']}: with its media expanded the example is {len(row_labels)} tokens, "
+                                f"and --max_length {self.max_length} would cut into an image or audio clip; raise "
+                                "--max_length")
             labels[row, kept] = torch.tensor(row_labels, dtype=torch.long)
         batch["labels"] = labels
         if batch["input_ids"].shape[1] > self.max_length:

@@ -40,10 +40,10 @@ class LocalBackend:
     def chat(self, conversations: list[list[dict]], max_new_tokens: int, progress: Callable[[int], None]) -> list[str]:
         """Greedy answers to conversations, rendered with the chat template (a vision-language model's processor
         renders them, and reads their images)."""
-        from tunestack.inference.chat_prompt import chat_prompt_ids, has_images, vision_prompt
+        from tunestack.inference.chat_prompt import chat_prompt_ids, has_media, vision_prompt
 
         if self.processor is None:
-            if any(has_images(messages) for messages in conversations):
+            if any(has_media(messages) for messages in conversations):
                 from tunestack.errors import ConfigError
 
                 raise ConfigError([f"--model {self.name} is a text-only model and the task asks about images; "

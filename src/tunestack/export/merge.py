@@ -178,11 +178,11 @@ def _merged_model(plan: ExportPlan, model_args: ModelArgs, tokenizer, weights: l
     from tunestack.compat import import_gptqmodel_quietly
 
     import_gptqmodel_quietly()  # before peft touches the model
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForMultimodalLM
 
     from tunestack.model.vision import is_multimodal
 
-    auto = AutoModelForImageTextToText if is_multimodal(plan.resolved.path) else AutoModelForCausalLM
+    auto = AutoModelForMultimodalLM if is_multimodal(plan.resolved.path) else AutoModelForCausalLM
     model = auto.from_pretrained(plan.resolved.path, dtype=torch.float32,
                                  trust_remote_code=model_args.trust_remote_code)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:  # as training resized it

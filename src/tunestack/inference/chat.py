@@ -1,12 +1,13 @@
 """`tunestack infer`: one prompt to stdout, a JSONL file of prompts, or a streaming multi-turn terminal chat; with a
-vision-language model, images too (--image for --prompt, /image PATH in the chat, image parts in --input rows)."""
+vision-language model, images too (--image for --prompt, /image PATH in the chat, image parts in --input rows), and
+with an audio-language model audio (--audio, /audio PATH, audio parts)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tunestack.config import InferArgs, ModelArgs
-from tunestack.inference.chat_prompt import chat_prompt_ids, has_images, vision_prompt
+from tunestack.inference.chat_prompt import chat_prompt_ids, has_media, vision_prompt
 from tunestack.inference.detokenize import Detokenizer
 from tunestack.inference.engine import Engine, SamplingParams
 
@@ -31,9 +32,9 @@ class Chat:
             messages = [{"role": "system", "content": self.system}] + messages
         if self.processor is not None:
             return vision_prompt(self.processor, messages, self.template_kwargs)
-        if has_images(messages):
-            raise TunestackError("the conversation holds images, and this model is a text-only model (no vision "
-                                 "encoder): use a vision-language model, or drop the images")
+        if has_media(messages):
+            raise TunestackError("the conversation holds images or audio, and this model is a text-only model (no "
+                                 "vision or audio encoder): use a multimodal model, or drop the media")
         return chat_prompt_ids(self.tokenizer, messages, self.template_kwargs), None
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -83,6 +84,11 @@ def validate_infer(args: InferArgs) -> None:
                         "image with /image PATH; in --input rows, as image parts of `messages`)")
     if args.image and args.backend != "pt":
         problems.append(f"--image: images are generated from with --backend pt only, not {args.backend}")
+    if args.audio and (args.prompt is None or args.score):
+        problems.append("--audio: the audio clips of --prompt; give it with --prompt (in the terminal chat, attach "
+                        "a clip with /audio PATH; in --input rows, as audio parts of `messages`)")
+    if args.audio and args.backend != "pt":
+        problems.append(f"--audio: audio is generated from with --backend pt only, not {args.backend}")
     if problems:
         raise ConfigError(problems)
 
@@ -98,14 +104,15 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
 
     prompts = read_prompts(args.input) if args.input else None
     done = answered_rows(args.output, prompts, args.input) if args.resume else 0  # checked before loading a model
-    images = _read_images(args.image)
-    images_from = "--image" if images else None
-    if prompts is not None and any(has_images(p) for p in prompts):
-        images_from = f"--input {args.input} (rows with images)"
+    media = _read_media(args.image, "image") + _read_media(args.audio, "audio")
+    images_from = " and ".join(f"--{kind}" for kind, flag in (("image", args.image), ("audio", args.audio)) if flag)
+    kinds = _media_kinds(prompts or [])
+    if kinds:
+        images_from = f"--input {args.input} (rows with {' and '.join(kinds)})"
 
     parts = build_engine(model_args, args.backend,
                          EngineOptions(adapters=args.adapter, max_batch=args.batch_size, allow_pickle=args.allow_pickle,
-                                       images_from=images_from, speculation=args))
+                                       images_from=images_from or None, speculation=args))
     engine = parts.engine
     from tunestack.data.tokenize import template_kwargs
 
@@ -113,8 +120,8 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
     params = sampling(args)
     try:
         if args.prompt is not None:
-            content = [*({"type": "image", "image": i} for i in images), {"type": "text", "text": args.prompt}]
-            print(chat.answer([[{"role": "user", "content": content if images else args.prompt}]], params)[0],
+            content = [*media, {"type": "text", "text": args.prompt}]
+            print(chat.answer([[{"role": "user", "content": content if media else args.prompt}]], params)[0],
                   flush=True)
         elif prompts is not None:
             answer_file(chat, prompts, args, params, done)
@@ -126,8 +133,24 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
         engine.close()
 
 
-def _read_images(references: list[str]) -> list:
-    """The --image files and URLs, read and decoded before any model loads; a MediaError names the flag."""
-    from tunestack.media import image_reference, load_image
+def _media_kinds(conversations: list[list[dict]]) -> list[str]:
+    """"images" and / or "audio": what the conversations' content parts carry."""
+    from tunestack.media import media_kind
 
-    return [load_image(image_reference(ref), f"--image {ref}") for ref in references]
+    found = {media_kind(part) for messages in conversations for m in messages
+             if isinstance(m.get("content"), list) for part in m["content"]}
+    return [name for kind, name in (("image", "images"), ("audio", "audio")) if kind in found]
+
+
+def _read_media(references: list[str], kind: str) -> list[dict]:
+    """The --image (or --audio, `kind`) files and URLs as content parts, images read and decoded before any model
+    loads (a MediaError names the flag); audio is checked for readability now and decoded at the processor's rate
+    once the model has loaded."""
+    from tunestack.media import image_reference, load_audio, load_image
+
+    if kind == "audio":
+        refs = [image_reference(ref) for ref in references]
+        for ref in refs:
+            load_audio(ref, f"--audio {ref}")  # a clip that cannot be decoded fails before any model loads
+        return [{"type": "audio", "audio": ref} for ref in refs]
+    return [{"type": "image", "image": load_image(image_reference(ref), f"--image {ref}")} for ref in references]

@@ -1,10 +1,10 @@
 """Conversations to prompt token ids through the chat template: the one renderer that the server, the terminal chat
 and evaluation share, so each endpoint feeds the model the same tokens. A vision-language model's conversation goes
-through its processor, which also turns the images into the tensors its prompt ids stand for."""
+through its processor, which also turns the images (or audio) into the tensors its prompt ids stand for."""
 
 from __future__ import annotations
 
-from tunestack.media import content_parts, image_part, is_image_part, load_image, placeholder_text
+from tunestack.media import MediaError, content_parts, load_audio, load_image, media_kind, media_part, placeholder_text
 from tunestack.message_text import content_text
 
 
@@ -29,53 +29,66 @@ def chat_prompt_ids(tokenizer, messages: list[dict], template_kwargs: dict | Non
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def has_images(messages: list[dict]) -> bool:
-    """Whether any message holds an image part (ours, OpenAI's `image_url` or `input_image`)."""
-    return any(is_image_part(part) for m in messages if isinstance(m.get("content"), list) for part in m["content"])
+def has_media(messages: list[dict]) -> bool:
+    """Whether any message holds an image part (ours, OpenAI's `image_url` or `input_image`) or an audio part (ours,
+    OpenAI's `input_audio`, `audio_url`)."""
+    return any(media_kind(part) for m in messages if isinstance(m.get("content"), list) for part in m["content"])
 
 
 def vision_prompt(processor, messages: list[dict], template_kwargs: dict | None = None
                   ) -> tuple[list[int], dict | None]:
-    """(prompt ids, media) of `messages` for a vision-language model: rendered with the processor's chat template
-    and tokenized by the processor with the images, so each image's placeholder is expanded to its tokens. `media`
-    is the processor's output without input_ids and attention_mask (pixel_values, image_grid_thw, ...), or None
-    when the conversation holds no image.
+    """(prompt ids, media) of `messages` for a vision- or audio-language model: rendered with the processor's chat
+    template and tokenized by the processor with the images and audio, so each placeholder is expanded to its tokens.
+    `media` is the processor's output without input_ids and attention_mask (pixel_values, image_grid_thw,
+    input_features, ...), or None when the conversation holds no media.
 
-    Content becomes `{"type": "image"}` / `{"type": "text"}` parts exactly as training data's does
-    (media.placeholder_text, then media.content_parts), so a fine-tuned model reads the text around its images as
-    it was trained on. An image part's `image` is a path, data URL or http(s) URL (loaded here; a MediaError names
-    `messages[i].content[j]`) or an image already loaded (a PIL image). A template that refuses the messages raises
-    its own exception, as in `chat_prompt_ids`.
+    Content becomes `{"type": "image"}` / `{"type": "audio"}` / `{"type": "text"}` parts exactly as training data's
+    does (media.placeholder_text, then media.content_parts), so a fine-tuned model reads the text around its media as
+    it was trained on. An image or audio part holds a path, data URL or http(s) URL (loaded here; a MediaError names
+    `messages[i].content[j]`), or media already loaded (a PIL image, a numpy array of samples at the processor's
+    rate). A template that refuses the messages raises its own exception, as in `chat_prompt_ids`.
     """
-    rendered, images = [], []
+    rendered, loaded = [], {"image": [], "audio": []}
+    rate = getattr(getattr(processor, "feature_extractor", None), "sampling_rate", None)
+    takes = {"image": getattr(processor, "image_processor", None) is not None, "audio": rate is not None}
     for i, message in enumerate(messages):
         content = message.get("content")
-        text = _placeholder_text(content, i, images) if isinstance(content, list) else content
+        text = _placeholder_text(content, i, loaded, rate, takes) if isinstance(content, list) else content
         rendered.append({**message, "role": _role(message["role"]), "content": content_parts(text or "")})
     text = processor.apply_chat_template(rendered, tokenize=False, add_generation_prompt=True,
                                          **(template_kwargs or {}))
-    inputs = processor(text=[text], images=[images] if images else None, return_tensors="pt",
-                       add_special_tokens=False)
-    media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")} if images else None
+    kwargs = {"images": [loaded["image"]]} if loaded["image"] else {}
+    if loaded["audio"]:
+        kwargs.update(audio=loaded["audio"], sampling_rate=rate)
+    inputs = processor(text=[text], return_tensors="pt", add_special_tokens=False, **kwargs)
+    media = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")} if kwargs else None
     return inputs["input_ids"][0].tolist(), media
 
 
-def _placeholder_text(parts: list, index: int, images: list) -> str:
-    """Message `index`'s list of parts as one placeholder string (media.placeholder_text), its images read, in
-    order, onto `images`."""
+def _placeholder_text(parts: list, index: int, loaded: dict, rate: int | None, takes: dict) -> str:
+    """Message `index`'s list of parts as one placeholder string (media.placeholder_text), its images and audio read,
+    in order, onto `loaded["image"]` and `loaded["audio"]`; a kind of media the processor does not take (`takes`)
+    is a MediaError naming the part."""
     pieces = []
     for j, part in enumerate(parts):
-        if is_image_part(part):
-            images.append(_image(part, f"messages[{index}].content[{j}]"))
-            pieces.append(None)
+        kind = media_kind(part)
+        if kind is not None:
+            where = f"messages[{index}].content[{j}]"
+            if not takes[kind]:
+                raise MediaError(f"{where}: this model reads {' and '.join(k for k in takes if takes[k])} "
+                                 f"but not {kind}; drop the {kind} part")
+            loaded[kind].append(_media(part, kind, where, rate))
+            pieces.append({"type": kind})
         elif isinstance(part, dict) and isinstance(part.get("text"), str) and part.get("type", "text") == "text":
             pieces.append(part["text"])
     return placeholder_text(pieces)
 
 
-def _image(part: dict, where: str):
-    """The picture of an image part: one already loaded as it is, a reference read through media.load_image."""
-    value = part.get("image")
+def _media(part: dict, kind: str, where: str, rate: int | None):
+    """The picture or samples of a media part: media already loaded as they are, a reference read through
+    media.load_image / load_audio (audio resampled to the processor's `rate`)."""
+    value = part.get(kind)
     if value is not None and not isinstance(value, str | dict):
         return value
-    return load_image(image_part(part, where)["image"], where)
+    ref = media_part(part, where)[kind]
+    return load_audio(ref, where, rate) if kind == "audio" else load_image(ref, where)

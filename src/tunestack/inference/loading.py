@@ -64,7 +64,7 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
     can pick one (peft's `adapter_names=`), the base model staying available under its own name. Folders whose
     weights are pickle files only are refused unless `allow_pickle`. `head="reward"` loads a reward model (a
     one-output sequence-classification head) instead of a causal LM. A vision-language model comes with its
-    processor; `images_from` names the flag that brings images (`--image`), and a text-only model is then refused
+    processor; `images_from` names the flag that brings media (`--image`, `--audio`), and a text-only model is then refused
     before its weights load.
     """
     from tunestack.model.load import load_model
@@ -95,11 +95,11 @@ def load_for_inference(model_args: ModelArgs, adapters: list[str] = (),
 
 
 def refuse_images(model: str, flag: str) -> None:
-    """The one error for images given to a model that cannot see them."""
+    """The one error for images or audio given to a model that cannot read them."""
     from tunestack.errors import ConfigError
 
-    raise ConfigError([f"{flag}: --model {model} is a text-only model (no vision encoder), so it cannot take "
-                       "images; use a vision-language model, or drop the images"])
+    raise ConfigError([f"{flag}: --model {model} is a text-only model (no vision or audio encoder), so it cannot "
+                       "take images or audio; use a multimodal model, or drop the media"])
 
 
 def _processor(model_args: ModelArgs, resolved, tokenizer):

@@ -44,14 +44,14 @@ def _row_to_messages(row, path: str, number: int) -> list[dict]:
 
 
 def _with_image_references(message: dict, where: str, base_dir: Path) -> dict:
-    """The message with each image part as `{"type": "image", "image": REF}`, a relative path taken from the
-    file's folder (as training data's are); MediaError naming the part when it holds no reference."""
-    from tunestack.media import image_part, is_image_part
+    """The message with each image or audio part as `{"type": "image", "image": REF}` (`"audio"`), a relative path
+    taken from the file's folder (as training data's are); MediaError naming the part when it holds no reference."""
+    from tunestack.media import media_kind, media_part
 
     content = message.get("content")
-    if not isinstance(content, list) or not any(is_image_part(p) for p in content):
+    if not isinstance(content, list) or not any(media_kind(p) for p in content):
         return message
-    return {**message, "content": [image_part(p, f"{where}.content[{j}]", base_dir) if is_image_part(p) else p
+    return {**message, "content": [media_part(p, f"{where}.content[{j}]", base_dir) if media_kind(p) else p
                                    for j, p in enumerate(content)]}
 
 

@@ -13,10 +13,12 @@ TESTED_MODEL_TYPES = {
 """Model types the family matrix (tests/families) takes through sft, infer, serve, export and eval."""
 TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "llava_next": "LLaVA-NeXT",
                        "idefics3": "Idefics3, SmolVLM", "qwen2_vl": "Qwen2-VL (images)",
-                       "qwen2_5_vl": "Qwen2.5-VL (images)", "gemma3": "Gemma 3"}
-"""Vision-language model types whose masks, adapters and training tiny models test (tests/train/test_vision_sft.py),
-LLaVA also through infer, serve, eval and export, Qwen2-VL through infer, serve, eval and export, LLaVA-NeXT and
-Gemma 3 through infer; Qwen2.5-VL through training and its processor."""
+                       "qwen2_5_vl": "Qwen2.5-VL (images)", "qwen3_vl": "Qwen3-VL (images)",
+                       "gemma3": "Gemma 3", "qwen2_audio": "Qwen2-Audio"}
+"""Vision- and audio-language model types whose masks, adapters and training tiny models test
+(tests/train/test_vision_sft.py, tests/train/test_audio_sft.py), LLaVA also through infer, serve, eval and export,
+Qwen2-VL through infer, serve, eval and export, LLaVA-NeXT, Gemma 3 and Qwen3-VL through infer, Qwen2-Audio through
+infer, serve and export; Qwen2.5-VL through training and its processor."""
 
 UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
               "only the architectures it names")

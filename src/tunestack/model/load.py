@@ -145,10 +145,10 @@ def load_model(path, dtype: torch.dtype, attn: str = "auto", quantize_4bit: bool
     try:
         if head == "reward":
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
-        elif is_multimodal(path):
-            from transformers import AutoModelForImageTextToText
+        elif is_multimodal(path):  # image-text-to-text models and audio ones (Qwen2-Audio)
+            from transformers import AutoModelForMultimodalLM
 
-            model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            model = AutoModelForMultimodalLM.from_pretrained(path, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except Exception as exc:
@@ -209,9 +209,9 @@ def load_exported(path, quantized: bool = True):
     from tunestack.model.vision import is_multimodal
 
     device = ({"": 0} if torch.cuda.is_available() else {"": "cpu"}) if quantized else None
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForMultimodalLM
 
-    auto = AutoModelForImageTextToText if is_multimodal(path) else AutoModelForCausalLM
+    auto = AutoModelForMultimodalLM if is_multimodal(path) else AutoModelForCausalLM
     model = auto.from_pretrained(path, dtype="auto", device_map=device)
     embedding = model.get_input_embeddings()
     if type(embedding) is torch.nn.Embedding and type(embedding.weight.data).__name__ == "Int8Tensor":

@@ -1,9 +1,11 @@
-"""Vision-language models: how to tell one, its processor, and which of its parts an adapter or freezing reaches.
+"""Vision- and audio-language models: how to tell one, its processor, and which of its parts an adapter or freezing
+reaches.
 
-A model whose config has a `vision_config` (Qwen2-VL, LLaVA, Idefics3 / SmolVLM, Gemma 3, ...) loads through
-`AutoModelForImageTextToText` and brings an `AutoProcessor`, whose chat template and image processing are the
-source of truth for its inputs. Its modules fall into three parts: the vision tower, the aligner (the projector or
-connector that maps image features into the language model's embeddings) and the language model.
+A model whose config has a `vision_config` (Qwen2-VL, LLaVA, Idefics3 / SmolVLM, Gemma 3, ...) or an `audio_config`
+(Qwen2-Audio) loads through `AutoModelForMultimodalLM` and brings an `AutoProcessor`, whose chat template and image
+or audio processing are the source of truth for its inputs. Its modules fall into three parts: the encoder (the
+vision tower, or the audio tower, which the flags call "vision" too), the aligner (the projector or connector that
+maps its features into the language model's embeddings) and the language model.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tunestack.errors import ConfigError, TunestackError
 
 # Module-name fragments of each part, as the transformers classes name them.
 VISION_TOWER = ("vision_tower", "vision_model", "visual", "image_encoder", "audio_tower")
-ALIGNER = ("multi_modal_projector", "connector", "merger", "mm_projector", "aligner")
+ALIGNER = ("multi_modal_projector", "connector", "merger", "deepstack_merger_list", "mm_projector", "aligner")
 
 
 def is_multimodal(path_or_config) -> bool:
@@ -168,12 +170,21 @@ def linear_pattern(model, parts: tuple[str, ...]) -> str:
 
 def _top_modules(model, part: str) -> list[str]:
     """The short names of the outermost modules of `part` (e.g. multi_modal_projector), as modules_to_save takes
-    them."""
-    found = []
-    for name, _ in model.named_modules():
-        if name and part_of(name) == part and not any(name.startswith(f + ".") for f in found):
-            found.append(name)
-    return sorted({name.rsplit(".", 1)[-1] for name in found})
+    them; a container (Qwen3-VL's `deepstack_merger_list`, which peft cannot wrap) by its members
+    (`deepstack_merger_list.0`, ...)."""
+    import torch
+
+    found, names = [], set()
+    for name, module in model.named_modules():
+        if not name or part_of(name) != part or any(name.startswith(f + ".") for f in found):
+            continue
+        found.append(name)
+        short = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.ModuleList | torch.nn.ModuleDict):
+            names.update(f"{short}.{child}" for child, _ in module.named_children())
+        else:
+            names.add(short)
+    return sorted(names)
 
 
 def adapter_fields(model, args) -> dict:

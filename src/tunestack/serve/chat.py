@@ -45,18 +45,18 @@ async def render_chat(serving: Serving, request: ChatCompletionRequest) -> tuple
     """`chat_inputs`, in a worker thread when there are images to fetch, decode and process, so that the server
     answers other requests meanwhile. An unknown model name is refused first, and with images a full server too."""
     serving.adapter_for(request.model)
-    if getattr(serving, "processor", None) is not None and any(m.image_parts() for m in request.messages):
-        serving.check_room(request.n)  # a busy server answers 429 before fetching anyone's images
+    if getattr(serving, "processor", None) is not None and any(m.media_parts() for m in request.messages):
+        serving.check_room(request.n)  # a busy server answers 429 before fetching anyone's images or audio
         return await asyncio.to_thread(chat_inputs, serving, request)
     return chat_inputs(serving, request)
 
 
 def _refuse_images(serving: Serving, request: ChatCompletionRequest) -> None:
     for i, message in enumerate(request.messages):
-        for j in message.image_parts():
+        for j in message.media_parts():
             raise BadRequest(f"messages[{i}].content[{j}]: the model `{request.model}` takes text only (a text-only "
-                             "model, or one served by a backend other than pt), so it cannot read images; send text, "
-                             "or serve a vision-language model", param="messages")
+                             "model, or one served by a backend other than pt), so it cannot read images or audio; "
+                             "send text, or serve a multimodal model", param="messages")
 
 
 class ChatCompletion:

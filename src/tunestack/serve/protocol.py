@@ -85,7 +85,31 @@ class ImagePart(BaseModel):
     image_url: ImageURL
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class InputAudio(BaseModel):
+    data: str = Field(min_length=1)  # base64 of the encoded file
+    format: str = Field("wav", pattern="^[A-Za-z0-9]{1,10}$")  # wav, mp3, flac, ogg, ...: what FFmpeg reads
+
+
+class AudioURL(BaseModel):
+    url: str = Field(min_length=1)  # a data URL (data:audio/wav;base64,...) or an http(s) URL
+
+
+class AudioPart(BaseModel):
+    """OpenAI's audio input, `{"type": "input_audio", "input_audio": {"data": BASE64, "format": "wav"}}`."""
+
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class AudioURLPart(BaseModel):
+    """vLLM's audio by URL, `{"type": "audio_url", "audio_url": {"url": ...}}`."""
+
+    type: Literal["audio_url"]
+    audio_url: AudioURL
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | AudioURLPart, Field(discriminator="type")]
+MEDIA_PARTS = (ImagePart, AudioPart, AudioURLPart)
 
 
 class ChatMessage(BaseModel):
@@ -99,12 +123,12 @@ class ChatMessage(BaseModel):
         """The content as the model sees it: text parts joined by the rule training uses."""
         return content_text(self.content)
 
-    def image_parts(self) -> list[int]:
-        """The positions of the image parts in the content."""
-        return [j for j, part in enumerate(self.content or ()) if isinstance(part, ImagePart)]
+    def media_parts(self) -> list[int]:
+        """The positions of the image and audio parts in the content."""
+        return [j for j, part in enumerate(self.content or ()) if isinstance(part, MEDIA_PARTS)]
 
     def message(self) -> dict:
-        """The message as a plain dict (role and content, image parts as OpenAI sends them)."""
+        """The message as a plain dict (role and content, image and audio parts as OpenAI sends them)."""
         content = self.content if self.content is None or isinstance(self.content, str) else \
             [part.model_dump(exclude_none=True) for part in self.content]
         return {"role": self.role, "content": content}

@@ -91,6 +91,8 @@ def build_server(model_args: ModelArgs, args: ServeArgs):
                             timeout_graceful_shutdown=5)
     server = DrainingServer(config, serving, args.drain_timeout)
     print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
-          + (" (API key required)" if keys else "") + (", images accepted" if parts.processor is not None else ""),
+          + (" (API key required)" if keys else "") + "".join(
+              f", {kind} accepted" for kind, reader in (("images", "image_processor"), ("audio", "feature_extractor"))
+              if getattr(parts.processor, reader, None) is not None),
           file=sys.stderr, flush=True)
     return server, parts.engine

@@ -46,20 +46,21 @@ def encode_media(splits, processor, data: DataArgs):
     options = dict(processor=processor, template_kwargs=template_kwargs(data.enable_thinking))
     train = encode_media_rows(splits.train, source="training data", **options)
     images = sum(len(row["images"]) for row in train)
+    audios = sum(len(row["audios"]) for row in train)
     files = [f for source in splits.report["train"] for f in source["files"]]
     skipped = sum(f.get("skipped_media", 0) for f in files)
-    say(f"training data: {len(train)} examples with {images} images"
-        + (f"; {skipped} rows skipped for unreadable images (--on_bad_media skip), the first: "
+    say(f"training data: {len(train)} examples with {images} images" + (f" and {audios} audio clips" if audios else "")
+        + (f"; {skipped} rows skipped for unreadable media (--on_bad_media skip), the first: "
            f"{next(f['media_problem'] for f in files if f.get('media_problem'))}" if skipped else ""))
     val = encode_media_rows(splits.val, source="validation data", **options) if splits.val is not None else None
-    report = {"media": {"images": images, "skipped_rows": skipped}}
+    report = {"media": {"images": images, "audios": audios, "skipped_rows": skipped}}
     if data.packing:
         from tunestack.data.vision import pack_text_rows
 
         train, packed = pack_text_rows(train, data.max_length, "training data")
         examples, rows = packed["text_rows"], packed["packed_rows"]
         say(f"training data: {examples} text-only example{'' if examples == 1 else 's'} packed into {rows} "
-            f"row{'' if rows == 1 else 's'} of at most {data.max_length} tokens; rows with images stay one per row")
+            f"row{'' if rows == 1 else 's'} of at most {data.max_length} tokens; rows with media stay one per row")
         if val is not None:
             val, _ = pack_text_rows(val, data.max_length, "validation data")
         report["media"]["packing"] = packed

@@ -40,7 +40,10 @@ class TunestackTrainer(Trainer):
         if keep.numel() == 0:
             keep = torch.tensor([targets.shape[1] - 1], device=labels.device)
         outputs = model(**inputs, logits_to_keep=keep)
-        logits = outputs.logits.float()
+        logits = outputs.logits
+        if logits.shape[1] != keep.numel():  # a model whose forward ignores logits_to_keep (Qwen2-Audio) gives all
+            logits = logits[:, keep]
+        logits = logits.float()
         picked = targets[:, keep]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
                                                  ignore_index=IGNORE_INDEX, reduction="sum")
