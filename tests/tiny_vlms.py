@@ -10,13 +10,15 @@
   `save_tiny_qwen2_vl(path)` saves the three as a checkpoint (no processor: AutoProcessor would need torchvision).
 - `reference_generate(model_dir, messages, images, n)`: what plain transformers generates greedily on the processor's
   own inputs, the yardstick for tunestack's answers.
-- `image(color, size)`, `png_data_url(img)`, `save_png(img, path)`: images to send.
+- `image(color, size)`, `png_data_url(img)`, `save_png(img, path)`: images to send; `save_mp4(path, colours)`: a
+  video to send.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 
 from helpers import build_tokenizer
@@ -24,15 +26,17 @@ from helpers import build_tokenizer
 SYSTEM = "You are a tiny test assistant."
 
 
-def vision_chat_template(image_text: str) -> str:
+def vision_chat_template(image_text: str, video_text: str | None = None) -> str:
     """A chatml template (with the tiny models' default system prompt) whose content is a string or a list of
-    `{"type": "text"}` / `{"type": "image"}` parts, each image rendered as `image_text`."""
+    `{"type": "text"}` / `{"type": "image"}` parts, each image rendered as `image_text` (and `{"type": "video"}`
+    parts as `video_text`, when given)."""
+    video = "{% elif part['type'] == 'video' %}{{ '" + video_text + "' }}" if video_text else ""
     return (
         "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
         "{{ '<|im_start|>system\n" + SYSTEM + "<|im_end|>\n' }}{% endif %}"
         "{{ '<|im_start|>' + message['role'] + '\n' }}"
         "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-        "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + image_text + "' }}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + image_text + "' }}" + video +
         "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
         "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
@@ -129,6 +133,7 @@ def save_tiny_gemma3(path, seed: int = 0) -> Path:
 
 
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_VIDEO = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 def build_tiny_qwen2_vl(seed: int = 0, version: str = "2"):
@@ -142,7 +147,7 @@ def build_tiny_qwen2_vl(seed: int = 0, version: str = "2"):
                               Qwen3VLForConditionalGeneration)
 
     tokenizer = vision_tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
-    tokenizer.chat_template = vision_chat_template(QWEN_IMAGE)
+    tokenizer.chat_template = vision_chat_template(QWEN_IMAGE, QWEN_VIDEO)
     patch = 16 if version == "3" else 14
     image_processor = Qwen2VLImageProcessorPil(min_pixels=(2 * patch) ** 2, max_pixels=(4 * patch) ** 2,
                                                patch_size=patch, merge_size=2, temporal_patch_size=2)
@@ -181,6 +186,10 @@ def save_tiny_qwen2_vl(path, seed: int = 0, version: str = "2") -> Path:
     tokenizer.save_pretrained(path)
     image_processor.save_pretrained(path)
     (path / "chat_template.jinja").write_text(tokenizer.chat_template)
+    budget = {"shortest_edge": image_processor.size.shortest_edge, "longest_edge": image_processor.size.longest_edge}
+    (path / "video_preprocessor_config.json").write_text(json.dumps({  # videos at the images' pixel budget
+        "video_processor_type": "Qwen2VLVideoProcessor", "size": budget, "patch_size": image_processor.patch_size,
+        "temporal_patch_size": 2, "merge_size": 2}))
     return path
 
 
@@ -259,3 +268,23 @@ def reference_generate(model_dir, messages: list[dict], images: list, max_new_to
     tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
     end = processor.tokenizer.eos_token_id
     return tokens[:tokens.index(end)] if end in tokens else tokens
+
+
+def save_mp4(path, colours: list, fps: int = 4, size: int = 32) -> Path:
+    """An MPEG-4 video of `size` x `size` frames, one per colour in `colours`, at `fps` frames per second, each with
+    a white square in its corner (written through PyAV)."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for colour in colours:
+            pixels = np.full((size, size, 3), colour, np.uint8)
+            pixels[: size // 4, : size // 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return Path(path)

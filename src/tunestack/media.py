@@ -27,6 +27,14 @@ IMAGE_PARTS = ("image", "image_url", "input_image")
 """Content part types that carry an image (ours, OpenAI chat's, OpenAI responses')."""
 AUDIO_PARTS = ("audio", "input_audio", "audio_url")
 """Content part types that carry audio (ours, OpenAI chat's base64 `input_audio`, vLLM's `audio_url`)."""
+VIDEO_PARTS = ("video", "video_url")
+"""Content part types that carry a video (ours, vLLM's `video_url`)."""
+MAX_VIDEO_BYTES = 200 * 1024 * 1024
+"""The largest video file or download read (200 MiB)."""
+VIDEO_FPS = 2.0
+"""Frames sampled per second of video by default (Qwen2-VL's rate), `--fps`."""
+VIDEO_MAX_FRAMES = 64
+"""The most frames sampled from one video by default, `--max_frames`."""
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 """The largest image or audio file or download read (20 MiB)."""
 URL_TIMEOUT_S = 10.0
@@ -43,14 +51,27 @@ def is_image_part(part) -> bool:
 
 
 def media_kind(part) -> str | None:
-    """"image" or "audio" for a content part that carries one, else None."""
+    """"image", "audio" or "video" for a content part that carries one, else None."""
     kind = part.get("type") if isinstance(part, dict) else None
-    return "image" if kind in IMAGE_PARTS else "audio" if kind in AUDIO_PARTS else None
+    return ("image" if kind in IMAGE_PARTS else "audio" if kind in AUDIO_PARTS
+            else "video" if kind in VIDEO_PARTS else None)
 
 
 def media_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
-    """The canonical part of an image or audio part (`image_part` or `audio_part`)."""
-    return (audio_part if media_kind(part) == "audio" else image_part)(part, where, base_dir)
+    """The canonical part of an image, audio or video part (`image_part`, `audio_part`, `video_part`)."""
+    return {"audio": audio_part, "video": video_part}.get(media_kind(part), image_part)(part, where, base_dir)
+
+
+def video_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
+    """The canonical `{"type": "video", "video": REF}` for ours or vLLM's `{"type": "video_url", "video_url":
+    {"url": ...}}`; MediaError naming `where` when the part holds no reference."""
+    value = part.get(part.get("type"))
+    if isinstance(value, dict):
+        value = value.get("url")
+    if not isinstance(value, str) or not value.strip():
+        raise MediaError(f'{where}: a video part needs a path or URL, e.g. {{"type": "video", "video": "clip.mp4"}} '
+                         'or {"type": "video_url", "video_url": {"url": "https://..."}}')
+    return {"type": "video", "video": image_reference(value.strip(), base_dir)}
 
 
 def audio_part(part: dict, where: str, base_dir: Path | None = None) -> dict:
@@ -198,11 +219,65 @@ def load_audio(ref: str, where: str, sampling_rate: int | None = None, timeout: 
     return samples.astype(np.float32, copy=False)
 
 
+class VideoFrames:
+    """Frames sampled from a video: `frames`, RGB uint8 of shape (frames, height, width, 3), and the rate they were
+    sampled at (`fps`, frames per second of the video's time), which models with time-aware positions read."""
+
+    def __init__(self, frames, fps: float):
+        self.frames = frames
+        self.fps = fps
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def load_video(ref: str, where: str, fps: float = VIDEO_FPS, max_frames: int = VIDEO_MAX_FRAMES,
+               timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_VIDEO_BYTES) -> VideoFrames:
+    """Frames of the video behind `ref` (any container and codec FFmpeg reads), sampled evenly at `fps` frames per
+    second of video, at most `max_frames` and at least 2 (fewer when the video has fewer frames), as transformers'
+    Qwen2-VL video processor samples them; MediaError naming `where` when it cannot be decoded. Decoding goes
+    through PyAV (`pip install 'tunestack[media]'`)."""
+    import io
+
+    import numpy as np
+
+    try:
+        import av
+    except ImportError:
+        from tunestack.errors import MissingExtraError
+
+        raise MissingExtraError("av (PyAV)", "media", f"{where}: decoding video") from None
+    data = image_bytes(ref, where, timeout, max_bytes, kind="video")
+    shown = ref if not ref.startswith("data:") else "the data URL"
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{where}: {shown} holds no video stream")
+            stream = container.streams.video[0]
+            total = stream.frames or sum(1 for _ in container.decode(video=0))  # counted when not recorded
+            rate = float(stream.average_rate or stream.guessed_rate or 0) or float(total)  # unknown: 1 second
+            count = min(max(round(total / rate * fps), 2), max_frames, total)
+            wanted = {int(i * total / count) for i in range(count)}
+            container.seek(0)
+            # only the sampled frames are converted and kept (a long video is never held whole)
+            frames = [frame.to_ndarray(format="rgb24") for index, frame in enumerate(container.decode(video=0))
+                      if index in wanted]
+    except MediaError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise MediaError(f"{where}: {shown} is not a readable video ({type(exc).__name__}: {exc})") from None
+    if not frames:
+        raise MediaError(f"{where}: {shown} holds no video frames")
+    return VideoFrames(np.stack(frames), fps=len(frames) / (total / rate))
+
+
 IMAGE_PLACEHOLDER = "<image>"
 """Where an image sits in a message's text, in data with an `images` column and in canonical rows."""
 AUDIO_PLACEHOLDER = "<audio>"
 """Where an audio clip sits in a message's text, in data with an `audios` column and in canonical rows."""
-PLACEHOLDERS = {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER}
+VIDEO_PLACEHOLDER = "<video>"
+"""Where a video sits in a message's text, in data with a `videos` column and in canonical rows."""
+PLACEHOLDERS = {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER, "video": VIDEO_PLACEHOLDER}
 
 
 def placeholder_text(pieces: list[str | dict]) -> str:
@@ -224,8 +299,8 @@ def placeholder_text(pieces: list[str | dict]) -> str:
 
 
 def content_parts(text: str) -> list[dict]:
-    """A placeholder string as processor chat templates take content: `{"type": "image"}`, `{"type": "audio"}` and
-    `{"type": "text", "text": ...}` parts, in order, without empty text parts."""
+    """A placeholder string as processor chat templates take content: `{"type": "image"}`, `{"type": "audio"}`,
+    `{"type": "video"}` and `{"type": "text", "text": ...}` parts, in order, without empty text parts."""
     import re
 
     kinds = {placeholder: kind for kind, placeholder in PLACEHOLDERS.items()}

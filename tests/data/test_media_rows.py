@@ -42,7 +42,7 @@ def test_every_image_shape_becomes_the_same_canonical_row(tmp_path, red):
     ]
     for i, row in enumerate(shapes):
         got = rows_of(write_jsonl(tmp_path / f"d{i}.jsonl", [row]))
-        assert got == [{"images": [str(red)], "audios": [], "objects": None,
+        assert got == [{"images": [str(red)], "audios": [], "videos": [], "objects": None,
                         "messages": [{"role": "user", "content": "<image>Colour?"}, ANSWER]}], i
     got = rows_of(write_jsonl(tmp_path / "url.jsonl", [
         {"messages": [{"role": "user", "content": [{"type": "image_url",

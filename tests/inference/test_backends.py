@@ -119,3 +119,56 @@ def test_emit_tokens_drops_the_end_token():
     assert [(o.token_id, o.finish_reason) for o in seen] == [(None, "stop")]
     assert finish_name({"type": "length"}) == "length" and finish_name(SimpleNamespace(type="abort")) == "stop"
     assert finish_name(None) is None
+
+
+def test_media_reach_vllm_as_read_with_one_placeholder_each(llava_dir):
+    """An engine that expands placeholders itself (vLLM) gets the rendered text's own ids, one <image> token per
+    picture, and the pictures as read; vLLM's TokensPrompt carries them as multi_modal_data."""
+    from tiny_vlms import image, png_data_url
+
+    from tunestack.inference.chat import Chat
+    from tunestack.inference.chat_prompt import vision_prompt
+    from tunestack.inference.vllm_engine import vllm_prompt
+    from tunestack.model.vision import load_processor
+
+    processor = load_processor(llava_dir)
+    pictures = [image((200, 30, 40), (20, 24)), image((20, 160, 40), (30, 18))]
+    messages = [{"role": "user", "content": [*({"type": "image_url", "image_url": {"url": png_data_url(p)}}
+                                               for p in pictures), {"type": "text", "text": "Same?"}]}]
+    ids, media = vision_prompt(processor, messages, raw=True)
+    text = processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                                                       {"type": "text", "text": "Same?"}]}],
+                                         add_generation_prompt=True, tokenize=False)
+    assert ids == processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 2
+    assert [m.size for m in media["image"]] == [(20, 24), (30, 18)] and set(media) == {"image"}
+    expanded, tensors = vision_prompt(processor, messages)  # what the pt engine gets: expanded, as tensors
+    assert len(expanded) > len(ids) and "pixel_values" in tensors
+    assert vllm_prompt(ids, media) == {"prompt_token_ids": ids, "multi_modal_data": {"image": media["image"]}}
+    one = {"image": media["image"][:1]}
+    assert vllm_prompt([5], one)["multi_modal_data"] == {"image": media["image"][0]}
+    assert vllm_prompt([5], None) == {"prompt_token_ids": [5]}
+
+    class ExpandingEngine:  # records what Chat hands an engine that expands media itself
+        expands_media = True
+
+        def generate(self, prompts, params, media=None):
+            self.seen = (prompts, media)
+            return [[] for _ in prompts]
+
+    engine = ExpandingEngine()
+    Chat(engine, processor.tokenizer, processor=processor).answer([messages], SamplingParams(max_new_tokens=1))
+    assert engine.seen[0] == [ids] and engine.seen[1][0]["image"][1].size == (30, 18)
+
+
+def test_a_text_only_backend_still_refuses_media():
+    from tunestack.inference.async_engine import AsyncLoopEngine
+    from tunestack.inference.engine import UnsupportedRequest
+
+    outputs = []
+    engine = AsyncLoopEngine([0])
+    try:
+        engine.submit(GenerationRequest([1, 2], SamplingParams(), outputs.append, media={"pixel_values": None}))
+    finally:
+        engine.close()
+    assert isinstance(outputs[0].error, UnsupportedRequest) and "images" in str(outputs[0].error)

@@ -82,7 +82,7 @@ def test_every_audio_shape_becomes_the_same_canonical_row(tmp_path):
         data = write_jsonl(tmp_path / f"shape{i}.jsonl", [row])
         got = list(load_datasets(DataArgs(dataset=[str(data)])).train)
         assert got == [{"messages": [{"role": "user", "content": "<audio>What?"}, answer], "images": [],
-                        "audios": [str(clip)], "objects": None}]
+                        "audios": [str(clip)], "videos": [], "objects": None}]
     # OpenAI's input_audio: base64 kept as a data URL
     inline = {"messages": [{"role": "user", "content": [
         {"type": "input_audio", "input_audio": {"data": wav_base64(tone(330.0, 0.3)), "format": "wav"}},
@@ -139,7 +139,7 @@ def test_lora_trains_the_language_model_and_projector_and_leaves_the_audio_tower
     result = cli("sft", "--model", str(audio_model), "--dataset", str(pitch_data), "--output_dir", str(run),
                  "--max_steps", "8", "--per_device_train_batch_size", "4", "--learning_rate", "5e-3",
                  "--logging_steps", "1", "--dtype", "fp32")
-    assert "examples with 0 images and 8 audio clips" in result.stderr
+    assert "examples with 0 images, 8 audio clips" in result.stderr
     losses = [m["loss"] for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
     assert len(losses) == 8 and sum(losses[-2:]) < sum(losses[:2])
     adapter = load_file(run / "final" / "adapter_model.safetensors")

@@ -86,6 +86,9 @@ class ModelArgs:
                                  "Qwen2-VL family): the most pixels an image keeps, larger ones scaled down in shape; "
                                  "a run saves it with its processor", check=POSITIVE)
     min_pixels: int | None = arg(None, "the same, the fewest pixels an image is scaled up to", check=POSITIVE)
+    fps: float | None = arg(None, "videos: frames sampled per second of video (default 2.0, Qwen2-VL's rate); a run "
+                            "saves it with its processor", check=POSITIVE)
+    max_frames: int | None = arg(None, "videos: the most frames sampled from one video (default 64)", check=POSITIVE)
 
 
 @dataclass
@@ -286,6 +289,8 @@ class InferArgs(SpeculationArgs):
     audio: list[str] = arg([], "audio clips for --prompt, for an audio-language model (Qwen2-Audio): wav, flac, mp3 "
                            "or ogg files or http(s) URLs (repeat the flag or give a comma list); in the terminal "
                            "chat, /audio PATH")
+    video: list[str] = arg([], "videos for --prompt, for a video-language model (Qwen2-VL, Qwen2.5-VL): files or "
+                           "http(s) URLs, sampled by --fps and --max_frames; in the terminal chat, /video PATH")
     score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
                       "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
     response: str | None = arg(None, "with --score and --prompt: the answer to score")

@@ -20,7 +20,7 @@ from tunestack.data.messages import (
 from tunestack.data.grounding import parse_objects
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
-from tunestack.media import PLACEHOLDERS, MediaError, image_reference, load_audio, load_image
+from tunestack.media import PLACEHOLDERS, MediaError, image_reference, load_audio, load_image, load_video
 
 TASKS = ("sft", "pt", "preference", "kto", "prompts")
 
@@ -68,7 +68,7 @@ _USE_WITH = {
 # Column names the converters read; a registration's column mapping must map onto these.
 FIELDS = ("messages", "conversations", "system", "instruction", "input", "output", "history", "query", "response",
           "prompt", "chosen", "rejected", "completion", "label", "text", "question", "answer", "solution",
-          "tools", "images", "audios", "objects")  # fmt: skip
+          "tools", "images", "audios", "videos", "objects")  # fmt: skip
 
 
 def expected_for(task: str) -> str:
@@ -123,6 +123,8 @@ def canonical_rows(
                     load_image(ref, where)
                 for ref in out.get("audios", ()):
                     load_audio(ref, where)
+                for ref in out.get("videos", ()):
+                    load_video(ref, where, max_frames=2)
             except MediaError as exc:
                 if on_bad_media == "fail":
                     raise MediaError(f"{exc} (--on_bad_media skip drops such rows instead)") from None
@@ -195,8 +197,8 @@ def _tools(value, where: str) -> str:
 
 
 def uses_media(row: dict) -> bool:
-    """Whether a canonical sft row carries images or audio."""
-    return bool(row.get("images") or row.get("audios"))
+    """Whether a canonical sft row carries images, audio or videos."""
+    return bool(row.get("images") or row.get("audios") or row.get("videos"))
 
 
 def uses_tools(row: dict) -> bool:
@@ -328,14 +330,14 @@ def _label(row: dict, where: str) -> bool:
 def features_for(task: str, tools: bool = False, media: bool = False):
     """The `datasets.Features` of canonical rows for `task`, so that every source concatenates; `tools`: sft rows
     with tool schemas and tool calls (`uses_tools`), whose rows all need a "tools" key; `media`: sft rows with
-    images or audio (`uses_media`), whose rows all need "images" and "audios" lists and "objects" (grounding boxes,
-    JSON text or None)."""
+    images, audio or videos (`uses_media`), whose rows all need "images", "audios" and "videos" lists and "objects"
+    (grounding boxes, JSON text or None)."""
     from datasets import Features, List, Value
 
     turns = List({"role": Value("string"), "content": Value("string")})
     if task == "sft" and media:
         return Features({"messages": turns, "images": List(Value("string")), "audios": List(Value("string")),
-                         "objects": Value("string")})
+                         "videos": List(Value("string")), "objects": Value("string")})
     if task == "sft" and tools:
         tool_turns = List({key: Value("string") for key in ("role", "content", "tool_calls", "tool_call_id", "name")})
         return Features({"messages": tool_turns, "tools": Value("string")})

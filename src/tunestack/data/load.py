@@ -196,7 +196,7 @@ def _dataset(rows: list[dict], task: str):
         if any(uses_tools(row) for row in rows):
             raise DataError("rows with images or audio and rows with tools cannot be trained on together yet; train "
                             "on them in two runs")
-        rows = [{"images": [], "audios": [], "objects": None, **row} for row in rows]
+        rows = [{"images": [], "audios": [], "videos": [], "objects": None, **row} for row in rows]
         return Dataset.from_list(rows, features=features_for(task, media=True))
     if task == "sft" and any(uses_tools(row) for row in rows):
         rows = [{"tools": None, **row} for row in rows]

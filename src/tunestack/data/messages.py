@@ -14,9 +14,9 @@ ROLES = ("system", "user", "assistant", "tool")
 OPENAI = ("role", "content", {**{r: r for r in ROLES}, "model": "assistant"})
 SHAREGPT = ("from", "value", {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
                               "assistant": "assistant", "model": "assistant", "tool": "tool"})  # fmt: skip
-MESSAGE_MEDIA = {"image": "images", "audio": "audios"}
-"""The keys under which a message read from image or audio parts carries their references until its row gathers
-them."""
+MESSAGE_MEDIA = {"image": "images", "audio": "audios", "video": "videos"}
+"""The keys under which a message read from image, audio or video parts carries their references until its row
+gathers them."""
 
 
 def message_list(value, field: str, where: str, style=OPENAI) -> list[dict]:
@@ -64,7 +64,7 @@ def _tool_calls(value, at: str, where: str) -> str:
 
 
 def _content(value, at: str, where: str, media: dict | None = None) -> str:
-    """A string, or a list of text, image and audio parts as one string (`placeholder_text`); each media part's
+    """A string, or a list of text, image, audio and video parts as one string (`placeholder_text`); each media part's
     reference goes to `media[kind]`, in order (without `media`, such parts are refused)."""
     if isinstance(value, str):
         return value
@@ -82,7 +82,8 @@ def _content(value, at: str, where: str, media: dict | None = None) -> str:
             continue
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
             raise DataError(f'{where}: {at}[{i}] is {describe(part)}; expected {{"type": "text", "text": "..."}}, '
-                            '{"type": "image", "image": "PATH"} or {"type": "audio", "audio": "PATH"}')
+                            '{"type": "image", "image": "PATH"}, {"type": "audio", "audio": "PATH"} or '
+                            '{"type": "video", "video": "PATH"}')
         pieces.append(part["text"])
     return placeholder_text(pieces)
 

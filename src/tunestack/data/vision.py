@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tunestack.data.tokenize import IGNORE_INDEX, assistant_spans, char_mask_to_labels
 from tunestack.errors import DataError
-from tunestack.media import content_parts, load_audio, load_image
+from tunestack.media import content_parts, load_audio, load_image, load_video
 
 
 def part_messages(messages: list[dict]) -> list[dict]:
@@ -40,7 +40,7 @@ def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None
         labels = char_mask_to_labels(enc["input_ids"], enc["offset_mapping"], spans)
         encoded.append({"text": text, "input_ids": list(enc["input_ids"]), "labels": labels,
                         "images": list(row.get("images") or []), "audios": list(row.get("audios") or []),
-                        "where": where})
+                        "videos": list(row.get("videos") or []), "where": where})
     return encoded
 
 
@@ -58,7 +58,7 @@ def pack_text_rows(rows: list[dict], max_length: int, source: str) -> tuple[list
 
 
 def has_media(row: dict) -> bool:
-    return bool(row["images"] or row.get("audios"))
+    return bool(row["images"] or row.get("audios") or row.get("videos"))
 
 
 def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where: str) -> tuple[list[int], int]:
@@ -137,6 +137,12 @@ class MediaCollator:
             rate = self.processor.feature_extractor.sampling_rate
             kwargs.update(audio=[load_audio(ref, f["where"], rate) for f in features for ref in f["audios"]],
                           sampling_rate=rate)
+        if any(f.get("videos") for f in features):  # one flat list, sampled as the processor says (--fps)
+            from tunestack.model.vision import video_inputs
+
+            sampling = self.processor.video_sampling
+            kwargs.update(video_inputs(self.processor, [load_video(ref, f["where"], **sampling)
+                                                        for f in features for ref in f["videos"]]))
         batch = dict(self.processor(text=[f["text"] for f in features], return_tensors="pt", padding=True,
                                     add_special_tokens=False, **kwargs))
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)

@@ -35,7 +35,7 @@ class AsyncLoopEngine(Engine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def submit(self, request: GenerationRequest) -> None:
-        if request.media:  # the processor's tensors are the pt engine's; these backends take text prompts here
+        if request.media and not self.expands_media:  # tensors are the pt engine's; these take text prompts here
             request.emit(StepOutput(error=UnsupportedRequest(IMAGES_PT_ONLY)))
             return
         self._tasks[request.id] = asyncio.run_coroutine_threadsafe(self._guarded(request), self.loop)

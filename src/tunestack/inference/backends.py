@@ -22,8 +22,9 @@ class EngineOptions:
 
 @dataclass
 class EngineParts:
-    """An engine and what turns conversations into its token ids: the tokenizer, and for a vision-language model
-    (pt backend) the processor that also turns images into the model's tensors; None for text models."""
+    """An engine and what turns conversations into its token ids: the tokenizer, and for a multimodal model (pt and
+    vLLM backends) the processor that also reads the media (into the model's tensors for pt; vLLM takes them as
+    read); None for text models."""
 
     engine: object
     tokenizer: object
@@ -37,8 +38,8 @@ def create_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOpt
 
 
 def build_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOptions | None = None) -> EngineParts:
-    """The engine for `backend` with its tokenizer and, for a vision-language model on the pt backend, its
-    processor (other backends generate from text only here)."""
+    """The engine for `backend` with its tokenizer and, for a multimodal model on the pt or vLLM backend, its
+    processor (the other backends generate from text only here)."""
     options = options or EngineOptions()
     spec = options.speculation
     if spec is not None and (spec.prompt_lookup_tokens or spec.draft_model):

@@ -1,6 +1,6 @@
 """`tunestack infer`: one prompt to stdout, a JSONL file of prompts, or a streaming multi-turn terminal chat; with a
 vision-language model, images too (--image for --prompt, /image PATH in the chat, image parts in --input rows), and
-with an audio-language model audio (--audio, /audio PATH, audio parts)."""
+with an audio-language model audio (--audio, /audio PATH, audio parts), and videos (--video, /video PATH)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ class Chat:
 
         if self.system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.system}] + messages
-        if self.processor is not None:
-            return vision_prompt(self.processor, messages, self.template_kwargs)
+        if self.processor is not None:  # an engine that expands placeholders itself takes the media as read
+            return vision_prompt(self.processor, messages, self.template_kwargs,
+                                 raw=getattr(self.engine, "expands_media", False))
         if has_media(messages):
             raise TunestackError("the conversation holds images or audio, and this model is a text-only model (no "
                                  "vision or audio encoder): use a multimodal model, or drop the media")
@@ -82,13 +83,14 @@ def validate_infer(args: InferArgs) -> None:
     if args.image and (args.prompt is None or args.score):
         problems.append("--image: the images of --prompt; give it with --prompt (in the terminal chat, attach an "
                         "image with /image PATH; in --input rows, as image parts of `messages`)")
-    if args.image and args.backend != "pt":
-        problems.append(f"--image: images are generated from with --backend pt only, not {args.backend}")
-    if args.audio and (args.prompt is None or args.score):
-        problems.append("--audio: the audio clips of --prompt; give it with --prompt (in the terminal chat, attach "
-                        "a clip with /audio PATH; in --input rows, as audio parts of `messages`)")
-    if args.audio and args.backend != "pt":
-        problems.append(f"--audio: audio is generated from with --backend pt only, not {args.backend}")
+    if args.image and args.backend not in ("pt", "vllm"):
+        problems.append(f"--image: images are generated from with --backend pt or vllm, not {args.backend}")
+    for flag, kind in (("--audio", "audio"), ("--video", "video")):
+        if getattr(args, kind) and (args.prompt is None or args.score):
+            problems.append(f"{flag}: the {kind} of --prompt; give it with --prompt (in the terminal chat, attach "
+                            f"with /{kind} PATH; in --input rows, as {kind} parts of `messages`)")
+        if getattr(args, kind) and args.backend not in ("pt", "vllm"):
+            problems.append(f"{flag}: {kind} is generated from with --backend pt or vllm, not {args.backend}")
     if problems:
         raise ConfigError(problems)
 
@@ -104,8 +106,8 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
 
     prompts = read_prompts(args.input) if args.input else None
     done = answered_rows(args.output, prompts, args.input) if args.resume else 0  # checked before loading a model
-    media = _read_media(args.image, "image") + _read_media(args.audio, "audio")
-    images_from = " and ".join(f"--{kind}" for kind, flag in (("image", args.image), ("audio", args.audio)) if flag)
+    media = _read_media(args.image, "image") + _read_media(args.audio, "audio") + _read_media(args.video, "video")
+    images_from = " and ".join(f"--{kind}" for kind in ("image", "audio", "video") if getattr(args, kind))
     kinds = _media_kinds(prompts or [])
     if kinds:
         images_from = f"--input {args.input} (rows with {' and '.join(kinds)})"
@@ -134,23 +136,26 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
 
 
 def _media_kinds(conversations: list[list[dict]]) -> list[str]:
-    """"images" and / or "audio": what the conversations' content parts carry."""
+    """"images", "audio", "videos": what the conversations' content parts carry."""
     from tunestack.media import media_kind
 
     found = {media_kind(part) for messages in conversations for m in messages
              if isinstance(m.get("content"), list) for part in m["content"]}
-    return [name for kind, name in (("image", "images"), ("audio", "audio")) if kind in found]
+    return [name for kind, name in (("image", "images"), ("audio", "audio"), ("video", "videos")) if kind in found]
 
 
 def _read_media(references: list[str], kind: str) -> list[dict]:
-    """The --image (or --audio, `kind`) files and URLs as content parts, images read and decoded before any model
-    loads (a MediaError names the flag); audio is checked for readability now and decoded at the processor's rate
-    once the model has loaded."""
-    from tunestack.media import image_reference, load_audio, load_image
+    """The --image (or --audio, --video: `kind`) files and URLs as content parts, images read and decoded before any
+    model loads (a MediaError names the flag); audio and video are checked for readability now, and decoded at the
+    processor's rate (or sampling) once the model has loaded."""
+    from tunestack.media import image_reference, load_audio, load_image, load_video
 
-    if kind == "audio":
+    if kind in ("audio", "video"):
         refs = [image_reference(ref) for ref in references]
-        for ref in refs:
-            load_audio(ref, f"--audio {ref}")  # a clip that cannot be decoded fails before any model loads
-        return [{"type": "audio", "audio": ref} for ref in refs]
+        for ref in refs:  # a file that cannot be decoded fails before any model loads
+            if kind == "audio":
+                load_audio(ref, f"--audio {ref}")
+            else:
+                load_video(ref, f"--video {ref}", max_frames=2)
+        return [{"type": kind, kind: ref} for ref in refs]
     return [{"type": "image", "image": load_image(image_reference(ref), f"--image {ref}")} for ref in references]

@@ -73,7 +73,9 @@ class GenerationRequest:
 
     `media` holds the processor's tensors for the images of a vision-language prompt (pixel_values, image_grid_thw,
     mm_token_type_ids, image_sizes, ...: its output without input_ids and attention_mask), each with a batch
-    dimension of one; `prompt` is then the processor's ids, the image placeholders already expanded. None for text.
+    dimension of one; `prompt` is then the processor's ids, the image placeholders already expanded. For an engine
+    that expands placeholders itself (`Engine.expands_media`, vLLM) it holds the media as read instead
+    (chat_prompt.vision_prompt with raw=True), and `prompt` one placeholder token each. None for text.
     """
 
     prompt: list[int]
@@ -90,6 +92,7 @@ class Engine:
     max_context: int = 2048
     adapters: tuple[str, ...] = ()
     mixed_adapter_batches: bool = False
+    expands_media: bool = False  # takes requests' media as read and expands their placeholders itself (vLLM)
 
     def submit(self, request: GenerationRequest) -> None:
         raise NotImplementedError

@@ -102,6 +102,14 @@ def refuse_images(model: str, flag: str) -> None:
                        "take images or audio; use a multimodal model, or drop the media"])
 
 
+def multimodal_processor(model_args: ModelArgs, resolved, tokenizer):
+    """The processor of a multimodal model (`_processor`), None for a text model: what renders conversations with
+    media for an engine that loads the model itself (vLLM)."""
+    from tunestack.model.vision import is_multimodal
+
+    return _processor(model_args, resolved, tokenizer) if is_multimodal(resolved.path) else None
+
+
 def _processor(model_args: ModelArgs, resolved, tokenizer):
     """The vision-language model's processor, from the run's adapter folder when it holds one (a fine-tuned VLM
     saves its processor beside the adapter), with --chat_template's template when given; its tokenizer pads on the
@@ -112,7 +120,7 @@ def _processor(model_args: ModelArgs, resolved, tokenizer):
     saved = own is not None and any((own / f).is_file() for f in ("processor_config.json", "preprocessor_config.json"))
     template = tokenizer.chat_template if model_args.chat_template else None
     processor = load_processor(own if saved else resolved.path, model_args.trust_remote_code, template,
-                               model_args.min_pixels, model_args.max_pixels)
+                               model_args.min_pixels, model_args.max_pixels, model_args.fps, model_args.max_frames)
     processor.tokenizer.padding_side = "left"
     return processor
 

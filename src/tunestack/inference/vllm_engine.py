@@ -1,5 +1,7 @@
 """The vLLM backend: tunestack requests (token ids, sampling settings, named LoRA adapters) mapped onto vLLM's
-AsyncLLM; the prompt is already templated and tokenized by the serving layer, so vLLM never applies a template."""
+AsyncLLM; the prompt is already templated and tokenized by the serving layer, so vLLM never applies a template.
+A multimodal model's requests carry their images, audio clips and video frames as read, and the prompt one
+placeholder token for each: vLLM's own processing expands them (`multi_modal_data`)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,16 @@ def engine_kwargs(model_dir: str, tokenizer_dir: str, model_args: ModelArgs, max
     return kwargs
 
 
+def vllm_prompt(ids: list[int], media: dict | None) -> dict:
+    """vLLM's `TokensPrompt` fields for a prompt and its media as read (chat_prompt.vision_prompt with raw=True):
+    images as PIL images, audio as (samples, rate) pairs, videos as frame arrays; one item or a list per kind."""
+    prompt = {"prompt_token_ids": list(ids)}
+    if media:
+        prompt["multi_modal_data"] = {kind: items[0] if len(items) == 1 else list(items)
+                                      for kind, items in media.items()}
+    return prompt
+
+
 def _vllm_rank(rank: int) -> int:
     """vLLM accepts a few fixed maximum ranks; the smallest that fits."""
     return next((r for r in (8, 16, 32, 64, 128, 256, 320, 512) if r >= rank), rank)
@@ -53,6 +65,7 @@ def to_logprob(entry: dict | None, chosen: int, top: int) -> TokenLogprob | None
 
 class VllmEngine(AsyncLoopEngine):
     mixed_adapter_batches = True
+    expands_media = True
 
     def __init__(self, engine_args: dict, loras: dict[str, str], default_lora: str | None, eos_ids: list[int]):
         super().__init__(eos_ids)
@@ -93,8 +106,8 @@ class VllmEngine(AsyncLoopEngine):
         params = request.params
         lora = self.loras[request.adapter] if request.adapter else self.default
         seen, first = 0, True
-        stream = self.engine.generate(TokensPrompt(prompt_token_ids=request.prompt), self._sampling(params),
-                                      f"tunestack-{request.id}", lora_request=lora)
+        stream = self.engine.generate(TokensPrompt(**vllm_prompt(request.prompt, request.media)),
+                                      self._sampling(params), f"tunestack-{request.id}", lora_request=lora)
         async for output in stream:
             if first and params.prompt_logprobs is not None:
                 scored = [to_logprob(e, t, params.prompt_logprobs) for e, t in
@@ -113,7 +126,9 @@ class VllmEngine(AsyncLoopEngine):
 
 
 def build(model_args: ModelArgs, options):
-    """(VllmEngine, tokenizer) for a model name; a run's own adapter is applied to requests for the base."""
+    """(VllmEngine, tokenizer, processor) for a model name; a run's own adapter is applied to requests for the
+    base. The processor (a multimodal model's, else None) renders conversations and reads their media, which vLLM
+    then processes itself."""
     require("vllm", "vllm", "vllm", "--backend vllm")
     from tunestack.inference.loading import adapter_folders, resolve_for_inference
     from tunestack.inference.lora_info import lora_rank, single_adapter
@@ -126,4 +141,7 @@ def build(model_args: ModelArgs, options):
     args = engine_kwargs(str(resolved.path), tokenizer.name_or_path, model_args, options.max_batch,
                          options.max_context, [lora_rank(p) for p in loras.values()])
     eos = sorted({tokenizer.eos_token_id} - {None})
-    return VllmEngine(args, loras, default, eos), tokenizer
+    from tunestack.inference.loading import multimodal_processor
+
+    processor = multimodal_processor(model_args, resolved, tokenizer)
+    return VllmEngine(args, loras, default, eos), tokenizer, processor

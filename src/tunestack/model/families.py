@@ -12,11 +12,11 @@ TESTED_MODEL_TYPES = {
 }
 """Model types the family matrix (tests/families) takes through sft, infer, serve, export and eval."""
 TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "llava_next": "LLaVA-NeXT",
-                       "idefics3": "Idefics3, SmolVLM", "qwen2_vl": "Qwen2-VL (images)",
-                       "qwen2_5_vl": "Qwen2.5-VL (images)", "qwen3_vl": "Qwen3-VL (images)",
+                       "idefics3": "Idefics3, SmolVLM", "qwen2_vl": "Qwen2-VL (images, videos)",
+                       "qwen2_5_vl": "Qwen2.5-VL (images, videos)", "qwen3_vl": "Qwen3-VL (images, videos)",
                        "gemma3": "Gemma 3", "qwen2_audio": "Qwen2-Audio"}
 """Vision- and audio-language model types whose masks, adapters and training tiny models test
-(tests/train/test_vision_sft.py, tests/train/test_audio_sft.py), LLaVA also through infer, serve, eval and export,
+(tests/train/test_vision_sft.py, test_audio_sft.py, test_video.py), LLaVA also through infer, serve, eval and export,
 Qwen2-VL through infer, serve, eval and export, LLaVA-NeXT, Gemma 3 and Qwen3-VL through infer, Qwen2-Audio through
 infer, serve and export; Qwen2.5-VL through training and its processor."""
 

@@ -34,7 +34,8 @@ def chat_inputs(serving: Serving, request: ChatCompletionRequest) -> tuple[list[
         if processor is None:
             return chat_prompt_ids(serving.tokenizer, [{"role": m.role, "content": m.text()} for m in request.messages],
                                    kwargs), None
-        return vision_prompt(processor, [m.message() for m in request.messages], kwargs)
+        return vision_prompt(processor, [m.message() for m in request.messages], kwargs,
+                             raw=getattr(serving.engine, "expands_media", False))
     except MediaError as exc:
         raise BadRequest(str(exc), param="messages") from None
     except Exception as exc:  # the template itself refuses (say, roles that do not alternate)

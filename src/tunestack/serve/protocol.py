@@ -108,8 +108,19 @@ class AudioURLPart(BaseModel):
     audio_url: AudioURL
 
 
-ContentPart = Annotated[TextPart | ImagePart | AudioPart | AudioURLPart, Field(discriminator="type")]
-MEDIA_PARTS = (ImagePart, AudioPart, AudioURLPart)
+class VideoURL(BaseModel):
+    url: str = Field(min_length=1)  # a data URL (data:video/mp4;base64,...) or an http(s) URL
+
+
+class VideoURLPart(BaseModel):
+    """vLLM's video by URL, `{"type": "video_url", "video_url": {"url": ...}}`."""
+
+    type: Literal["video_url"]
+    video_url: VideoURL
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart | AudioURLPart | VideoURLPart, Field(discriminator="type")]
+MEDIA_PARTS = (ImagePart, AudioPart, AudioURLPart, VideoURLPart)
 
 
 class ChatMessage(BaseModel):

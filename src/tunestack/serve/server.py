@@ -55,6 +55,14 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
         engine.close()
 
 
+def _accepted(processor) -> list[str]:
+    """What media requests may carry: images, audio, videos."""
+    from tunestack.model.vision import media_kinds
+
+    names = {"image": "images", "audio": "audio", "video": "videos"}
+    return [names[kind] for kind in media_kinds(processor)] if processor is not None else []
+
+
 def build_server(model_args: ModelArgs, args: ServeArgs):
     """The uvicorn server over a loaded engine, ready to run: (server, engine). The caller closes the engine."""
     served_name = args.served_model_name or model_args.model
@@ -92,7 +100,6 @@ def build_server(model_args: ModelArgs, args: ServeArgs):
     server = DrainingServer(config, serving, args.drain_timeout)
     print(f"serving {', '.join([served_name, *adapters])} on http://{args.host}:{args.port}/v1"
           + (" (API key required)" if keys else "") + "".join(
-              f", {kind} accepted" for kind, reader in (("images", "image_processor"), ("audio", "feature_extractor"))
-              if getattr(parts.processor, reader, None) is not None),
+              f", {name} accepted" for name in _accepted(parts.processor)),
           file=sys.stderr, flush=True)
     return server, parts.engine

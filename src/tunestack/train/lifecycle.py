@@ -312,20 +312,20 @@ def _shown(value) -> str:
 
 
 def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs, splits, tokenizer):
-    """A multimodal model's processor, or None for a text model (which refuses data with images or audio); a
-    processor that cannot read a kind of media the data holds (images for an audio model, audio for a vision model)
-    is refused too; methods other than sft refuse multimodal models."""
-    from tunestack.model.vision import has_3d_positions, is_multimodal, load_processor
+    """A multimodal model's processor, or None for a text model (which refuses data with images, audio or videos);
+    a processor that cannot read a kind of media the data holds (images for an audio model, audio for a vision
+    model) is refused too; methods other than sft refuse multimodal models."""
+    from tunestack.model.vision import has_3d_positions, is_multimodal, load_processor, media_kinds
 
     columns = getattr(splits.train, "column_names", None) or ()
-    held = [kind for kind, column in (("images", "images"), ("audio", "audios"))
+    held = [kind for kind, column in (("images", "images"), ("audio", "audios"), ("videos", "videos"))
             if column in columns and any(splits.train[column])]
     if not is_multimodal(start.resolved.path):
         if model_args.min_pixels is not None or model_args.max_pixels is not None:
             raise ConfigError([f"--min_pixels / --max_pixels: --model {model_args.model} is a text-only model; "
                                "drop the flags"])
         if held:
-            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {' and '.join(held)}, but --model "
+            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {', '.join(held)}, but --model "
                                f"{model_args.model} is a text-only model; use a vision-language model (e.g. "
                                "smollm2-135m-vision) or an audio-language model (e.g. Qwen2-Audio)"])
         return None
@@ -338,9 +338,10 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     # --chat_template's file, already read and checked by load_tokenizer, replaces the processor's template
     template = tokenizer.chat_template if model_args.chat_template else None
     processor = load_processor(start.resolved.path, model_args.trust_remote_code, template, model_args.min_pixels,
-                               model_args.max_pixels)
-    for kind, reader in (("images", "image_processor"), ("audio", "feature_extractor")):
-        if kind in held and getattr(processor, reader, None) is None:
+                               model_args.max_pixels, model_args.fps, model_args.max_frames)
+    reads = media_kinds(processor)
+    for kind, reader in (("images", "image"), ("audio", "audio"), ("videos", "video")):
+        if kind in held and reader not in reads:
             raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {kind}, but --model "
                                f"{model_args.model}'s {type(processor).__name__} cannot read {kind}; use a model that "
                                f"takes {kind}, or drop those rows"])

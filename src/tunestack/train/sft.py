@@ -47,13 +47,15 @@ def encode_media(splits, processor, data: DataArgs):
     train = encode_media_rows(splits.train, source="training data", **options)
     images = sum(len(row["images"]) for row in train)
     audios = sum(len(row["audios"]) for row in train)
+    videos = sum(len(row["videos"]) for row in train)
     files = [f for source in splits.report["train"] for f in source["files"]]
     skipped = sum(f.get("skipped_media", 0) for f in files)
-    say(f"training data: {len(train)} examples with {images} images" + (f" and {audios} audio clips" if audios else "")
+    say(f"training data: {len(train)} examples with {images} images" + (f", {audios} audio clips" if audios else "")
+        + (f", {videos} videos" if videos else "")
         + (f"; {skipped} rows skipped for unreadable media (--on_bad_media skip), the first: "
            f"{next(f['media_problem'] for f in files if f.get('media_problem'))}" if skipped else ""))
     val = encode_media_rows(splits.val, source="validation data", **options) if splits.val is not None else None
-    report = {"media": {"images": images, "audios": audios, "skipped_rows": skipped}}
+    report = {"media": {"images": images, "audios": audios, "videos": videos, "skipped_rows": skipped}}
     if data.packing:
         from tunestack.data.vision import pack_text_rows
 
