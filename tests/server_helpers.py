@@ -37,6 +37,27 @@ def running_server(app):
 
 
 @contextmanager
+def multimodal_client(model_dir, max_batch: int = 4):
+    """The openai client of a uvicorn server on loopback serving the multimodal model in `model_dir` as `tiny`
+    (pt engine, fp32), built as `tunestack serve` builds it."""
+    import openai
+
+    from tunestack.config import ModelArgs
+    from tunestack.inference.backends import EngineOptions, build_engine
+    from tunestack.serve.app import build_app
+    from tunestack.serve.serving import ServeLimits, Serving
+
+    parts = build_engine(ModelArgs(model=str(model_dir), dtype="fp32"), "pt", EngineOptions(max_batch=max_batch))
+    assert parts.processor is not None
+    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(max_batch, 16, 64), processor=parts.processor)
+    try:
+        with running_server(build_app(serving)) as url:
+            yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+    finally:
+        parts.engine.close()
+
+
+@contextmanager
 def serve_subprocess(model_dir, *flags: str, env: dict | None = None):
     """`tunestack serve --model MODEL_DIR FLAGS` in a subprocess on a free loopback port, served as `tiny` (with
     `env` added to the tests' environment); yields (base URL, process) once /health answers, and stops it after."""

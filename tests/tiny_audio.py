@@ -92,14 +92,10 @@ def reference_generate(model_dir, messages: list[dict], clips: list, max_new_tok
     """Greedy token ids of `model.generate` on the processor's inputs for `messages` (content as lists of
     `{"type": "audio"}` / `{"type": "text"}` parts, the clips in order, as samples at RATE), the end token and what
     follows it cut."""
-    import torch
+    from tiny_vlms import greedy_tokens
 
     model, processor = loaded or load_reference(model_dir)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], audio=clips or None, sampling_rate=RATE, return_tensors="pt",
                        add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
-    end = processor.tokenizer.eos_token_id
-    return tokens[:tokens.index(end)] if end in tokens else tokens
+    return greedy_tokens(model, inputs, processor.tokenizer.eos_token_id, max_new_tokens)

@@ -257,16 +257,20 @@ def load_reference(model_dir):
 def reference_generate(model_dir, messages: list[dict], images: list, max_new_tokens: int, loaded=None) -> list[int]:
     """Greedy token ids of `model.generate` on the processor's inputs for `messages` (content as lists of
     `{"type": "image"}` / `{"type": "text"}` parts, the images in order), the end token and what follows it cut."""
-    import torch
-
     model, processor = loaded or load_reference(model_dir)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[images] if images else None, return_tensors="pt",
                        add_special_tokens=False)
+    return greedy_tokens(model, inputs, processor.tokenizer.eos_token_id, max_new_tokens)
+
+
+def greedy_tokens(model, inputs: dict, end: int, max_new_tokens: int) -> list[int]:
+    """The new token ids of greedy `model.generate` on one prompt's processor `inputs`, cut before the end token."""
+    import torch
+
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     tokens = out[0, inputs["input_ids"].shape[1]:].tolist()
-    end = processor.tokenizer.eos_token_id
     return tokens[:tokens.index(end)] if end in tokens else tokens
 
 

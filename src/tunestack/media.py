@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import urllib.error
 import urllib.request
@@ -186,36 +187,18 @@ def load_audio(ref: str, where: str, sampling_rate: int | None = None, timeout: 
     """The audio behind `ref` (any format FFmpeg reads: wav, flac, mp3, ogg, ...) as mono float32 samples in a numpy
     array, resampled to `sampling_rate` (kept at the file's own rate when None); MediaError naming `where` when it
     cannot be decoded. Decoding goes through PyAV (`pip install 'tunestack[media]'`)."""
-    import io
-
     import numpy as np
 
-    try:
-        import av
-    except ImportError:
-        from tunestack.errors import MissingExtraError
-
-        raise MissingExtraError("av (PyAV)", "media", f"{where}: decoding audio") from None
-    data = image_bytes(ref, where, timeout, max_bytes, kind="audio")
-    shown = ref if not ref.startswith("data:") else "the data URL"
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            if not container.streams.audio:
-                raise MediaError(f"{where}: {shown} holds no audio stream")
-            stream = container.streams.audio[0]
-            # planar float at the wanted rate, channels averaged as librosa's to_mono does (FFmpeg's own downmix
-            # scales the channels differently)
-            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sampling_rate or stream.rate)
-            chunks = [out.to_ndarray().mean(axis=0) for frame in container.decode(stream)
-                      for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
-    except MediaError:
-        raise
-    except (av.FFmpegError, ValueError, IndexError) as exc:
-        raise MediaError(f"{where}: {shown} is not readable audio ({type(exc).__name__}: {exc})") from None
+    with _decoding(ref, where, "audio", timeout, max_bytes) as (av, container, stream):
+        # planar float at the wanted rate, channels averaged as librosa's to_mono does (FFmpeg's own downmix
+        # scales the channels differently)
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sampling_rate or stream.rate)
+        chunks = [out.to_ndarray().mean(axis=0) for frame in container.decode(stream)
+                  for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
     samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     if not samples.size:
-        raise MediaError(f"{where}: {shown} holds no audio samples")
+        raise MediaError(f"{where}: {_shown(ref)} holds no audio samples")
     return samples.astype(np.float32, copy=False)
 
 
@@ -237,38 +220,50 @@ def load_video(ref: str, where: str, fps: float = VIDEO_FPS, max_frames: int = V
     second of video, at most `max_frames` and at least 2 (fewer when the video has fewer frames), as transformers'
     Qwen2-VL video processor samples them; MediaError naming `where` when it cannot be decoded. Decoding goes
     through PyAV (`pip install 'tunestack[media]'`)."""
-    import io
-
     import numpy as np
+
+    with _decoding(ref, where, "video", timeout, max_bytes) as (_, container, stream):
+        total = stream.frames or sum(1 for _ in container.decode(stream))  # counted when not recorded
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or float(total)  # unknown: read as 1 second
+        count = min(max(round(total / rate * fps), 2), max_frames, total)
+        wanted = {int(i * total / count) for i in range(count)}
+        container.seek(0)
+        # only the sampled frames are converted and kept (a long video is never held whole)
+        frames = [frame.to_ndarray(format="rgb24") for index, frame in enumerate(container.decode(stream))
+                  if index in wanted]
+    if not frames:
+        raise MediaError(f"{where}: {_shown(ref)} holds no video frames")
+    return VideoFrames(np.stack(frames), fps=len(frames) / (total / rate))
+
+
+def _shown(ref: str) -> str:
+    return ref if not ref.startswith("data:") else "the data URL"
+
+
+@contextlib.contextmanager
+def _decoding(ref: str, where: str, kind: str, timeout: float, max_bytes: int):
+    """(av, an open PyAV container, its first `kind` stream: audio or video) for the media behind `ref`; anything
+    FFmpeg cannot decode, while open or while decoding, becomes a MediaError naming `where`."""
+    import io
 
     try:
         import av
     except ImportError:
         from tunestack.errors import MissingExtraError
 
-        raise MissingExtraError("av (PyAV)", "media", f"{where}: decoding video") from None
-    data = image_bytes(ref, where, timeout, max_bytes, kind="video")
-    shown = ref if not ref.startswith("data:") else "the data URL"
+        raise MissingExtraError("av (PyAV)", "media", f"{where}: decoding {kind}") from None
+    data = image_bytes(ref, where, timeout, max_bytes, kind=kind)
     try:
         with av.open(io.BytesIO(data)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{where}: {shown} holds no video stream")
-            stream = container.streams.video[0]
-            total = stream.frames or sum(1 for _ in container.decode(video=0))  # counted when not recorded
-            rate = float(stream.average_rate or stream.guessed_rate or 0) or float(total)  # unknown: 1 second
-            count = min(max(round(total / rate * fps), 2), max_frames, total)
-            wanted = {int(i * total / count) for i in range(count)}
-            container.seek(0)
-            # only the sampled frames are converted and kept (a long video is never held whole)
-            frames = [frame.to_ndarray(format="rgb24") for index, frame in enumerate(container.decode(video=0))
-                      if index in wanted]
+            streams = getattr(container.streams, kind)
+            if not streams:
+                raise MediaError(f"{where}: {_shown(ref)} holds no {kind} stream")
+            yield av, container, streams[0]
     except MediaError:
         raise
     except (av.FFmpegError, ValueError, IndexError, ZeroDivisionError) as exc:
-        raise MediaError(f"{where}: {shown} is not a readable video ({type(exc).__name__}: {exc})") from None
-    if not frames:
-        raise MediaError(f"{where}: {shown} holds no video frames")
-    return VideoFrames(np.stack(frames), fps=len(frames) / (total / rate))
+        what = "readable audio" if kind == "audio" else "a readable video"
+        raise MediaError(f"{where}: {_shown(ref)} is not {what} ({type(exc).__name__}: {exc})") from None
 
 
 IMAGE_PLACEHOLDER = "<image>"

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from server_helpers import make_serving, running_server, serve_subprocess
+from server_helpers import make_serving, multimodal_client, running_server, serve_subprocess
 from tiny_vlms import image, png_bytes, png_data_url, reference_generate
 
 QUESTION = "What is 12 + 30?"
@@ -21,19 +21,8 @@ QUESTION = "What is 12 + 30?"
 def vlm_client(llava_dir):
     """The openai client of a uvicorn server on loopback serving the tiny LLaVA as `tiny`, built as `tunestack
     serve` builds it (the subprocess itself is test_the_serve_command_reads_images)."""
-    from tunestack.config import ModelArgs
-    from tunestack.inference.backends import EngineOptions, build_engine
-    from tunestack.serve.app import build_app
-    from tunestack.serve.serving import ServeLimits, Serving
-
-    parts = build_engine(ModelArgs(model=str(llava_dir), dtype="fp32"), "pt", EngineOptions(max_batch=4))
-    assert parts.processor is not None
-    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(4, 16, 64), processor=parts.processor)
-    try:
-        with running_server(build_app(serving)) as url:
-            yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    finally:
-        parts.engine.close()
+    with multimodal_client(llava_dir) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

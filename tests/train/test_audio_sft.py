@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import cli, write_jsonl
-from server_helpers import running_server
+from server_helpers import multimodal_client
 from tiny_audio import RATE, reference_generate, save_tiny_qwen2_audio, save_wav, tone, wav_base64, wav_bytes
 
 pytest.importorskip("av", reason="audio is decoded through PyAV: pip install 'tunestack[media]'")
@@ -198,18 +198,8 @@ def test_an_image_model_given_audio_data_says_so(llava_dir, pitch_data, tmp_path
 def audio_client(audio_model):
     """The openai client of a uvicorn server on loopback serving the tiny Qwen2-Audio as `tiny`, built as `tunestack
     serve` builds it."""
-    from tunestack.config import ModelArgs
-    from tunestack.inference.backends import EngineOptions, build_engine
-    from tunestack.serve.app import build_app
-    from tunestack.serve.serving import ServeLimits, Serving
-
-    parts = build_engine(ModelArgs(model=str(audio_model), dtype="fp32"), "pt", EngineOptions(max_batch=4))
-    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(4, 16, 64), processor=parts.processor)
-    try:
-        with running_server(build_app(serving)) as url:
-            yield openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
-    finally:
-        parts.engine.close()
+    with multimodal_client(audio_model) as client:
+        yield client
 
 
 def test_the_server_hears_input_audio_as_generate_does(audio_client, reference):

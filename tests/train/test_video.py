@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-import openai
 import pytest
 import torch
 
 from helpers import cli, write_jsonl
-from server_helpers import running_server
-from tiny_vlms import save_mp4, save_tiny_llava, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl, save_tiny_qwen3_vl
+from server_helpers import multimodal_client
+from tiny_vlms import (greedy_tokens, save_mp4, save_tiny_llava, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl,
+                       save_tiny_qwen3_vl)
 
 pytest.importorskip("av", reason="videos are decoded through PyAV: pip install 'tunestack[media]'")
 
@@ -171,37 +171,24 @@ def test_sft_on_videos_then_the_run_answers_a_video_as_generate_does(builder, vi
     video = load_video(str(clips["rainbow"]), "here", fps=4.0)
     assert len(video) == 8
     inputs = processor(text=[text], return_tensors="pt", add_special_tokens=False, **video_inputs(processor, [video]))
-    with torch.no_grad():
-        tokens = model.generate(**inputs, max_new_tokens=6, do_sample=False)[0, inputs["input_ids"].shape[1]:]
-    end = processor.tokenizer.eos_token_id
-    tokens = tokens.tolist()[:tokens.tolist().index(end)] if end in tokens.tolist() else tokens.tolist()
+    tokens = greedy_tokens(model, inputs, processor.tokenizer.eos_token_id, 6)
     assert answer == processor.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
 
 def test_the_server_answers_video_url_parts_as_generate_does(clips, tmp_path):
     from transformers import AutoModelForMultimodalLM
 
-    from tunestack.config import ModelArgs
-    from tunestack.inference.backends import EngineOptions, build_engine
     from tunestack.media import load_video
     from tunestack.model.vision import load_processor, video_inputs
-    from tunestack.serve.app import build_app
-    from tunestack.serve.serving import ServeLimits, Serving
 
     path = save_tiny_qwen2_vl(tmp_path / "model", seed=5)
     url = "data:video/mp4;base64," + base64.b64encode(clips["rainbow"].read_bytes()).decode()
     content = [{"type": "video_url", "video_url": {"url": url}}, {"type": "text", "text": "Colours?"}]
-    parts = build_engine(ModelArgs(model=str(path), dtype="fp32"), "pt", EngineOptions(max_batch=4))
-    serving = Serving(parts.engine, parts.tokenizer, "tiny", ServeLimits(4, 16, 64), processor=parts.processor)
-    try:
-        with running_server(build_app(serving)) as base_url:
-            client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0, timeout=60)
-            reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
-                                                   max_tokens=8, temperature=0)
-            text_only = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
-                                                       max_tokens=4, temperature=0)
-    finally:
-        parts.engine.close()
+    with multimodal_client(path) as client:
+        reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}],
+                                               max_tokens=8, temperature=0)
+        text_only = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}],
+                                                   max_tokens=4, temperature=0)
     processor = load_processor(path)
     prompt = processor.apply_chat_template([{"role": "user", "content": [{"type": "video"},
                                                                          {"type": "text", "text": "Colours?"}]}],
@@ -210,10 +197,7 @@ def test_the_server_answers_video_url_parts_as_generate_does(clips, tmp_path):
     inputs = processor(text=[prompt], return_tensors="pt", add_special_tokens=False,
                        **video_inputs(processor, [video]))
     model = AutoModelForMultimodalLM.from_pretrained(path, dtype=torch.float32).eval()
-    with torch.no_grad():
-        tokens = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
-    end = processor.tokenizer.eos_token_id
-    tokens = tokens[:tokens.index(end)] if end in tokens else tokens
+    tokens = greedy_tokens(model, inputs, processor.tokenizer.eos_token_id, 8)
     assert reply.choices[0].message.content == processor.tokenizer.decode(tokens, skip_special_tokens=True)
     assert reply.usage.prompt_tokens == inputs["input_ids"].shape[1]
     assert text_only.choices[0].finish_reason in ("stop", "length")
