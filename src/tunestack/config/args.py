@@ -289,7 +289,7 @@ class InferArgs(SpeculationArgs):
     audio: list[str] = arg([], "audio clips for --prompt, for an audio-language model (Qwen2-Audio): wav, flac, mp3 "
                            "or ogg files or http(s) URLs (repeat the flag or give a comma list); in the terminal "
                            "chat, /audio PATH")
-    video: list[str] = arg([], "videos for --prompt, for a video-language model (Qwen2-VL, Qwen2.5-VL): files or "
+    video: list[str] = arg([], "videos for --prompt, for a video-language model (the Qwen2-VL family): files or "
                            "http(s) URLs, sampled by --fps and --max_frames; in the terminal chat, /video PATH")
     score: bool = arg(False, "score instead of generating, with a reward model (a `tunestack rm` run): --prompt "
                       "(with --response), or each --input row (prompt/response, messages or prompt/chosen/rejected)")
