@@ -104,3 +104,23 @@ def test_estimate_matches_the_cli_json(tiny_model_dir, tmp_path):
     from_cli = json.loads(cli("estimate", "--model", str(tiny_model_dir), "--dataset", str(data), "--max_length",
                               "64", "--json").stdout)
     assert from_api["peak_bytes"] == from_cli["peak_bytes"] > 0
+
+
+def test_chat_sees_images_given_as_files_or_parts(llava_dir, llava, tiny_model_dir, tmp_path):
+    """tunestack.chat() reads media as `tunestack infer` does: image= files beside a text prompt, or image parts in
+    messages; the answer is transformers' greedy one, and a text model given an image says so before loading."""
+    from tiny_vlms import image, reference_generate, save_png
+
+    import tunestack
+    from tunestack.errors import ConfigError
+
+    picture = image((30, 40, 230), (20, 24))
+    path = save_png(picture, tmp_path / "blue.png")
+    expected = llava[1].tokenizer.decode(reference_generate(
+        None, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}], [picture], 6,
+        llava), skip_special_tokens=True).strip()
+    assert tunestack.chat(llava_dir, "Colour?", image=[str(path)], max_new_tokens=6, dtype="fp32") == expected
+    parts = [{"role": "user", "content": [{"type": "image", "image": str(path)}, {"type": "text", "text": "Colour?"}]}]
+    assert tunestack.chat(llava_dir, parts, max_new_tokens=6, dtype="fp32") == expected
+    with pytest.raises(ConfigError, match="image=: --model .* is a text-only model"):
+        tunestack.chat(tiny_model_dir, "Colour?", image=[str(path)])

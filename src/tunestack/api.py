@@ -109,22 +109,31 @@ def ppo(**kwargs: Any) -> Run:
 
 
 def chat(model: str | Path | Run, prompt: str | list[dict], **kwargs: Any) -> str:
-    """One answer from `model` (a name, run directory or Run) to `prompt` (text, or a list of messages), with
-    `tunestack infer`'s generation flags (`max_new_tokens`, `temperature`, `system`, ...)."""
+    """One answer from `model` (a name, run directory or Run) to `prompt` (text, or a list of messages, whose parts
+    may hold images, audio or videos), with `tunestack infer`'s flags (`max_new_tokens`, `temperature`, `system`,
+    and `image=`, `audio=`, `video=` files for a text prompt, ...)."""
     from tunestack.config import InferArgs, ModelArgs
     from tunestack.config.parse import parse_groups
-    from tunestack.inference.backends import EngineOptions, create_engine
-    from tunestack.inference.chat import Chat, sampling
+    from tunestack.inference.backends import EngineOptions, build_engine
+    from tunestack.inference.chat import Chat, read_media, sampling
 
     model_args, infer = parse_groups([ModelArgs, InferArgs], [], prog="tunestack.chat()", source="argument",
                                      config={**kwargs, "model": str(getattr(model, "path", model))})
-    options = EngineOptions(adapters=infer.adapter, max_batch=1, allow_pickle=infer.allow_pickle)
-    engine, tokenizer = create_engine(model_args, infer.backend, options)
+    media = [part for kind in ("image", "audio", "video") for part in read_media(getattr(infer, kind), kind)]
+    flags = " and ".join(f"{kind}=" for kind in ("image", "audio", "video") if getattr(infer, kind))
+    options = EngineOptions(adapters=infer.adapter, max_batch=1, allow_pickle=infer.allow_pickle,
+                            images_from=flags or None)
+    parts = build_engine(model_args, infer.backend, options)
     try:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return Chat(engine, tokenizer, infer.system).answer([messages], sampling(infer))[0]
+        if isinstance(prompt, str):
+            prompt = [*media, {"type": "text", "text": prompt}] if media else prompt
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            messages = prompt
+        chat = Chat(parts.engine, parts.tokenizer, infer.system, processor=parts.processor)
+        return chat.answer([messages], sampling(infer))[0]
     finally:
-        engine.close()
+        parts.engine.close()
 
 
 def export(model: str | Path | Run, output_dir: str | Path, **kwargs: Any) -> Export:

@@ -106,7 +106,7 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
 
     prompts = read_prompts(args.input) if args.input else None
     done = answered_rows(args.output, prompts, args.input) if args.resume else 0  # checked before loading a model
-    media = _read_media(args.image, "image") + _read_media(args.audio, "audio") + _read_media(args.video, "video")
+    media = read_media(args.image, "image") + read_media(args.audio, "audio") + read_media(args.video, "video")
     images_from = " and ".join(f"--{kind}" for kind in ("image", "audio", "video") if getattr(args, kind))
     kinds = _media_kinds(prompts or [])
     if kinds:
@@ -144,7 +144,7 @@ def _media_kinds(conversations: list[list[dict]]) -> list[str]:
     return [name for kind, name in (("image", "images"), ("audio", "audio"), ("video", "videos")) if kind in found]
 
 
-def _read_media(references: list[str], kind: str) -> list[dict]:
+def read_media(references: list[str], kind: str) -> list[dict]:
     """The --image (or --audio, --video: `kind`) files and URLs as content parts, images read and decoded before any
     model loads (a MediaError names the flag); audio and video are checked for readability now, and decoded at the
     processor's rate (or sampling) once the model has loaded."""
