@@ -1,11 +1,11 @@
-"""Conversations with images or audio for vision- and audio-language models.
+"""Conversations with images, audio or videos for multimodal models.
 
 Rows keep their media as references (paths or URLs) until a batch is built. Encoding renders a conversation with
-the processor's chat template (image and audio parts in place of each `<image>` / `<audio>` placeholder) and masks
-the loss to the assistant turns on the text's own tokens, one placeholder token per image or clip. At batch time
-the processor loads the media and expands each placeholder into the model's image or audio tokens (and their pixel
-or feature tensors); the labels are carried over token by token, so media tokens, like the prompt, are never
-trained on.
+the processor's chat template (media parts in place of each `<image>` / `<audio>` / `<video>` placeholder) and
+masks the loss to the assistant turns on the text's own tokens, one placeholder token per image, clip or video. At
+batch time the media are read (videos sampled as the processor's `video_sampling` says) and the processor expands
+each placeholder into the model's media tokens (and their pixel or feature tensors); the labels are carried over
+token by token, so media tokens, like the prompt, are never trained on.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def part_messages(messages: list[dict]) -> list[dict]:
 
 
 def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None = None) -> list[dict]:
-    """Each row as {text, input_ids, labels, images, audios, where}: `input_ids` hold one placeholder token per image
-    or audio clip (the processor expands them at batch time); the media were read once when the data loaded.
+    """Each row as {text, input_ids, labels, images, audios, videos, where}: `input_ids` hold one placeholder token
+    per image, clip or video (the processor expands them at batch time); the media were read once when the data
+    loaded (with --on_bad_media).
     Grounding placeholders are written in the model family's box convention (data/grounding.py)."""
     from tunestack.data.grounding import convention_of, render_objects
 
@@ -45,7 +46,7 @@ def encode_media_rows(rows, processor, source: str, template_kwargs: dict | None
 
 
 def pack_text_rows(rows: list[dict], max_length: int, source: str) -> tuple[list[dict], dict]:
-    """`--packing` on a multimodal model: the rows without images or audio, cut to `max_length`, packed together as
+    """`--packing` on a multimodal model: the rows without media, cut to `max_length`, packed together as
     text rows are (data/packing.py: restarting positions, no target across a seam); rows with media stay one per
     row, since the processor expands their media batch by batch. Returns the rows and what packing did."""
     from tunestack.data.packing import pack_sequences
@@ -58,6 +59,7 @@ def pack_text_rows(rows: list[dict], max_length: int, source: str) -> tuple[list
 
 
 def has_media(row: dict) -> bool:
+    """Whether an encoded row carries images, audio or videos."""
     return bool(row["images"] or row.get("audios") or row.get("videos"))
 
 
@@ -80,8 +82,7 @@ def expand_labels(expanded: list[int], ids: list[int], labels: list[int], where:
 
 
 class MediaCollator:
-    """A batch of encoded rows through the processor: images and audio loaded and expanded, labels carried over, right
-    padding.
+    """A batch of encoded rows through the processor: media read and expanded, labels carried over, right padding.
     A row longer than `max_length` once its images are expanded is cut when the cut falls after its last image
     token, and is an error naming the row otherwise. A batch that holds packed text rows (`pack_text_rows`) has
     position ids that restart at each example (a row that is not packed is one example) and no attention mask, as
@@ -152,8 +153,7 @@ class MediaCollator:
                                                       f["labels"], f["where"])
             if last_inserted >= self.max_length:
                 raise DataError(f"{f['where']}: with its media expanded the example is {len(row_labels)} tokens, "
-                                f"and --max_length {self.max_length} would cut into an image or audio clip; raise "
-                                "--max_length")
+                                f"and --max_length {self.max_length} would cut into its media; raise --max_length")
             labels[row, kept] = torch.tensor(row_labels, dtype=torch.long)
         batch["labels"] = labels
         if batch["input_ids"].shape[1] > self.max_length:

@@ -1,6 +1,6 @@
 """Conversations to prompt token ids through the chat template: the one renderer that the server, the terminal chat
 and evaluation share, so each endpoint feeds the model the same tokens. A vision-language model's conversation goes
-through its processor, which also turns the images (or audio) into the tensors its prompt ids stand for."""
+through its processor, which also turns the images, audio or videos into the tensors its prompt ids stand for."""
 
 from __future__ import annotations
 
@@ -38,16 +38,16 @@ def has_media(messages: list[dict]) -> bool:
 
 def vision_prompt(processor, messages: list[dict], template_kwargs: dict | None = None, raw: bool = False
                   ) -> tuple[list[int], dict | None]:
-    """(prompt ids, media) of `messages` for a vision- or audio-language model: rendered with the processor's chat
-    template and tokenized by the processor with the images and audio, so each placeholder is expanded to its tokens.
+    """(prompt ids, media) of `messages` for a multimodal model: rendered with the processor's chat template and
+    tokenized by the processor with the images, audio and videos, so each placeholder is expanded to its tokens.
     `media` is the processor's output without input_ids and attention_mask (pixel_values, image_grid_thw,
     input_features, ...), or None when the conversation holds no media.
 
-    Content becomes `{"type": "image"}` / `{"type": "audio"}` / `{"type": "text"}` parts exactly as training data's
-    does (media.placeholder_text, then media.content_parts), so a fine-tuned model reads the text around its media as
-    it was trained on. An image or audio part holds a path, data URL or http(s) URL (loaded here; a MediaError names
-    `messages[i].content[j]`), or media already loaded (a PIL image, a numpy array of samples at the processor's
-    rate). A template that refuses the messages raises its own exception, as in `chat_prompt_ids`.
+    Content becomes `{"type": "image"}` / `{"type": "audio"}` / `{"type": "video"}` / `{"type": "text"}` parts exactly
+    as training data's does (media.placeholder_text, then media.content_parts), so a fine-tuned model reads the text
+    around its media as it was trained on. A media part holds a path, data URL or http(s) URL (loaded here; a
+    MediaError names `messages[i].content[j]`), or media already loaded (a PIL image, a numpy array of samples at
+    the processor's rate, media.VideoFrames). A template that refuses the messages raises its own exception, as in `chat_prompt_ids`.
 
     `raw=True` is for engines that expand placeholders themselves (vLLM): the ids are the rendered text's own, one
     placeholder token per image, clip or video, and `media` holds the media as read (`{"image": [PIL images],

@@ -135,14 +135,14 @@ def _video_sampling(path, fps: float | None, max_frames: int | None) -> dict:
 def _without_video_processor(path, trust_remote_code: bool, why: Exception):
     """The family's processor without the video processor that needs torchvision (Qwen2-VL's and its successors' in
     transformers 5): the image processor is the PIL one transformers falls back to, the tokenizer and chat template
-    are the model's own. Videos go through the image processor frame by frame (model/video.py) for Qwen2-VL and
-    Qwen2.5-VL; for another family a video fails with the reason."""
+    are the model's own. Videos go through the image processor frame by frame (model/video.py) for Qwen2-VL,
+    Qwen2.5-VL and Qwen3-VL; for another family a video fails with the reason."""
     import torch
-
-    from tunestack.model.video import takes_video, time_stamps, video_budget, video_features
     import transformers
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    from tunestack.model.video import takes_video, time_stamps, video_budget, video_features
 
     record = Path(path) / "processor_config.json"  # what a run saves beside its adapter, which has no config.json
     named = json.loads(record.read_text()).get("processor_class") if record.is_file() else None
@@ -157,7 +157,7 @@ def _without_video_processor(path, trust_remote_code: bool, why: Exception):
     stamped = family.__name__ == "Qwen3VLProcessor"  # its prompt writes each time step's time stamp
     video_family = family.__name__ in ("Qwen2VLProcessor", "Qwen2_5_VLProcessor", "Qwen3VLProcessor")
 
-    class ImagesOnly(family):
+    class WithoutTorchvision(family):
         """`family` with no video processor (a None the class check lets through); videos through the image
         processor where the family's patches allow it."""
 
@@ -212,10 +212,10 @@ def _without_video_processor(path, trust_remote_code: bool, why: Exception):
                                                                                      + "\n")
             return [str(save_directory)]
 
-    ImagesOnly.__name__ = ImagesOnly.__qualname__ = family.__name__
+    WithoutTorchvision.__name__ = WithoutTorchvision.__qualname__ = family.__name__
     template = Path(path) / "chat_template.jinja"
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    processor = ImagesOnly(image_processor=AutoImageProcessor.from_pretrained(path,
+    processor = WithoutTorchvision(image_processor=AutoImageProcessor.from_pretrained(path,
                                                                              trust_remote_code=trust_remote_code),
                            tokenizer=tokenizer, video_processor=None,
                            chat_template=template.read_text() if template.is_file() else tokenizer.chat_template)
