@@ -65,6 +65,9 @@ def test_flag_names_and_values_from_transformers_ms_swift_and_llama_factory(tmp_
     assert (model.model, model.dtype, data.max_length, data.val_ratio, data.system) == ("m", "bf16", 64, 0.1,
                                                                                         "Be brief.")
     assert (tuner.tuner, tuner.lora_rank, tuner.target_modules) == ("full", 4, ["all-linear"])
+    media = ["--image_max_pixels", "50176", "--image_min_pixels", "784", "--video_fps", "1.5", "--video_maxlen", "16"]
+    model = parse_groups(GROUPS, ["--model", "m", *media])[0]  # LLaMA-Factory's multimodal flags
+    assert (model.max_pixels, model.min_pixels, model.fps, model.max_frames) == (50176, 784, 1.5, 16)
     config = tmp_path / "llama_factory.yaml"
     config.write_text("model_name_or_path: m\ntorch_dtype: float32\ntrain_type: lora\nmax_seq_length: 128\n")
     from tunestack.config import RuntimeArgs

@@ -84,11 +84,13 @@ class ModelArgs:
                              "loaded; by default only safetensors are read")
     max_pixels: int | None = arg(None, "vision-language models whose processor resizes to a pixel budget (the "
                                  "Qwen2-VL family): the most pixels an image keeps, larger ones scaled down in shape; "
-                                 "a run saves it with its processor", check=POSITIVE)
-    min_pixels: int | None = arg(None, "the same, the fewest pixels an image is scaled up to", check=POSITIVE)
+                                 "a run saves it with its processor", check=POSITIVE, aliases=("image_max_pixels",))
+    min_pixels: int | None = arg(None, "the same, the fewest pixels an image is scaled up to", check=POSITIVE,
+                                 aliases=("image_min_pixels",))
     fps: float | None = arg(None, "videos: frames sampled per second of video (default 2.0, Qwen2-VL's rate); a run "
-                            "saves it with its processor", check=POSITIVE)
-    max_frames: int | None = arg(None, "videos: the most frames sampled from one video (default 64)", check=POSITIVE)
+                            "saves it with its processor", check=POSITIVE, aliases=("video_fps",))
+    max_frames: int | None = arg(None, "videos: the most frames sampled from one video (default 64)", check=POSITIVE,
+                                 aliases=("video_maxlen",))
 
 
 @dataclass
