@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tunestack.config import ModelArgs
+
+if TYPE_CHECKING:
+    from tunestack.inference.engine import Engine
 
 
 @dataclass
@@ -26,7 +30,7 @@ class EngineParts:
     vLLM backends) the processor that also reads the media (into the model's tensors for pt; vLLM takes them as
     read); None for text models."""
 
-    engine: object
+    engine: Engine
     tokenizer: object
     processor: object | None = None
 
