@@ -21,10 +21,10 @@ of the suite fills the time around them instead of waiting behind them at the en
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Browser tests run in the serial part (a page waits on a server while the other worker loads the CPU); with
-    several workers, the longest files go first."""
+    """Browser tests run in the serial part (a page waits on a server while the other worker loads the CPU), those
+    that open their own page from the `browser` fixture too; with several workers, the longest files go first."""
     for item in items:
-        if "page" in getattr(item, "fixturenames", ()):
+        if {"page", "browser"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.serial)
     if getattr(config.option, "numprocesses", None):
         def rank(item):
