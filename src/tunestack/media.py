@@ -1,15 +1,16 @@
-"""Images and audio in messages: one canonical content part per kind, and loaders for files, data URLs and http(s)
-URLs.
+"""Images, audio and videos in messages: one canonical content part per kind, and loaders for files, data URLs
+and http(s) URLs.
 
 Rows, server requests and the terminal chat all bring media in their own shapes (`{"type": "image", "image": ...}`,
 OpenAI's `image_url` and `input_audio`, `images` / `audios` columns); `image_part` and `audio_part` turn each into
 `{"type": "image", "image": REF}` or `{"type": "audio", "audio": REF}`, where REF is an absolute path, a `data:` URL
 or an http(s) URL. Media stay such references until a processor needs pixels or samples: `load_image` and
-`load_audio` read them then, with a timeout and a size cap, and name the row or request when they cannot.
+`load_audio` (and `load_video`) read them then, with a timeout and a size cap, and name the row or request when
+they cannot.
 
 It sits at the top of the package, beside `message_text`, because `data`, `inference`, `serve` and `eval` all use it
 and none of them may import another. PIL is imported only when an image is read, PyAV (the `media` extra) only when
-audio is decoded.
+audio or video is decoded.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ URL_TIMEOUT_S = 10.0
 
 
 class MediaError(DataError):
-    """An image or audio file that cannot be read: missing, too large, not decodable, or a URL that failed or timed
-    out."""
+    """An image, audio or video file that cannot be read: missing, too large, not decodable, or a URL that failed or
+    timed out."""
 
 
 def is_image_part(part) -> bool:
@@ -123,7 +124,7 @@ def image_reference(value: str, base_dir: Path | None = None) -> str:
 def image_bytes(ref: str, where: str, timeout: float = URL_TIMEOUT_S, max_bytes: int = MAX_IMAGE_BYTES,
                 kind: str = "image") -> bytes:
     """The encoded bytes behind a reference, at most `max_bytes`; MediaError naming `where` otherwise (and the
-    media's `kind`, image or audio)."""
+    media's `kind`: image, audio or video)."""
     if ref.startswith("data:"):
         header, _, payload = ref.partition(",")
         if ";base64" not in header:
@@ -273,6 +274,10 @@ AUDIO_PLACEHOLDER = "<audio>"
 VIDEO_PLACEHOLDER = "<video>"
 """Where a video sits in a message's text, in data with a `videos` column and in canonical rows."""
 PLACEHOLDERS = {"image": IMAGE_PLACEHOLDER, "audio": AUDIO_PLACEHOLDER, "video": VIDEO_PLACEHOLDER}
+MEDIA_COLUMNS = {"image": "images", "audio": "audios", "video": "videos"}
+"""Each kind's column in rows (and key in a message read from media parts until its row gathers them)."""
+MEDIA_NOUNS = {"image": "images", "audio": "audio", "video": "videos"}
+"""Each kind as messages name it."""
 
 
 def placeholder_text(pieces: list[str | dict]) -> str:

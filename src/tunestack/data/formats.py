@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterable, Iterator
 
 from tunestack.data.messages import (
-    MESSAGE_MEDIA,
     OPENAI,
     SHAREGPT,
     completion_messages,
@@ -20,7 +19,8 @@ from tunestack.data.messages import (
 from tunestack.data.grounding import parse_objects
 from tunestack.data.readers import LocatedRow, describe
 from tunestack.errors import DataError
-from tunestack.media import PLACEHOLDERS, MediaError, image_reference, load_audio, load_image, load_video
+from tunestack.media import (MEDIA_COLUMNS, PLACEHOLDERS, MediaError, image_reference, load_audio, load_image,
+                             load_video)
 
 TASKS = ("sft", "pt", "preference", "kto", "prompts")
 
@@ -96,9 +96,9 @@ def canonical_rows(
 ) -> Iterator[dict]:
     """Convert rows lazily; the first row fixes the format and every later row must match it.
 
-    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass. Image and audio
-    paths are taken relative to `base_dir` (the data file's folder). With `on_bad_media` (fail or skip) every image
-    and audio file is read once: an unreadable one raises naming the file and line, or drops its row (counted in
+    `stats`, a dict, receives the detected "format" and counts the rows in "rows" as they pass. Media paths are
+    taken relative to `base_dir` (the data file's folder). With `on_bad_media` (fail or skip) every image, audio
+    and video file is read once: an unreadable one raises naming the file and line, or drops its row (counted in
     stats["skipped_media"], the first reason in stats["media_problem"]).
     """
     stats = {} if stats is None else stats
@@ -113,7 +113,7 @@ def canonical_rows(
             raise DataError(f"{where}: expected {DESCRIBE[fmt]} like the first row, found keys {sorted(row)}")
         stats["rows"] += 1
         out = (_prompt_row if task == "prompts" else _CONVERTERS[fmt])(row, where, system)
-        for kind, column in MESSAGE_MEDIA.items():
+        for kind, column in MEDIA_COLUMNS.items():
             out = _gather_media(out, kind, row.get(column), where, task, base_dir)
         if row.get("objects") not in (None, "", {}) and task == "sft":
             out["objects"] = parse_objects(row["objects"], out.get("messages", []), out.get("images", []), where)
@@ -135,10 +135,10 @@ def canonical_rows(
 
 
 def _gather_media(out: dict, kind: str, column, where: str, task: str, base_dir) -> dict:
-    """The row's images (or audio clips, `kind`) as one `images` (`audios`) list, in the order their <image>
-    (<audio>) placeholders appear: from media parts in its user turns, or from an `images` (`audios`) column
+    """The row's images (or audio clips, videos: `kind`) as one `images` (`audios`, `videos`) list, in the order
+    their <image> (<audio>, <video>) placeholders appear: from media parts in its user turns, or from that column
     (LLaMA-Factory / ms-swift style) beside the placeholders."""
-    key, placeholder = MESSAGE_MEDIA[kind], PLACEHOLDERS[kind]
+    key, placeholder = MEDIA_COLUMNS[kind], PLACEHOLDERS[kind]
     messages = out.get("messages", [])
     from_parts = [ref for field in ("messages", "prompt", "chosen", "rejected", "completion")
                   if isinstance(out.get(field), list) for m in out[field] for ref in m.pop(key, ())]
@@ -159,7 +159,7 @@ def _gather_media(out: dict, kind: str, column, where: str, task: str, base_dir)
 
 
 def _media_column(value, key: str, where: str) -> list[str]:
-    """An `images` or `audios` column: paths, URLs, or objects holding one."""
+    """An `images`, `audios` or `videos` column: paths, URLs, or objects holding one."""
     kind = key[:-1]
     values = [value] if isinstance(value, str | dict) else value
     if not isinstance(values, list):

@@ -6,7 +6,7 @@ import json
 
 from tunestack.data.readers import describe
 from tunestack.errors import DataError
-from tunestack.media import media_kind, media_part, placeholder_text
+from tunestack.media import MEDIA_COLUMNS, media_kind, media_part, placeholder_text
 
 ROLES = ("system", "user", "assistant", "tool")
 # How a message names its role and content, and what each role name means: (role key, content key, roles).
@@ -14,9 +14,6 @@ ROLES = ("system", "user", "assistant", "tool")
 OPENAI = ("role", "content", {**{r: r for r in ROLES}, "model": "assistant"})
 SHAREGPT = ("from", "value", {"human": "user", "gpt": "assistant", "system": "system", "user": "user",
                               "assistant": "assistant", "model": "assistant", "tool": "tool"})  # fmt: skip
-MESSAGE_MEDIA = {"image": "images", "audio": "audios", "video": "videos"}
-"""The keys under which a message read from image, audio or video parts carries their references until its row
-gathers them."""
 
 
 def message_list(value, field: str, where: str, style=OPENAI) -> list[dict]:
@@ -40,11 +37,11 @@ def _message(item, at: str, where: str, style) -> dict:
     if role == "assistant" and item.get("tool_calls"):
         return {"role": role, "content": _content(item.get(content_key) or "", f"{at}.{content_key}", where),
                 "tool_calls": _tool_calls(item["tool_calls"], f"{at}.tool_calls", where)}
-    media = {kind: [] for kind in MESSAGE_MEDIA} if role == "user" else None
+    media = {kind: [] for kind in MEDIA_COLUMNS} if role == "user" else None
     message = {"role": role, "content": _content(item.get(content_key), f"{at}.{content_key}", where, media)}
     for kind, refs in (media or {}).items():
         if refs:
-            message[MESSAGE_MEDIA[kind]] = refs
+            message[MEDIA_COLUMNS[kind]] = refs
     if role == "tool":
         message.update({k: str(item[k]) for k in ("tool_call_id", "name") if item.get(k) is not None})
     return message

@@ -139,23 +139,28 @@ def _media_kinds(conversations: list[list[dict]]) -> list[str]:
     """"images", "audio", "videos": what the conversations' content parts carry."""
     from tunestack.media import media_kind
 
+    from tunestack.media import MEDIA_NOUNS
+
     found = {media_kind(part) for messages in conversations for m in messages
              if isinstance(m.get("content"), list) for part in m["content"]}
-    return [name for kind, name in (("image", "images"), ("audio", "audio"), ("video", "videos")) if kind in found]
+    return [noun for kind, noun in MEDIA_NOUNS.items() if kind in found]
 
 
-def read_media(references: list[str], kind: str) -> list[dict]:
+def read_media(references: list[str], kind: str, flag: str | None = None) -> list[dict]:
     """The --image (or --audio, --video: `kind`) files and URLs as content parts, images read and decoded before any
-    model loads (a MediaError names the flag); audio and video are checked for readability now, and decoded at the
-    processor's rate (or sampling) once the model has loaded."""
+    model loads (a MediaError names `flag`, the --image flag by default); audio and video are checked for
+    readability now, and decoded at the processor's rate (or sampling) once the model has loaded."""
     from tunestack.media import image_reference, load_audio, load_image, load_video
 
-    if kind in ("audio", "video"):
-        refs = [image_reference(ref) for ref in references]
-        for ref in refs:  # a file that cannot be decoded fails before any model loads
-            if kind == "audio":
-                load_audio(ref, f"--audio {ref}")
-            else:
-                load_video(ref, f"--video {ref}", max_frames=2)
-        return [{"type": kind, kind: ref} for ref in refs]
-    return [{"type": "image", "image": load_image(image_reference(ref), f"--image {ref}")} for ref in references]
+    parts = []
+    for given in references:
+        ref, where = image_reference(given), f"{flag or '--' + kind} {given}"
+        if kind == "image":
+            parts.append({"type": "image", "image": load_image(ref, where)})
+            continue
+        if kind == "audio":
+            load_audio(ref, where)
+        else:
+            load_video(ref, where, max_frames=2)
+        parts.append({"type": kind, kind: ref})
+    return parts

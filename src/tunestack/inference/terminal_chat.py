@@ -59,25 +59,19 @@ def _attach(kind: str, path: str, attached: list, takes: list[str]) -> None:
     """/image, /audio or /video PATH: read the file now (a bad one is reported at once) and keep it for the next
     message."""
     from tunestack.errors import TunestackError
-    from tunestack.media import image_reference, load_audio, load_image, load_video
+    from tunestack.inference.chat import read_media
+    from tunestack.media import MEDIA_NOUNS
 
     if kind not in takes:
-        print(f"/{kind}: this model cannot take {'audio' if kind == 'audio' else kind + 's'}", file=sys.stderr)
+        print(f"/{kind}: this model cannot take {MEDIA_NOUNS[kind]}", file=sys.stderr)
     elif not path:
         example = {"image": "cat.png", "audio": "clip.wav", "video": "clip.mp4"}[kind]
         print(f"/{kind}: give the file's path or URL, e.g. /{kind} {example}", file=sys.stderr)
     else:
-        value = image_reference(path)
-        try:
-            if kind == "image":
-                value = load_image(value, f"/image {path}")
-            elif kind == "audio":
-                load_audio(value, f"/audio {path}")  # decoded again at the processor's rate when sent
-            else:
-                load_video(value, f"/video {path}", max_frames=2)  # sampled as the processor says when sent
+        try:  # audio and video are decoded again, as the processor says, when sent
+            attached += read_media([path], kind, f"/{kind}")
         except TunestackError as exc:
             print(exc, file=sys.stderr)
             return
-        attached.append({"type": kind, kind: value})
         count = sum(part["type"] == kind for part in attached)
         print(f"({kind} {count} attached to your next message)", file=sys.stderr)

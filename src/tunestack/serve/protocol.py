@@ -135,11 +135,11 @@ class ChatMessage(BaseModel):
         return content_text(self.content)
 
     def media_parts(self) -> list[int]:
-        """The positions of the image and audio parts in the content."""
+        """The positions of the image, audio and video parts in the content."""
         return [j for j, part in enumerate(self.content or ()) if isinstance(part, MEDIA_PARTS)]
 
     def message(self) -> dict:
-        """The message as a plain dict (role and content, image and audio parts as OpenAI sends them)."""
+        """The message as a plain dict (role and content, media parts as OpenAI sends them)."""
         content = self.content if self.content is None or isinstance(self.content, str) else \
             [part.model_dump(exclude_none=True) for part in self.content]
         return {"role": self.role, "content": content}

@@ -57,10 +57,10 @@ def run_serve(model_args: ModelArgs, args: ServeArgs) -> None:
 
 def _accepted(processor) -> list[str]:
     """What media requests may carry: images, audio, videos."""
+    from tunestack.media import MEDIA_NOUNS
     from tunestack.model.vision import media_kinds
 
-    names = {"image": "images", "audio": "audio", "video": "videos"}
-    return [names[kind] for kind in media_kinds(processor)] if processor is not None else []
+    return [MEDIA_NOUNS[kind] for kind in media_kinds(processor)] if processor is not None else []
 
 
 def build_server(model_args: ModelArgs, args: ServeArgs):

@@ -315,17 +315,18 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     """A multimodal model's processor, or None for a text model (which refuses data with images, audio or videos);
     a processor that cannot read a kind of media the data holds (images for an audio model, audio for a vision
     model) is refused too; methods other than sft refuse multimodal models."""
+    from tunestack.media import MEDIA_COLUMNS, MEDIA_NOUNS
     from tunestack.model.vision import has_3d_positions, is_multimodal, load_processor, media_kinds
 
     columns = getattr(splits.train, "column_names", None) or ()
-    held = [kind for kind, column in (("images", "images"), ("audio", "audios"), ("videos", "videos"))
-            if column in columns and any(splits.train[column])]
+    held = [kind for kind, column in MEDIA_COLUMNS.items() if column in columns and any(splits.train[column])]
     if not is_multimodal(start.resolved.path):
         if model_args.min_pixels is not None or model_args.max_pixels is not None:
             raise ConfigError([f"--min_pixels / --max_pixels: --model {model_args.model} is a text-only model; "
                                "drop the flags"])
         if held:
-            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {', '.join(held)}, but --model "
+            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has "
+                               f"{', '.join(MEDIA_NOUNS[kind] for kind in held)}, but --model "
                                f"{model_args.model} is a text-only model; use a vision-language model (e.g. "
                                "smollm2-135m-vision) or an audio-language model (e.g. Qwen2-Audio)"])
         return None
@@ -339,12 +340,11 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     template = tokenizer.chat_template if model_args.chat_template else None
     processor = load_processor(start.resolved.path, model_args.trust_remote_code, template, model_args.min_pixels,
                                model_args.max_pixels, model_args.fps, model_args.max_frames)
-    reads = media_kinds(processor)
-    for kind, reader in (("images", "image"), ("audio", "audio"), ("videos", "video")):
-        if kind in held and reader not in reads:
-            raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {kind}, but --model "
-                               f"{model_args.model}'s {type(processor).__name__} cannot read {kind}; use a model that "
-                               f"takes {kind}, or drop those rows"])
+    for kind in set(held) - set(media_kinds(processor)):
+        noun = MEDIA_NOUNS[kind]
+        raise ConfigError([f"--dataset {','.join(data_args.dataset)} has {noun}, but --model "
+                           f"{model_args.model}'s {type(processor).__name__} cannot read {noun}; use a model that "
+                           f"takes {noun}, or drop those rows"])
     return processor
 
 
