@@ -12,12 +12,15 @@ AVX-512 BF16, else fp32), greedy, `--max_tokens` new tokens per prompt, one sequ
 Drafters: none (plain decoding), prompt lookup (`--prompt_lookup_tokens`), and with `--draft_layers N` a draft
 model made of the model's own first N layers, final norm and head (the same tokenizer by construction; untrained
 as an exit, its drafts are rarely right: a real draft model is a smaller sibling of the same family).
+With `--torch_compile`, each drafter also runs with the decoding step compiled over the static KV cache
+(`tunestack infer --torch_compile`); its compile happens in the untimed warm-up.
 Each row is the total generated tokens over the total wall time of its prompts, after one untimed warm-up; each
 side runs `--repeats` times in turn and the fastest counts. Every speculative answer is compared with the plain one.
 
 Usage:
     python benchmarks/decode_speed.py                 # a few minutes on a 2-core CPU
     python benchmarks/decode_speed.py --quick         # fewer prompts and tokens: a smoke check
+    python benchmarks/decode_speed.py --torch_compile   # plus compiled decoding (a minute or two of compiling)
     python benchmarks/decode_speed.py --output /tmp/decode.json
 """
 
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--num_speculative_tokens", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", default="auto", help="as tunestack's --dtype: auto, bf16, fp32")
+    parser.add_argument("--torch_compile", action="store_true", help="also run each drafter with compiled steps")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
     args = parser.parse_args()
@@ -80,6 +84,8 @@ def main() -> None:
         draft.config.num_hidden_layers = args.draft_layers
         drafters[f"draft: first {args.draft_layers} layers, {args.num_speculative_tokens}"] = \
             lambda: DraftModel(draft, args.num_speculative_tokens)
+    if args.torch_compile:
+        drafters.update({f"{name}, compiled": (make, True) for name, make in drafters.items()})
     params = SamplingParams(max_new_tokens=args.max_tokens)
 
     def encode(text: str) -> list[int]:
@@ -87,7 +93,9 @@ def main() -> None:
                                              tokenize=True, return_dict=True)["input_ids"]
 
     def run(make, prompts):
-        engine = PtEngine(model, tokenizer.pad_token_id, loaded.eos_token_ids, speculator=make())
+        make, compiled = make if isinstance(make, tuple) else (make, False)
+        engine = PtEngine(model, tokenizer.pad_token_id, loaded.eos_token_ids, speculator=make(),
+                          compile_decode=compiled)
         try:
             engine.generate([encode(prompts[0])], SamplingParams(max_new_tokens=4))  # warm-up
             engine.speculation.proposed = engine.speculation.accepted = 0
@@ -118,10 +126,10 @@ def main() -> None:
                              "same_as_plain": answers == plain_answers})
 
     print(f"{cpu_name()}, {model.dtype}, greedy, {args.max_tokens} new tokens a prompt")
-    print(f"{'workload':<8} {'drafter':<34} {'tokens':>6} {'tok/s':>7} {'speedup':>7} {'accept':>6}  same")
+    print(f"{'workload':<8} {'drafter':<44} {'tokens':>6} {'tok/s':>7} {'speedup':>7} {'accept':>6}  same")
     for r in rows:
         accept = f"{r['acceptance']:.2f}" if r["acceptance"] is not None else "-"
-        print(f"{r['workload']:<8} {r['drafter']:<34} {r['tokens']:>6} {r['tokens_per_s']:>7.1f} "
+        print(f"{r['workload']:<8} {r['drafter']:<44} {r['tokens']:>6} {r['tokens_per_s']:>7.1f} "
               f"{r['speedup']:>6.2f}x {accept:>6}  {r['same_as_plain']}")
     result = {"cpu": cpu_name(), "dtype": str(model.dtype),
               "model": args.model, "max_tokens": args.max_tokens, "rows": rows}

@@ -150,11 +150,11 @@ def test_infer_answers_the_same_with_either_drafter(tiny_model_dir, tmp_path):
     ("vllm", {"prompt_lookup_tokens": 2}, "runs on --backend pt"),
 ])
 def test_conflicting_speculation_flags_are_refused_before_loading(backend, flags, message):
-    from tunestack.config import ModelArgs, SpeculationArgs
+    from tunestack.config import ModelArgs, DecodingArgs
     from tunestack.inference.backends import EngineOptions, build_engine
 
     with pytest.raises(TunestackError, match=message):
-        build_engine(ModelArgs(model="/nonexistent"), backend, EngineOptions(speculation=SpeculationArgs(**flags)))
+        build_engine(ModelArgs(model="/nonexistent"), backend, EngineOptions(decoding=DecodingArgs(**flags)))
 
 
 def test_serve_reports_the_acceptance_rate(tiny_model_dir):

@@ -266,9 +266,16 @@ class ParallelArgs:
 
 
 @dataclass
-class SpeculationArgs:
-    """Speculative decoding (pt backend): drafted tokens checked by one forward pass of the model while a single
-    sequence is generating; greedy output is unchanged and sampling keeps its distribution."""
+class DecodingArgs:
+    """Decoding speed (pt backend). Speculative decoding: drafted tokens checked by one forward pass of the model
+    while a single sequence is generating; greedy output is unchanged and sampling keeps its distribution. Compiled
+    decoding: each step through torch.compile over a static KV cache."""
+
+    torch_compile: bool = arg(
+        False, "compile the decoding step with torch.compile (inductor) over a static KV cache whose batch size and "
+        "length come in power-of-two buckets, each compiled once at its first step (seconds reported); prefill "
+        "stays eager. Pays on GPUs; on CPUs little (see the README). Where inductor cannot compile: one warning, "
+        "then eager decoding")
 
     prompt_lookup_tokens: int = arg(
         0, "draft this many tokens by prompt lookup (the continuation of the latest earlier occurrence of the last "
@@ -281,7 +288,7 @@ class SpeculationArgs:
 
 
 @dataclass
-class InferArgs(SpeculationArgs):
+class InferArgs(DecodingArgs):
     """Generation from a model or run directory."""
 
     adapter: list[str] = arg([], "LoRA adapter directories applied on top of --model")
@@ -318,7 +325,7 @@ class InferArgs(SpeculationArgs):
 
 
 @dataclass
-class ServeArgs(SpeculationArgs):
+class ServeArgs(DecodingArgs):
     """The OpenAI-compatible HTTP server."""
 
     adapter: list[str] = arg(
@@ -433,6 +440,7 @@ class EvalArgs:
                                   check=NON_NEGATIVE)
     subjects: list[str] = arg([], "subjects of MMLU-like tasks (mmlu, cmmlu, ceval) and bbh to run (default: all)")
     batch_size: int = arg(8, "questions scored or generated together", check=POSITIVE)
+    torch_compile: bool = arg(False, "generate with the decoding step compiled (as `tunestack infer --torch_compile`)")
     max_new_tokens: int | None = arg(
         None, "tokens generated per answer (default: the task's own: 1024 for humaneval, 256 otherwise)", check=POSITIVE
     )

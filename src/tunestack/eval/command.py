@@ -101,7 +101,8 @@ def make_backend(model_args: ModelArgs, args: EvalArgs):
     from tunestack.eval.local import LocalBackend
     from tunestack.inference.loading import load_for_inference
 
-    return LocalBackend(load_for_inference(model_args, allow_pickle=args.allow_pickle), args.batch_size, args.seed)
+    return LocalBackend(load_for_inference(model_args, allow_pickle=args.allow_pickle), args.batch_size, args.seed,
+                        compile_decode=args.torch_compile)
 
 
 def _compare(model_args: ModelArgs, args: EvalArgs, specs, out: Path, progress: Progress) -> dict:

@@ -13,7 +13,7 @@ class LocalBackend:
 
     supports_loglikelihood = True
 
-    def __init__(self, loaded, batch_size: int, seed: int):
+    def __init__(self, loaded, batch_size: int, seed: int, compile_decode: bool = False):
         from tunestack.inference.pt import PtEngine
 
         self.name = loaded.source
@@ -21,7 +21,7 @@ class LocalBackend:
         self.processor = getattr(loaded, "processor", None)
         self.scorer = LoglikScorer(loaded.model, loaded.tokenizer, batch_size)
         self.engine = PtEngine(loaded.model, loaded.tokenizer.pad_token_id, loaded.eos_token_ids,
-                               max_batch=batch_size)
+                               max_batch=batch_size, compile_decode=compile_decode)
         self.batch_size = batch_size
         self.seed = seed
         self.notes: list[str] = []

@@ -21,7 +21,7 @@ class EngineOptions:
     max_context: int | None = None
     allow_pickle: bool = False  # load pickle weight files (.bin), which can run code (pt backend; others load their own)
     images_from: str | None = None  # the flag bringing images (--image): a text-only model is refused before it loads
-    speculation: object | None = None  # config.SpeculationArgs (pt backend)
+    decoding: object | None = None  # config.DecodingArgs (pt backend): speculative decoding, compiled steps
 
 
 @dataclass
@@ -45,7 +45,7 @@ def build_engine(model_args: ModelArgs, backend: str = "pt", options: EngineOpti
     """The engine for `backend` with its tokenizer and, for a multimodal model on the pt or vLLM backend, its
     processor (the other backends generate from text only here)."""
     options = options or EngineOptions()
-    spec = options.speculation
+    spec = options.decoding
     if spec is not None and (spec.prompt_lookup_tokens or spec.draft_model):
         from tunestack.errors import TunestackError
 
@@ -77,7 +77,8 @@ def _pt_engine(model_args: ModelArgs, options: EngineOptions):
     vocab = loaded.model.get_output_embeddings().weight.shape[0]
     engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids, max_batch=options.max_batch,
                       max_context=options.max_context, token_texts=texts + [""] * (vocab - len(texts)),
-                      speculator=_speculator(model_args, options, loaded))
+                      speculator=_speculator(model_args, options, loaded),
+                      compile_decode=bool(getattr(options.decoding, "torch_compile", False)))
     return EngineParts(engine, loaded.tokenizer, loaded.processor)
 
 
@@ -87,7 +88,7 @@ def _speculator(model_args: ModelArgs, options: EngineOptions, loaded):
 
     from tunestack.inference.speculative import DraftModel, PromptLookup, check_same_tokenizer
 
-    spec = options.speculation
+    spec = options.decoding
     if spec is None or not (spec.prompt_lookup_tokens or spec.draft_model):
         return None
     if spec.prompt_lookup_tokens:

@@ -114,7 +114,7 @@ def run_infer(model_args: ModelArgs, args: InferArgs) -> None:
 
     parts = build_engine(model_args, args.backend,
                          EngineOptions(adapters=args.adapter, max_batch=args.batch_size, allow_pickle=args.allow_pickle,
-                                       images_from=images_from or None, speculation=args))
+                                       images_from=images_from or None, decoding=args))
     engine = parts.engine
     from tunestack.data.tokenize import template_kwargs
 

@@ -14,6 +14,12 @@ on CPU, but a request there carries only temperature, top-k and top-p: no seed, 
 alternatives' logprobs, prompt logprobs or per-request LoRA adapter, all of which the OpenAI API needs; and its
 first call on a tiny model took about 25 s on this CPU. So this engine keeps a padded DynamicCache of its own
 (`kv_batch.KVBatch`).
+
+With `compile_decode` (`--torch_compile`), the decoding step runs compiled (torch.compile, inductor) over a
+transformers StaticCache (`kv_batch.StaticKVBatch`) whose rows and length come in power-of-two buckets, so that
+sequences joining and leaving reuse the graphs already compiled: one per bucket, compiled at its first step (the
+seconds are reported). Prefill, speculative checks and prompt logprobs stay eager. On a GPU this removes most of
+a step's kernel launches; on a CPU the gain is small (see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from __future__ import annotations
 import collections
 import sys
 import threading
+import time
 
 import torch
 
 from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
-from tunestack.inference.kv_batch import KVBatch, cache_argument, supports_batching
+from tunestack.inference.kv_batch import KVBatch, StaticKVBatch, cache_argument, supports_batching
 from tunestack.inference.sampler import RowState, sample, token_logprobs, verify_draft
 from tunestack.inference.speculative import SpeculationStats, cut_cache
 
@@ -56,7 +63,7 @@ class PtEngine(Engine):
 
     def __init__(self, model, pad_token_id: int | None, eos_token_ids: list[int], max_batch: int = 32,
                  max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None,
-                 speculator=None):
+                 speculator=None, compile_decode: bool = False):
         self.model = model.eval()
         self._cache_argument = cache_argument(model)
         self.speculator = speculator  # speculative.PromptLookup or DraftModel: used while one sequence runs
@@ -78,6 +85,9 @@ class PtEngine(Engine):
         self._closed = False
         self._batchable = _can_batch(model)  # sliding-window or other special caches: one sequence at a time
         self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)  # M-RoPE models
+        self._compiled = self._compile_decode() if compile_decode else None  # the decoding step's compiled forward
+        self._compiled_shapes: set[tuple[int, int]] = set()
+        self.compile_seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="tunestack-pt-engine", daemon=True)
         self._thread.start()
 
@@ -109,6 +119,22 @@ class PtEngine(Engine):
             self._closed = True
             self._wake.notify()
         self._thread.join(timeout=5)
+
+    def _compile_decode(self):
+        """The model's forward compiled for decoding steps over a static cache, or None (eager) with a warning
+        saying why: inductor cannot compile here, or this engine's batch cannot be static for this model."""
+        from tunestack.model.compile import use_torch_compile
+
+        reason = ("several adapters served side by side" if self.adapters else
+                  "its cache layers are not plain full attention" if not self._batchable
+                  or not StaticKVBatch.fits(self.model.config) else
+                  "multimodal rotary positions" if self._rope_holder is not None else None)
+        if reason:
+            _say(f"warning: --torch_compile: decoding runs in eager mode for this model ({reason})")
+            return None
+        if not use_torch_compile(True, _say, "decoding"):
+            return None
+        return torch.compile(self.model.forward, dynamic=False)
 
     # ---- the scheduler thread ----
 
@@ -194,7 +220,7 @@ class PtEngine(Engine):
                       for i, (p, r) in enumerate(zip(pads, requests))]
         batch = KVBatch(cache, pads, [self._rope_delta()] if media else None)
         if self._batch is None:
-            self._batch = batch
+            self._batch = StaticKVBatch(self.model.config, batch) if self._compiled is not None else batch
         else:
             self._batch.extend(batch)
         self._running.extend(sequences)
@@ -217,12 +243,35 @@ class PtEngine(Engine):
                 self._running[0].request.media is None and not self._running[0].request.params.json_object:
             if self._speculate(self._running[0]):
                 return
-        device = self.model.device
-        ids = torch.tensor([[s.last_token] for s in self._running], device=device)
-        mask = self._batch.attention_mask(1, device)
-        positions = self._batch.positions(device)
-        out = self._forward(ids, mask, positions, self._batch.cache, [s.request.adapter for s in self._running], 1)
-        self._advance(out.logits[:, -1].float(), self._running, 0)
+        ids, mask, positions = self._batch.step_inputs([[s.last_token] for s in self._running], self.model.device)
+        if self._compiled is not None:
+            logits = self._compiled_step(ids, mask, positions)
+        else:
+            logits = self._forward(ids, mask, positions, self._batch.cache,
+                                   [s.request.adapter for s in self._running], 1).logits
+        self._advance(logits[:len(self._running), -1].float(), self._running, 0)
+
+    def _compiled_step(self, ids, mask, positions) -> torch.Tensor:
+        """One decoding step through the compiled forward; a shape seen for the first time is compiled now (and
+        said). Should the compiled step fail, the cache is set back and decoding goes on eagerly from then on."""
+        cache, width, start = self._batch.cache, self._batch.width, time.perf_counter()
+        try:
+            out = self._compiled(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                 logits_to_keep=1, **{self._cache_argument: cache})
+        except Exception as exc:  # noqa: BLE001 - any failure of the compiled graph: carry on eagerly
+            _say(f"warning: --torch_compile: the compiled decoding step failed ({type(exc).__name__}: "
+                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); decoding in eager mode from now on")
+            self._compiled = None
+            for layer in cache.layers:
+                layer.cumulative_length.fill_(width)
+            return self._forward(ids, mask, positions, cache, [], 1).logits
+        shape = tuple(mask.shape)
+        if shape not in self._compiled_shapes:
+            self._compiled_shapes.add(shape)
+            seconds = time.perf_counter() - start
+            self.compile_seconds += seconds
+            _say(f"compiled the decoding step for {shape[0]} rows x {shape[1]} positions in {seconds:.1f} s")
+        return out.logits
 
     def _advance(self, logits, sequences: list[_Sequence], offset: int, prompt_lps=None) -> None:
         """Sample the next token for `sequences` (rows offset.. of the batch), emit it, retire finished rows."""
@@ -262,12 +311,9 @@ class PtEngine(Engine):
         drafts = self.speculator.propose(key, seq.tokens, room)
         if not drafts:
             return False
-        device = self.model.device
         batch = self._batch
+        ids, mask, positions = batch.step_inputs([[seq.last_token, *drafts]], self.model.device)
         width = batch.width
-        ids = torch.tensor([[seq.last_token, *drafts]], device=device)
-        mask = batch.attention_mask(ids.shape[1], device)
-        positions = batch.positions(device) + torch.arange(ids.shape[1], device=device)
         out = self._forward(ids, mask, positions, batch.cache, [seq.request.adapter], ids.shape[1])
         logits = out.logits[0].float()
         self.speculation.proposed += len(drafts)
@@ -301,6 +347,10 @@ class PtEngine(Engine):
             self._batch.keep(keep)
         else:
             self._batch = None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _prefill_groups(requests: list[GenerationRequest]) -> list[list[GenerationRequest]]:

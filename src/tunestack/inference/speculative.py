@@ -106,7 +106,7 @@ class DraftModel:
 
 def cut_cache(cache, length: int) -> None:
     """Keep the first `length` positions of a transformers cache (its `crop` takes how many to remove)."""
-    extra = cache.get_seq_length() - length
+    extra = int(cache.get_seq_length()) - length  # a static cache gives a tensor
     if extra > 0:
         cache.crop(-extra)
 

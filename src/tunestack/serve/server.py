@@ -87,7 +87,7 @@ def build_server(model_args: ModelArgs, args: ServeArgs):
     from tunestack.serve.shutdown import DrainingServer
 
     options = EngineOptions(named_adapters=adapters, max_batch=args.max_concurrency, max_context=args.max_model_len,
-                            allow_pickle=args.allow_pickle, speculation=args)
+                            allow_pickle=args.allow_pickle, decoding=args)
     parts = build_engine(model_args, args.backend, options)
     limits = ServeLimits(args.max_concurrency, args.max_queue, args.default_max_tokens, args.request_timeout or None,
                          args.max_request_bytes)

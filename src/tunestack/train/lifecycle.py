@@ -278,7 +278,7 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
         _update(run, status="failed")
         progress.end_with(error)
         raise
-    from tunestack.train.compile import compile_seconds
+    from tunestack.model.compile import compile_seconds
 
     compiled = {"compile_seconds": compile_seconds()} if trainer.args.torch_compile else {}
     _update(run, status="completed", final_step=trainer.state.global_step,

@@ -118,7 +118,7 @@ def training_arguments(args: TrainArgs, checkpoints_dir: str, compute: torch.dty
     win over ours) from TrainArgs; checkpoint rotation is ours (only sealed ones count). Tokens are counted by
     TunestackTrainer unless the method asks the Trainer to (`include_num_input_tokens_seen`), which keeps the count
     in every checkpoint."""
-    from tunestack.train.compile import use_torch_compile
+    from tunestack.model.compile import use_torch_compile
     from tunestack.train.lifecycle import say
 
     method = {"include_num_input_tokens_seen": "no", **method}

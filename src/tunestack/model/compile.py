@@ -1,6 +1,7 @@
-"""`--torch_compile`: the model compiled with torch.compile (inductor) for training, or eager with one warning.
+"""`--torch_compile`: the model compiled with torch.compile (inductor) for training or for the decoding step of
+`infer`, `serve` and `eval`, or eager with one warning.
 
-Whether inductor works here is tried once before training, on a tiny function: without a C++ compiler (CPU) or
+Whether inductor works here is tried once before the model runs, on a tiny function: without a C++ compiler (CPU) or
 Triton (CUDA) it cannot, and the run goes on in eager mode after saying why. Once training runs compiled, dynamo
 is set to fall back to eager for any part of the model it cannot compile (an unsupported operation) rather than
 stop the run. Inductor's graph cache (on disk, `TORCHINDUCTOR_CACHE_DIR`, else its default under the temporary
@@ -31,13 +32,13 @@ def inductor_problem() -> str | None:
     return None
 
 
-def use_torch_compile(wanted: bool, say) -> bool:
-    """True when the run compiles: asked for and possible; otherwise eager, with `say` naming the cause."""
+def use_torch_compile(wanted: bool, say, doing: str = "training") -> bool:
+    """True when `doing` runs compiled: asked for and possible; otherwise eager, with `say` naming the cause."""
     if not wanted:
         return False
     problem = inductor_problem()
     if problem is not None:
-        say(f"warning: --torch_compile: inductor cannot compile on this machine ({problem}); training in eager mode")
+        say(f"warning: --torch_compile: inductor cannot compile on this machine ({problem}); {doing} in eager mode")
         return False
     import torch._dynamo
 
