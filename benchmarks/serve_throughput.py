@@ -28,6 +28,8 @@ How it is measured, the same way for every side:
     requests that got one within the window (a server that queues requests shows few, and late, first tokens).
   - inter-token latency: the mean gap between content chunks within a request (chunks are tokens on both
     servers); p50 over requests.
+With `--torch_compile`, `tunestack serve --torch_compile` runs beside them as "tunestack compiled"; its graphs
+(one per bucket of batch rows and cache length) are compiled in an untimed warm-up at each concurrency level.
 One untimed warm-up request per server precedes the timed runs. All servers are up at once and each concurrency
 level runs on every server back to back (sequential `model.generate` runs before and after; the faster counts),
 so that load from elsewhere on the machine hits every side alike.
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
                         help="tunestack's and transformers' precision (default: what tunestack's --dtype auto picks)")
     parser.add_argument("--no_llama_cpp", action="store_true", help="leave out the llama.cpp anchor rows")
+    parser.add_argument("--torch_compile", action="store_true", help="also run `tunestack serve --torch_compile`")
     parser.add_argument("--setup", action="store_true", help=f"build llama.cpp's server into {LLAMA_CPP_ENV}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/serve_throughput.json")
@@ -98,6 +101,8 @@ def main() -> None:
                              MODEL),
                "transformers": ([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
                                  "--dtype", dtype_name], str(model_dir))}
+    if args.torch_compile:
+        servers["tunestack compiled"] = (servers["tunestack"][0] + ["--torch_compile"], MODEL)
     if args.transformers_cb:
         servers["transformers-cb"] = (servers["transformers"][0] + ["--continuous-batching"], str(model_dir))
     if not args.no_llama_cpp:
@@ -119,6 +124,9 @@ def main() -> None:
         for clients in levels:
             for name, (url, _) in started.items():
                 model = servers[name][1]
+                if name.endswith("compiled"):  # compile this level's buckets outside the timed window
+                    measure(name, url, model, clients, argparse.Namespace(**{**vars(args), "window": 20.0}),
+                            tokenizer)
                 tries = [measure(name, url, model, clients, args, tokenizer) for _ in range(args.repeats)]
                 results["runs"].append(max(tries, key=lambda r: r["tokens_per_s"]))
     finally:

@@ -65,8 +65,11 @@ def test_compiled_greedy_equals_eager_through_joins_leaves_and_longer_buckets(ti
         assert engine.compile_seconds > 0
     finally:
         engine.close()
-    reports = [line for line in capfd.readouterr().err.splitlines() if "compiled the decoding step" in line]
-    assert len(reports) == len(engine._compiled_shapes)  # each bucket compiled once, and said so
+    reports = [line.split(" in ")[0] for line in capfd.readouterr().err.splitlines()
+               if line.startswith("compiled the decoding step")]
+    assert len(reports) == len(set(reports))  # each bucket compiled once, and said so
+    assert {"compiled the decoding step for 4 rows x 256 positions",
+            "compiled the decoding step for 1 rows x 512 positions"} <= set(reports)
 
 
 def test_static_batch_keeps_every_row_through_moves(tiny_model, tiny_tokenizer):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 import sys
 import threading
-import time
 
 import torch
 
@@ -254,7 +253,9 @@ class PtEngine(Engine):
     def _compiled_step(self, ids, mask, positions) -> torch.Tensor:
         """One decoding step through the compiled forward; a shape seen for the first time is compiled now (and
         said). Should the compiled step fail, the cache is set back and decoding goes on eagerly from then on."""
-        cache, width, start = self._batch.cache, self._batch.width, time.perf_counter()
+        from tunestack.model.compile import compile_seconds
+
+        cache, width, before = self._batch.cache, self._batch.width, compile_seconds()
         try:
             out = self._compiled(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                                  logits_to_keep=1, **{self._cache_argument: cache})
@@ -265,12 +266,11 @@ class PtEngine(Engine):
             for layer in cache.layers:
                 layer.cumulative_length.fill_(width)
             return self._forward(ids, mask, positions, cache, [], 1).logits
-        shape = tuple(mask.shape)
-        if shape not in self._compiled_shapes:
-            self._compiled_shapes.add(shape)
-            seconds = time.perf_counter() - start
+        self._compiled_shapes.add(tuple(mask.shape))
+        seconds = compile_seconds() - before  # 0 when this shape's graph was compiled before (by any engine)
+        if seconds > 0:
             self.compile_seconds += seconds
-            _say(f"compiled the decoding step for {shape[0]} rows x {shape[1]} positions in {seconds:.1f} s")
+            _say(f"compiled the decoding step for {mask.shape[0]} rows x {mask.shape[1]} positions in {seconds:.1f} s")
         return out.logits
 
     def _advance(self, logits, sequences: list[_Sequence], offset: int, prompt_lps=None) -> None:
