@@ -41,7 +41,7 @@ def test_compiled_greedy_equals_eager_through_joins_leaves_and_longer_buckets(ti
     prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
     expected = [reference(tiny_model, p, 300) for p in prompts]
     engine = PtEngine(tiny_model, tiny_tokenizer.pad_token_id, [tiny_tokenizer.eos_token_id], max_batch=4,
-                      compile_decode=True)
+                      compile_decode=True, compiled_rows=4)  # every batch size compiled, as on a GPU
     try:
         assert engine.generate(prompts, SamplingParams(max_new_tokens=24, ignore_eos=True)) == \
             [e[:24] for e in expected]
@@ -70,6 +70,42 @@ def test_compiled_greedy_equals_eager_through_joins_leaves_and_longer_buckets(ti
     assert len(reports) == len(set(reports))  # each bucket compiled once, and said so
     assert {"compiled the decoding step for 4 rows x 256 positions",
             "compiled the decoding step for 1 rows x 512 positions"} <= set(reports)
+
+
+def test_on_a_cpu_a_lone_sequence_decodes_compiled_and_a_batch_eagerly(tiny_model, tiny_tokenizer, inductor_cache):
+    """The batch moves between the static cache (one sequence: compiled) and a DynamicCache (more: eager) as
+    requests come and go, and every answer stays the greedy one."""
+    prompts = [tiny_tokenizer(p)["input_ids"] for p in PROMPTS]
+    expected = [reference(tiny_model, p, 40) for p in prompts]
+    engine = PtEngine(tiny_model, tiny_tokenizer.pad_token_id, [tiny_tokenizer.eos_token_id], max_batch=4,
+                      compile_decode=True)
+    assert engine.compiled_rows == 1
+    kinds = []
+    decode = engine._decode
+
+    def watched():
+        decode()
+        kinds.append((len(engine._running), type(engine._batch).__name__ if engine._batch else None))
+
+    engine._decode = watched
+    try:
+        results = {}
+
+        def ask(i):
+            results[i] = engine.generate([prompts[i]], SamplingParams(max_new_tokens=40 - 8 * i, ignore_eos=True))[0]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        threads[0].start()
+        time.sleep(0.3)  # the first runs alone a while, then three join, finish, and it ends alone again
+        for thread in threads[1:]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        engine.close()
+    assert all(tokens == expected[i][:40 - 8 * i] for i, tokens in results.items())
+    assert engine._compiled is not None and engine._compiled_shapes == {(1, 256)}
+    assert {"StaticKVBatch", "KVBatch"} <= {kind for _, kind in kinds}  # it did move both ways
 
 
 def test_static_batch_keeps_every_row_through_moves(tiny_model, tiny_tokenizer):

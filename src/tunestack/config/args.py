@@ -274,8 +274,8 @@ class DecodingArgs:
     torch_compile: bool = arg(
         False, "compile the decoding step with torch.compile (inductor) over a static KV cache whose batch size and "
         "length come in power-of-two buckets, each compiled once at its first step (seconds reported); prefill "
-        "stays eager. Pays on GPUs; on CPUs little (see the README). Where inductor cannot compile: one warning, "
-        "then eager decoding")
+        "stays eager. Pays on GPUs; on a CPU only a lone sequence runs compiled (batches are faster eagerly there; "
+        "see the README). Where inductor cannot compile: one warning, then eager decoding")
 
     prompt_lookup_tokens: int = arg(
         0, "draft this many tokens by prompt lookup (the continuation of the latest earlier occurrence of the last "

@@ -213,6 +213,17 @@ class StaticKVBatch:
         self.pads += [p + start for p in other.pads]
         self.offsets += other.offsets
 
+    def to_dynamic(self) -> KVBatch:
+        """The running rows as a KVBatch over a DynamicCache (for eager steps), copied out of the static tensors."""
+        from transformers import DynamicCache
+
+        cache, width = DynamicCache(config=self.config), self.width
+        for layer, mine in zip(cache.layers, self.cache.layers):
+            layer.lazy_initialization(mine.keys, mine.values)
+            layer.keys = mine.keys[:len(self), :, :width].clone()
+            layer.values = mine.values[:len(self), :, :width].clone()
+        return KVBatch(cache, self.pads, self.offsets)
+
     def _trim(self) -> None:
         shared, width = min(self.pads, default=0), self.width
         if shared:

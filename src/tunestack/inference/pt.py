@@ -19,7 +19,10 @@ With `compile_decode` (`--torch_compile`), the decoding step runs compiled (torc
 transformers StaticCache (`kv_batch.StaticKVBatch`) whose rows and length come in power-of-two buckets, so that
 sequences joining and leaving reuse the graphs already compiled: one per bucket, compiled at its first step (the
 seconds are reported). Prefill, speculative checks and prompt logprobs stay eager. On a GPU this removes most of
-a step's kernel launches; on a CPU the gain is small (see benchmarks/README.md).
+a step's kernel launches, and every batch size runs compiled. On a CPU only a lone sequence does (`compiled_rows`
+1): there a compiled step beat the eager one by 1.1-1.2x at one row, but inductor's matrix products fell behind
+oneDNN's as rows grew (0.4x at 16 rows in bf16; benchmarks/README.md), so a batch moves to a DynamicCache and
+eager steps while it holds more sequences than that, and back when it holds fewer.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class PtEngine(Engine):
 
     def __init__(self, model, pad_token_id: int | None, eos_token_ids: list[int], max_batch: int = 32,
                  max_context: int | None = None, prefill_tokens: int = 4096, token_texts: list[str] | None = None,
-                 speculator=None, compile_decode: bool = False):
+                 speculator=None, compile_decode: bool = False, compiled_rows: int | None = None):
         self.model = model.eval()
         self._cache_argument = cache_argument(model)
         self.speculator = speculator  # speculative.PromptLookup or DraftModel: used while one sequence runs
@@ -86,6 +89,8 @@ class PtEngine(Engine):
         self._rope_holder = next((m for m in model.modules() if hasattr(m, "rope_deltas")), None)  # M-RoPE models
         self._compiled = self._compile_decode() if compile_decode else None  # the decoding step's compiled forward
         self._compiled_shapes: set[tuple[int, int]] = set()
+        # the most running sequences decoded by the compiled step; more decode eagerly (see the module's docstring)
+        self.compiled_rows = compiled_rows or (max_batch if self.model.device.type == "cuda" else 1)
         self.compile_seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name="tunestack-pt-engine", daemon=True)
         self._thread.start()
@@ -219,7 +224,7 @@ class PtEngine(Engine):
                       for i, (p, r) in enumerate(zip(pads, requests))]
         batch = KVBatch(cache, pads, [self._rope_delta()] if media else None)
         if self._batch is None:
-            self._batch = StaticKVBatch(self.model.config, batch) if self._compiled is not None else batch
+            self._batch = batch
         else:
             self._batch.extend(batch)
         self._running.extend(sequences)
@@ -242,8 +247,11 @@ class PtEngine(Engine):
                 self._running[0].request.media is None and not self._running[0].request.params.json_object:
             if self._speculate(self._running[0]):
                 return
+        compiled = self._compiled is not None and len(self._running) <= self.compiled_rows
+        if compiled != isinstance(self._batch, StaticKVBatch):
+            self._batch = StaticKVBatch(self.model.config, self._batch) if compiled else self._batch.to_dynamic()
         ids, mask, positions = self._batch.step_inputs([[s.last_token] for s in self._running], self.model.device)
-        if self._compiled is not None:
+        if compiled:
             logits = self._compiled_step(ids, mask, positions)
         else:
             logits = self._forward(ids, mask, positions, self._batch.cache,
