@@ -27,6 +27,10 @@ How it is measured, the same way in every process:
     torch (train_throughput.py's formula: 4 x frozen + 6 x trainable linear weights per token, plus attention).
   - peak memory: the peak resident set size of the process tree's largest process, from os.wait4.
 
+`--isa avx2` runs everything (the peak measurement too) as on a CPU with AVX2 only, the kind where bf16 is emulated
+and `--dtype auto` picks fp32: oneDNN, ATen's vectorized kernels and MKL are capped at AVX2 through their own
+environment variables (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS), and the precision is fp32.
+
 Usage:
     python benchmarks/train_peers.py --setup      # create the tools' environments (downloads, several minutes)
     python benchmarks/train_peers.py              # run the three tools (about 6 minutes on an idle 2-core CPU)
@@ -50,6 +54,7 @@ sys.path.insert(0, str(HERE))
 
 from train_throughput import export_rows, machine, matmul_peak, model_flops  # noqa: E402
 
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 PEERS = HERE / ".peers"
 PROBE = HERE / "peer_probe"
 DEFAULT_OUTPUT = HERE / "results" / "train_peers.json"
@@ -235,7 +240,12 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="smoke check: 12 steps, steady state over the last 10")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     parser.add_argument("--keep", action="store_true", help="keep the runs' folders and logs")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: run as on a CPU with AVX2 only (fp32; see above)")
     opts = parser.parse_args(argv)
+    if opts.isa == "avx2":  # read by each library at its first use: set before any computation, inherited below
+        os.environ.update(AVX2_ONLY)
+        opts.precision = "fp32"
     tools = opts.tools.split(",")
     if opts.quick:
         global STEPS, WARMUP
@@ -269,6 +279,8 @@ def main(argv=None) -> None:
                 best[tool] = row
     rows = [best[t] for t in tools if t in best]
     here, judged = machine(), verdicts(rows)
+    if opts.isa == "avx2":
+        here["cpu"] += ", capped at AVX2"
     header = (f"{here['cpu']}, {precision}, gradient checkpointing: {opts.gradient_checkpointing}, matmul peak "
               f"{peak / 1e9:.0f} GFLOP/s; {STEPS} LoRA steps of {BATCH} examples, steady state over steps "
               f"{WARMUP + 1}-{STEPS}")
@@ -276,7 +288,7 @@ def main(argv=None) -> None:
     Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
     Path(opts.output).write_text(json.dumps({"machine": here, "precision": precision, "peak_flops": peak,
                                              "gradient_checkpointing": opts.gradient_checkpointing,
-                                             "rows": rows, "verdicts": judged}, indent=2))
+                                             "isa": opts.isa, "rows": rows, "verdicts": judged}, indent=2))
     print(f"wrote {opts.output}")
     if not opts.keep:
         shutil.rmtree(work, ignore_errors=True)

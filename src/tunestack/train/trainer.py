@@ -22,12 +22,25 @@ class TokenCountingCollator:
         return batch
 
 
+PLAIN_HEAD_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral", "phi3", "smollm3")
+"""Causal LMs whose logits are their output head's output as it is (no softcapping or scaling after the head)."""
+CHUNK_ROWS = 1024
+"""Target positions whose logits exist at once when the loss is computed in chunks."""
+
+
 class TunestackTrainer(Trainer):
     """Trainer that counts real tokens (packed rows included) and computes logits only where there are targets.
 
     The output head and the loss over a 50k-word vocabulary are a large share of a small model's step; prompt
     tokens carry no loss, so their logits are never needed. The loss equals the model's own causal-LM loss.
+
+    Where the targets' logits would still be large (`chunk_from_bytes` of fp32 or more: long supervised rows, a big
+    vocabulary), the head and the loss run in chunks of CHUNK_ROWS positions, each recomputed in the backward pass
+    (activation checkpointing), so that one chunk's logits exist at a time instead of all of them, with their fp32
+    copy and gradient. It applies to the families whose head is plain (PLAIN_HEAD_FAMILIES) in a single process.
     """
+
+    chunk_from_bytes = 256 * 2**20
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.compute_loss_func is not None:  # --loss_func: the user's loss over the whole sequence's logits
@@ -39,14 +52,19 @@ class TunestackTrainer(Trainer):
             keep = torch.arange(targets.shape[1], device=labels.device)
         if keep.numel() == 0:
             keep = torch.tensor([targets.shape[1] - 1], device=labels.device)
-        outputs = model(**inputs, logits_to_keep=keep)
-        logits = outputs.logits
-        if logits.shape[1] != keep.numel():  # a model whose forward ignores logits_to_keep (Qwen2-Audio) gives all
-            logits = logits[:, keep]
-        logits = logits.float()
         picked = targets[:, keep]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
-                                                 ignore_index=IGNORE_INDEX, reduction="sum")
+        base = None if return_outputs else self._plain_head_model(model)
+        vocab = base.get_output_embeddings().weight.shape[0] if base is not None else 0
+        if base is not None and picked.numel() * vocab * 4 >= self.chunk_from_bytes:
+            loss, outputs = self._chunked_loss(model, base, inputs, keep, picked)
+        else:
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits
+            if logits.shape[1] != keep.numel():  # a model whose forward ignores logits_to_keep (Qwen2-Audio) gives all
+                logits = logits[:, keep]
+            logits = logits.float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), picked.reshape(-1),
+                                                     ignore_index=IGNORE_INDEX, reduction="sum")
         if num_items_in_batch is None:
             loss = loss / (picked != IGNORE_INDEX).sum().clamp(min=1)
         else:
@@ -56,6 +74,37 @@ class TunestackTrainer(Trainer):
         if getattr(outputs, "aux_loss", None) is not None:
             loss = loss + self._router_loss(outputs.aux_loss, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
+
+    def _plain_head_model(self, model):
+        """The causal LM under `model` when its loss may run in chunks (a plain head, one process, not compiled)."""
+        if self.args.world_size != 1 or self.args.torch_compile:
+            return None
+        base = self.accelerator.unwrap_model(model)
+        base = base.get_base_model() if hasattr(base, "get_base_model") else base
+        plain = getattr(base.config, "model_type", None) in PLAIN_HEAD_FAMILIES and hasattr(base, "lm_head")
+        return base if plain else None
+
+    def _chunked_loss(self, model, base, inputs, keep, picked):
+        """The summed cross-entropy at the target positions, the head applied CHUNK_ROWS positions at a time (see
+        the class docstring): the model's forward runs with the head taken out, so its `logits` are the final
+        hidden states."""
+        from torch.utils.checkpoint import checkpoint
+
+        head = base.get_output_embeddings()
+        base.set_output_embeddings(torch.nn.Identity())
+        try:
+            outputs = model(**inputs, logits_to_keep=keep)
+        finally:
+            base.set_output_embeddings(head)
+        hidden = outputs.logits
+        rows = picked.reshape(-1) != IGNORE_INDEX
+        hidden = hidden.reshape(-1, hidden.shape[-1])[rows]
+        wanted = picked.reshape(-1)[rows]
+        loss = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, len(wanted), CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            loss = loss + checkpoint(_head_loss, head, hidden[part], wanted[part], use_reentrant=False)
+        return loss, outputs
 
     def _router_loss(self, aux_loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
         """An MoE model's load-balancing loss (output_router_logits) weighted by its router_aux_loss_coef, as its
@@ -88,6 +137,10 @@ class TunestackTrainer(Trainer):
                                        ignore_keys)
 
 
+def _head_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
 def kernels_of(trainer: Trainer) -> dict:
     """The kernels a run trains with, as chosen for this machine, model and data (run.json's `kernels`): the
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
@@ -95,6 +148,8 @@ def kernels_of(trainer: Trainer) -> dict:
     fused kernels, and whether torch.compile is on (after the check that inductor can compile here)."""
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
+    if head == "target positions" and trainer._plain_head_model(trainer.model) is not None:
+        head += f", in chunks of {CHUNK_ROWS} where their logits pass {trainer.chunk_from_bytes >> 20} MB"
     config = getattr(trainer.model, "config", None)  # a peft model answers with its base model's
     return {"attention": getattr(config, "_attn_implementation", None), "output_head": head,
             "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
