@@ -77,3 +77,23 @@ def test_the_loss_in_chunks_equals_the_models_loss_and_keeps_the_logits_small(ti
     for got, want in zip(grads, reference):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert isinstance(tiny_model.lm_head, torch.nn.Linear)  # the head is back in place
+
+
+
+def changes_logits_after_its_head(family: str) -> bool:
+    import inspect
+
+    import transformers
+
+    config = transformers.AutoConfig.for_model(family)
+    source = inspect.getsource(transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].forward)
+    after_head = source[source.index("self.lm_head(") + len("self.lm_head("):]
+    return "logits" in after_head.split("loss = None")[0]
+
+
+@pytest.mark.parametrize("family", __import__("tunestack.train.trainer", fromlist=["x"]).PLAIN_HEAD_FAMILIES)
+def test_the_families_chunked_have_a_plain_head(family):
+    """The chunked loss stands in for `logits = lm_head(hidden)`: a family whose forward changes the logits after
+    its head (Gemma 2's softcapping, Cohere's scale) must not be on the list."""
+    assert not changes_logits_after_its_head(family)
+    assert changes_logits_after_its_head("gemma2") and changes_logits_after_its_head("cohere")  # the check sees it
