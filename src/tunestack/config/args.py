@@ -183,6 +183,9 @@ class TrainArgs:
                                             "while training (e.g. 5)", check=POSITIVE)
     use_liger_kernel: bool = arg(False, "Liger's fused Triton kernels (RMSNorm, SwiGLU, rotary, fused linear "
                                  "cross-entropy); CUDA only, needs `pip install liger-kernel`")
+    fused_mlp: bool = arg(True, "with LoRA on a Llama-like model (llama, mistral, qwen2, qwen3, smollm3), run each MLP "
+                          "and its adapters as one function that recomputes the activation in the backward pass: the "
+                          "same results with half the MLP's activation memory (one process, without --torch_compile)")
     torch_compile: bool = arg(
         False, "compile the model with torch.compile (inductor) for training; where inductor cannot compile, one "
         "warning and eager mode; the compile time is recorded in run.json apart from training")

@@ -239,8 +239,10 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
                             progress=progress, stop=stop)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    from tunestack.train.trainer import kernels_of
+    from tunestack.train.trainer import fuse_mlps, kernels_of
 
+    if train_args.fused_mlp:
+        fuse_mlps(trainer)
     _update(run, kernels=kernels_of(trainer), **({"auto_plan": plan} if plan is not None else {}))
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):

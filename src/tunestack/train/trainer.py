@@ -29,15 +29,18 @@ CHUNK_ROWS = 1024
 
 
 class TunestackTrainer(Trainer):
-    """Trainer that counts real tokens (packed rows included) and computes logits only where there are targets.
+    """Trainer that counts real (non-padding) tokens (packed rows included) and computes logits only where there
+    are targets.
 
     The output head and the loss over a 50k-word vocabulary are a large share of a small model's step; prompt
     tokens carry no loss, so their logits are never needed. The loss equals the model's own causal-LM loss.
 
-    Where the targets' logits would still be large (`chunk_from_bytes` of fp32 or more: long supervised rows, a big
-    vocabulary), the head and the loss run in chunks of CHUNK_ROWS positions, each recomputed in the backward pass
-    (activation checkpointing), so that one chunk's logits exist at a time instead of all of them, with their fp32
-    copy and gradient. It applies to the families whose head is plain (PLAIN_HEAD_FAMILIES) in a single process.
+    For the families whose head is plain (PLAIN_HEAD_FAMILIES), in a single process, the model runs without its
+    head and the head is applied to the target tokens alone (not to every row at every position where some row has
+    a target). Where those logits would still be large (`chunk_from_bytes` of fp32 or more: long supervised rows,
+    a big vocabulary), the head and the loss run in chunks of CHUNK_ROWS tokens, each recomputed in the backward
+    pass (activation checkpointing), so that one chunk's logits exist at a time instead of all of them, with their
+    fp32 copy and gradient.
     """
 
     chunk_from_bytes = 256 * 2**20
@@ -54,9 +57,8 @@ class TunestackTrainer(Trainer):
             keep = torch.tensor([targets.shape[1] - 1], device=labels.device)
         picked = targets[:, keep]
         base = None if return_outputs else self._plain_head_model(model)
-        vocab = base.get_output_embeddings().weight.shape[0] if base is not None else 0
-        if base is not None and picked.numel() * vocab * 4 >= self.chunk_from_bytes:
-            loss, outputs = self._chunked_loss(model, base, inputs, keep, picked)
+        if base is not None:
+            loss, outputs = self._loss_at_targets(model, base, inputs, keep, picked)
         else:
             outputs = model(**inputs, logits_to_keep=keep)
             logits = outputs.logits
@@ -84,10 +86,10 @@ class TunestackTrainer(Trainer):
         plain = getattr(base.config, "model_type", None) in PLAIN_HEAD_FAMILIES and hasattr(base, "lm_head")
         return base if plain else None
 
-    def _chunked_loss(self, model, base, inputs, keep, picked):
-        """The summed cross-entropy at the target positions, the head applied CHUNK_ROWS positions at a time (see
-        the class docstring): the model's forward runs with the head taken out, so its `logits` are the final
-        hidden states."""
+    def _loss_at_targets(self, model, base, inputs, keep, picked):
+        """The summed cross-entropy at the target tokens, the head applied to them alone, CHUNK_ROWS at a time where
+        their logits are large (see the class docstring): the model's forward runs with the head taken out, so its
+        `logits` are the final hidden states."""
         from torch.utils.checkpoint import checkpoint
 
         head = base.get_output_embeddings()
@@ -101,9 +103,12 @@ class TunestackTrainer(Trainer):
         hidden = hidden.reshape(-1, hidden.shape[-1])[rows]
         wanted = picked.reshape(-1)[rows]
         loss = hidden.sum().float() * 0  # part of the graph even with no target in the batch
-        for start in range(0, len(wanted), CHUNK_ROWS):
-            part = slice(start, start + CHUNK_ROWS)
-            loss = loss + checkpoint(_head_loss, head, hidden[part], wanted[part], use_reentrant=False)
+        with self.accelerator.autocast():  # as the model's forward ran (the Accelerator gives its outputs in fp32)
+            if len(wanted) * head.weight.shape[0] * 4 < self.chunk_from_bytes:
+                return loss + _head_loss(head, hidden, wanted), outputs
+            for start in range(0, len(wanted), CHUNK_ROWS):
+                part = slice(start, start + CHUNK_ROWS)
+                loss = loss + checkpoint(_head_loss, head, hidden[part], wanted[part], use_reentrant=False)
         return loss, outputs
 
     def _router_loss(self, aux_loss: torch.Tensor, num_items_in_batch) -> torch.Tensor:
@@ -141,17 +146,35 @@ def _head_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+def fuse_mlps(trainer: Trainer) -> None:
+    """Run the LoRA-adapted gated SiLU MLPs of Llama-like models as one fused function each (model/fused.py:
+    same results, half the MLP's activation memory), in a single process without torch.compile (which fuses on its
+    own) or Liger (whose kernels replace the MLP's)."""
+    args = trainer.args
+    if args.world_size != 1 or args.torch_compile or args.use_liger_kernel or args.deepspeed:
+        return
+    from tunestack.model.fused import fuse_lora_mlps
+
+    fuse_lora_mlps(trainer.accelerator.unwrap_model(trainer.model))
+
+
 def kernels_of(trainer: Trainer) -> dict:
     """The kernels a run trains with, as chosen for this machine, model and data (run.json's `kernels`): the
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
-    positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), Liger's
-    fused kernels, and whether torch.compile is on (after the check that inductor can compile here)."""
+    positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), how the
+    MLPs run (fused where fuse_mlps applies), Liger's fused kernels, and whether torch.compile is on (after the
+    check that inductor can compile here)."""
+    from tunestack.model.fused import FusedLoraMLP
+
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
     if head == "target positions" and trainer._plain_head_model(trainer.model) is not None:
-        head += f", in chunks of {CHUNK_ROWS} where their logits pass {trainer.chunk_from_bytes >> 20} MB"
+        head = f"target tokens, in chunks of {CHUNK_ROWS} where their logits pass {trainer.chunk_from_bytes >> 20} MB"
     config = getattr(trainer.model, "config", None)  # a peft model answers with its base model's
-    return {"attention": getattr(config, "_attn_implementation", None), "output_head": head,
+    fused = sum(isinstance(module, FusedLoraMLP) for module in trainer.model.modules())
+    mlp = f"fused LoRA SwiGLU in {fused} layers (activation recomputed in the backward pass)" if fused \
+        else "module by module"
+    return {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
             "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
 
 

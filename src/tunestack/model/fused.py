@@ -1,0 +1,142 @@
+"""A fused gated-SiLU MLP for LoRA training: the three adapted projections and the activation as one autograd
+function that keeps two intermediates for the backward pass instead of four.
+
+In Llama-like families the MLP is `down(silu(gate(x)) * up(x))`. Run module by module under peft, autograd keeps
+gate's output, its SiLU, up's output and their product (down's LoRA input) for every token: four tensors of the
+intermediate width, about half of a small model's activation memory. The backward pass needs only gate's and up's
+outputs when the product and the SiLU are recomputed from them, which costs two elementwise passes and no matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+FUSED_MLP_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+"""Families whose decoder layers' `mlp` computes `down_proj(act_fn(gate_proj(x)) * up_proj(x))` with SiLU."""
+
+
+class FusedLoraMLP(nn.Module):
+    """A gated SiLU MLP whose projections carry LoRA adapters (peft's), computed by `LoraSwiGLU` while training.
+
+    It holds the original projections under their own names, so parameter names, saved adapters and merging are
+    unchanged. Whenever the adapters are not plain single LoRA ones (merged, disabled, several active, DoRA,
+    dropout, a bias) or gradients are off, it runs the module-by-module computation."""
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj, self.act_fn = mlp.gate_proj, mlp.up_proj, mlp.down_proj, \
+            mlp.act_fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = _lora_parts((self.gate_proj, self.up_proj, self.down_proj)) if torch.is_grad_enabled() else None
+        if parts is None:
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        weights, scales = parts
+        return LoraSwiGLU.apply(x, scales, _compute_dtype(x), *weights)
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _lora_parts(layers) -> tuple[list[torch.Tensor], tuple[float, ...]] | None:
+    """(base weight, A, B) of each layer and their scalings, when every layer is a plain LoRA layer with one
+    active adapter; None otherwise."""
+    weights, scales = [], []
+    for layer in layers:
+        names = getattr(layer, "active_adapters", None)
+        if not names or len(names) != 1 or layer.merged or layer.disable_adapters:
+            return None
+        name = names[0]
+        base = layer.base_layer
+        if name not in layer.lora_A or layer.use_dora.get(name) or not isinstance(layer.lora_dropout[name], nn.Identity) \
+                or type(base) is not nn.Linear or base.bias is not None or layer.lora_A[name].bias is not None \
+                or layer.lora_B[name].bias is not None or getattr(layer, "lora_variant", {}).get(name) is not None:
+            return None
+        weights += [base.weight, layer.lora_A[name].weight, layer.lora_B[name].weight]
+        scales.append(float(layer.scaling[name]))
+    return weights, tuple(scales)
+
+
+def _lora(x, weight, a, b, scale):
+    """x's projection plus its LoRA term, in peft's order of operations; also the rank-r activation."""
+    low = F.linear(x, a)
+    return F.linear(x, weight) + F.linear(low, b) * scale, low
+
+
+class LoraSwiGLU(torch.autograd.Function):
+    """down(silu(gate(x)) * up(x)) with a LoRA term on each projection, saving x, gate's and up's outputs and the
+    rank-r activations; SiLU and the product are recomputed in the backward pass. All of it runs in the compute
+    dtype (autocast's when on); the adapters' gradients come back in their own dtype."""
+
+    @staticmethod
+    def forward(ctx, x, scales, dtype, wg, ag, bg, wu, au, bu, wd, ad, bd):
+        with torch.autocast(x.device.type, enabled=False):
+            xc = x.to(dtype)
+            ag_, bg_, au_, bu_, ad_, bd_ = (t.to(dtype) for t in (ag, bg, au, bu, ad, bd))
+            gate, low_g = _lora(xc, wg.to(dtype), ag_, bg_, scales[0])
+            up, low_u = _lora(xc, wu.to(dtype), au_, bu_, scales[1])
+            out, low_d = _lora(F.silu(gate) * up, wd.to(dtype), ad_, bd_, scales[2])
+        ctx.save_for_backward(xc, gate, up, low_g, low_u, low_d, wg, ag, bg, wu, au, bu, wd, ad, bd)
+        ctx.scales, ctx.input_dtype = scales, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xc, gate, up, low_g, low_u, low_d, wg, ag, bg, wu, au, bu, wd, ad, bd = ctx.saved_tensors
+        sg, su, sd = ctx.scales
+        dtype = xc.dtype
+        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+        with torch.autocast(xc.device.type, enabled=False):
+            grad_out = grad_out.to(dtype)
+            hidden = F.silu(gate) * up  # exactly the forward's
+            # down projection: out = hidden @ wd^T + (hidden @ ad^T) @ bd^T * sd
+            grad_bd = flat(grad_out).t() @ flat(low_d) * sd
+            grad_low_d = grad_out @ bd.to(dtype) * sd
+            grad_ad = flat(grad_low_d).t() @ flat(hidden)
+            del hidden
+            grad_gate, grad_up = _swiglu_backward(grad_out @ wd.to(dtype) + grad_low_d @ ad.to(dtype), gate, up)
+            grads = []
+            grad_x = None
+            for grad, low, w, a, b, s in ((grad_gate, low_g, wg, ag, bg, sg), (grad_up, low_u, wu, au, bu, su)):
+                grad_b = flat(grad).t() @ flat(low) * s
+                grad_low = grad @ b.to(dtype) * s
+                grad_a = flat(grad_low).t() @ flat(xc)
+                part = grad @ w.to(dtype) + grad_low @ a.to(dtype)
+                grad_x = part if grad_x is None else grad_x + part
+                grads.append((grad_a.to(a.dtype), grad_b.to(b.dtype)))
+        (grad_ag, grad_bg), (grad_au, grad_bu) = grads
+        return (grad_x.to(ctx.input_dtype), None, None, None, grad_ag, grad_bg, None, grad_au, grad_bu, None,
+                grad_ad.to(ad.dtype), grad_bd.to(bd.dtype))
+
+
+def _swiglu_backward(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of silu(gate) * up with respect to gate and up, computed in fp32 (as torch's own SiLU
+    backward does) and returned in the inputs' dtype."""
+    grad, gate32, up32 = grad.float(), gate.float(), up.float()
+    sig = torch.sigmoid(gate32)
+    grad_up = grad * gate32 * sig
+    grad_gate = grad * up32 * sig * (1 + gate32 * (1 - sig))
+    return grad_gate.to(gate.dtype), grad_up.to(up.dtype)
+
+
+def fuse_lora_mlps(model: nn.Module) -> int:
+    """Replace the MLP of every decoder layer of a FUSED_MLP_FAMILIES model whose three projections carry LoRA
+    with a FusedLoraMLP; the number replaced."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in FUSED_MLP_FAMILIES or getattr(config, "hidden_act", None) != "silu":
+        return 0
+    swapped = 0
+    for parent in list(model.modules()):
+        mlp = getattr(parent, "mlp", None)
+        silu = type(getattr(mlp, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")  # torch's, transformers'
+        if mlp is None or isinstance(mlp, FusedLoraMLP) or not silu:
+            continue
+        layers = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
+        if all(hasattr(layer, "lora_A") for layer in layers) and _lora_parts(layers) is not None:
+            parent.mlp = FusedLoraMLP(mlp)
+            swapped += 1
+    return swapped

@@ -1,0 +1,136 @@
+"""The fused LoRA SwiGLU MLP: the same loss and gradients as peft's module-by-module computation, half of the
+MLP's saved activations, and the plain computation wherever the adapters are not plain LoRA ones."""
+
+import inspect
+
+import pytest
+import torch
+
+from tunestack.model.fused import FUSED_MLP_FAMILIES, FusedLoraMLP, fuse_lora_mlps
+
+
+def lora_model(tiny_model_dir, dtype=torch.float32, **lora):
+    """The tiny Llama with LoRA on every linear layer, B initialised randomly so that every gradient is non-zero."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype)
+    model = get_peft_model(model, LoraConfig(**{"r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+                                                "target_modules": "all-linear", **lora}))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    return model
+
+
+def loss_and_grads(model, ids, autocast: bool = False, saved: list | None = None):
+    def pack(tensor):
+        if saved is not None:
+            saved.append(tensor)
+        return tensor
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def batch(model, rows=3, length=12):
+    torch.manual_seed(1)
+    return torch.randint(0, model.config.vocab_size, (rows, length))
+
+
+def test_fused_gives_the_same_loss_and_gradients_and_keeps_half_the_mlp_activations(tiny_model_dir):
+    plain, fused = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
+    layers = plain.config.num_hidden_layers
+    assert fuse_lora_mlps(fused) == layers
+    assert all(isinstance(layer.mlp, FusedLoraMLP) for layer in fused.base_model.model.model.layers)
+    ids = batch(plain)
+    wide = plain.config.intermediate_size
+    saved_plain, saved_fused = [], []
+    loss, grads = loss_and_grads(plain, ids, saved=saved_plain)
+    fused_loss, fused_grads = loss_and_grads(fused, ids, saved=saved_fused)
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-6, atol=1e-6)
+    assert fused_grads.keys() == grads.keys() and len(grads) == 7 * 2 * layers  # A and B of every linear layer
+    for name, grad in grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+
+    weights = {p.untyped_storage().data_ptr() for model in (plain, fused) for p in model.parameters()}
+
+    def intermediate(saved):  # distinct activations of the MLP's width kept for the backward pass
+        return len({t.untyped_storage().data_ptr() for t in saved if t.dim() >= 2 and t.shape[-1] == wide} - weights)
+
+    assert intermediate(saved_plain) == 4 * layers  # gate, its SiLU, up, their product
+    assert intermediate(saved_fused) == 2 * layers  # gate and up
+
+
+def test_fused_under_bf16_autocast_is_as_close_to_fp32_as_the_plain_path(tiny_model_dir):
+    """A bf16 base under autocast (how a bf16 LoRA run trains): the adapters' gradients come back in fp32, and both
+    paths differ from an fp32 reference by bf16's rounding alone."""
+    reference = lora_model(tiny_model_dir)
+    ids = batch(reference)
+    _, want = loss_and_grads(reference, ids)
+    errors = {}
+    for fuse in (False, True):
+        model = lora_model(tiny_model_dir, dtype=torch.bfloat16)
+        if fuse:
+            assert fuse_lora_mlps(model) == model.config.num_hidden_layers
+        _, grads = loss_and_grads(model, ids, autocast=True)
+        assert all(grad.dtype == torch.float32 for grad in grads.values())
+        errors[fuse] = max(((grads[n] - want[n]).norm() / want[n].norm()).item() for n in want)
+    assert errors[True] < 0.1 and errors[True] < 1.5 * errors[False] + 0.01, errors
+
+
+def test_disabled_merged_or_other_adapters_run_module_by_module(tiny_model_dir):
+    model = lora_model(tiny_model_dir)
+    fuse_lora_mlps(model)
+    ids = batch(model)
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        with model.disable_adapter():  # as DPO computes its reference without a second model
+            base = model(input_ids=ids).logits
+    assert not torch.allclose(adapted, base)
+    with model.disable_adapter():
+        torch.testing.assert_close(model(input_ids=ids).logits, base)  # with gradients on too: the base alone
+    merged = model.merge_and_unload()
+    torch.testing.assert_close(merged(input_ids=ids).logits, adapted, rtol=1e-4, atol=1e-5)
+    # Not plain LoRA: dropout, DoRA, or projections left unadapted; nothing is replaced.
+    assert fuse_lora_mlps(lora_model(tiny_model_dir, lora_dropout=0.1)) == 0
+    assert fuse_lora_mlps(lora_model(tiny_model_dir, use_dora=True)) == 0
+    assert fuse_lora_mlps(lora_model(tiny_model_dir, target_modules=["q_proj", "gate_proj", "up_proj"])) == 0
+
+
+def test_the_saved_adapter_is_the_same(tiny_model_dir, tmp_path):
+    from peft import get_peft_model_state_dict
+
+    plain, fused = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
+    fuse_lora_mlps(fused)
+    want, got = get_peft_model_state_dict(plain), get_peft_model_state_dict(fused)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def mlp_source(family: str) -> tuple[str, str]:
+    """The source of the family's MLP forward (the class its decoder layer builds as `self.mlp`), and its default
+    activation."""
+    import re
+    import sys
+
+    import transformers
+
+    config = transformers.AutoConfig.for_model(family)
+    module = sys.modules[transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__module__]
+    layer = next(cls for name, cls in vars(module).items() if name.endswith("DecoderLayer"))
+    mlp = getattr(module, re.search(r"self\.mlp = (\w+)\(", inspect.getsource(layer.__init__)).group(1))
+    return inspect.getsource(mlp.forward), config.hidden_act
+
+
+@pytest.mark.parametrize("family", FUSED_MLP_FAMILIES)
+def test_the_families_fused_compute_a_gated_silu_mlp(family):
+    """FusedLoraMLP stands in for `down_proj(act_fn(gate_proj(x)) * up_proj(x))` with SiLU: a family whose MLP
+    computes anything else must not be on the list."""
+    source, act = mlp_source(family)
+    assert "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))" in source and act == "silu"
+    assert "self.gate_proj(x)" not in mlp_source("phi3")[0]  # the check sees a fused gate_up_proj
