@@ -239,10 +239,8 @@ def _train(method: Method, groups: tuple, run: RunDir, progress: Progress, stop:
                             progress=progress, stop=stop)
     for callback in callbacks or []:
         trainer.add_callback(callback)
-    from tunestack.train.trainer import fuse_mlps, kernels_of
+    from tunestack.train.trainer import kernels_of
 
-    if train_args.fused_mlp:
-        fuse_mlps(trainer)
     _update(run, kernels=kernels_of(trainer), **({"auto_plan": plan} if plan is not None else {}))
     checkpoint = _resume_point(run, parallel) if train_args.resume else None
     if checkpoint is not None and _finished(checkpoint):
@@ -493,7 +491,12 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     prepared = Prepared(model, tokenizer, train_rows, val_rows, run, train_args, data_args, tuner_args, method_args,
                         compute, learning_rate, parallel,
                         extra={"model_args": model_args, "zero3": zero3}, processor=processor)
-    return _with_run_callbacks(method.trainer(prepared), run, train_args, progress, stop)
+    trainer = method.trainer(prepared)
+    if train_args.fused_mlp:
+        from tunestack.train.trainer import fuse_mlps
+
+        fuse_mlps(trainer)
+    return _with_run_callbacks(trainer, run, train_args, progress, stop)
 
 
 def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs, progress: Progress, stop: StopRequest | None):
