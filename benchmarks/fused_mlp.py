@@ -13,21 +13,17 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-MODEL = "smollm2-135m-instruct"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from output_head import MODEL, compare, timed, write_results  # noqa: E402
 
 
 def side(dtype: str, fused: bool, batch: int, length: int, steps: int) -> dict:
     """One side, in this process."""
-    import resource
-    import time
-
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments
@@ -66,13 +62,7 @@ def side(dtype: str, fused: bool, batch: int, length: int, steps: int) -> dict:
         return float(loss)
 
     step(count=True)  # untimed: first-call allocations and the optimizer's states; the saved activations counted
-    start_rss = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
-    times, losses = [], []
-    for _ in range(steps):
-        begin = time.perf_counter()
-        losses.append(step())
-        times.append(time.perf_counter() - begin)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    times, losses, start_rss, peak = timed(step, steps)
     return {"dtype": str(loaded.model.dtype).removeprefix("torch."), "fused_layers": layers,
             "saved_activations_mb": round(sum(saved.values()) / 2**20, 1), "step_s": statistics.median(times),
             "tokens_per_s": batch * length / statistics.median(times),
@@ -80,25 +70,10 @@ def side(dtype: str, fused: bool, batch: int, length: int, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dtypes", default="fp32,bf16")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--output", default="benchmarks/results/fused_mlp.json")
-    parser.add_argument("--side", help=argparse.SUPPRESS)  # DTYPE:fused|plain, run by the parent
-    args = parser.parse_args()
-    if args.side:
-        dtype, kind = args.side.split(":")
-        print(json.dumps(side(dtype, kind == "fused", args.batch, args.length, args.steps)))
+    compared = compare(__doc__, __file__, side, ("plain", "fused"), 128, "benchmarks/results/fused_mlp.json")
+    if compared is None:
         return
-    rows = []
-    for dtype in args.dtypes.split(","):
-        for kind in ("plain", "fused"):
-            done = subprocess.run([sys.executable, __file__, "--side", f"{dtype}:{kind}", "--batch", str(args.batch),
-                                   "--length", str(args.length), "--steps", str(args.steps)],
-                                  capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    args, rows = compared
     from tunestack.plan.device import cpu_name
 
     print(f"{cpu_name()}; LoRA on {MODEL}, {args.batch} x {args.length} tokens, every one a target")
@@ -108,10 +83,7 @@ def main() -> None:
         print(f"{r['dtype']:<9} {'fused' if r['fused_layers'] else 'plain':<6} {r['saved_activations_mb']:>21} "
               f"{r['step_s']:>7.3f} {r['tokens_per_s']:>9.0f} {r['peak_above_start_mb']:>20}  "
               f"{' '.join(f'{x:.4f}' for x in r['losses'])}")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"cpu": cpu_name(), "batch": args.batch, "length": args.length,
-                                             "rows": rows}, indent=2))
-    print(f"wrote {args.output}")
+    write_results(args, rows)
 
 
 if __name__ == "__main__":

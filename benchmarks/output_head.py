@@ -29,9 +29,6 @@ MODEL = "smollm2-135m-instruct"
 
 def side(dtype: str, chunked: bool, batch: int, length: int, steps: int) -> dict:
     """One side, in this process: the median step seconds and the peak RSS above the start of training (MB)."""
-    import resource
-    import time
-
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments
@@ -59,38 +56,66 @@ def side(dtype: str, chunked: bool, batch: int, length: int, steps: int) -> dict
         return float(loss)
 
     step()  # untimed: first-call allocations and the optimizer's states
+    times, losses, start_rss, peak = timed(step, steps)
+    return {"dtype": str(loaded.model.dtype).removeprefix("torch."), "chunked": chunked,
+            "step_s": statistics.median(times), "tokens_per_s": batch * length / statistics.median(times),
+            "peak_above_start_mb": round(peak - start_rss), "peak_mb": round(peak), "losses": losses}
+
+
+def timed(step, steps: int) -> tuple[list[float], list[float], float, float]:
+    """`steps` calls of `step` (which returns the loss): their seconds, their losses, the RSS before the first and
+    the process's peak RSS (MB)."""
+    import resource
+    import time
+
     start_rss = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
     times, losses = [], []
     for _ in range(steps):
         begin = time.perf_counter()
         losses.append(step())
         times.append(time.perf_counter() - begin)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"dtype": str(loaded.model.dtype).removeprefix("torch."), "chunked": chunked,
-            "step_s": statistics.median(times), "tokens_per_s": batch * length / statistics.median(times),
-            "peak_above_start_mb": round(peak - start_rss), "peak_mb": round(peak), "losses": losses}
+    return times, losses, start_rss, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def compare(doc: str, script: str, side_fn, kinds: tuple[str, str], length: int, output: str):
+    """The command line of a two-sided comparison on the embedded model: parses it, and in the parent runs each
+    dtype's two sides (`kinds`, the second the one `side_fn` is asked for with True) in processes of their own,
+    returning (args, rows); in a side's process (`--side DTYPE:KIND`) prints its row and returns None."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--length", type=int, default=length)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--output", default="benchmarks/results/output_head.json")
-    parser.add_argument("--side", help=argparse.SUPPRESS)  # DTYPE:chunked|whole, run by the parent
+    parser.add_argument("--output", default=output)
+    parser.add_argument("--side", help=argparse.SUPPRESS)  # DTYPE:KIND, run by the parent
     args = parser.parse_args()
     if args.side:
         dtype, kind = args.side.split(":")
-        print(json.dumps(side(dtype, kind == "chunked", args.batch, args.length, args.steps)))
-        return
+        print(json.dumps(side_fn(dtype, kind == kinds[1], args.batch, args.length, args.steps)))
+        return None
     rows = []
-    for dtype in args.dtypes.split(","):
-        for kind in ("whole", "chunked"):
-            done = subprocess.run([sys.executable, __file__, "--side", f"{dtype}:{kind}", "--batch", str(args.batch),
-                                   "--length", str(args.length), "--steps", str(args.steps)],
-                                  capture_output=True, text=True, check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for side_name in [f"{d}:{kind}" for d in args.dtypes.split(",") for kind in kinds]:
+        done = subprocess.run([sys.executable, script, "--side", side_name, "--batch", str(args.batch), "--length",
+                               str(args.length), "--steps", str(args.steps)], capture_output=True, text=True,
+                              check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return args, rows
+
+
+def write_results(args, rows: list[dict]) -> None:
+    from tunestack.plan.device import cpu_name
+
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps({"cpu": cpu_name(), "batch": args.batch, "length": args.length,
+                                             "rows": rows}, indent=2))
+    print(f"wrote {args.output}")
+
+
+def main() -> None:
+    compared = compare(__doc__, __file__, side, ("whole", "chunked"), 512, "benchmarks/results/output_head.json")
+    if compared is None:
+        return
+    args, rows = compared
     from tunestack.plan.device import cpu_name
 
     print(f"{cpu_name()}; LoRA on {MODEL}, {args.batch} x {args.length} tokens, every one a target")
@@ -98,10 +123,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['dtype']:<9} {'chunked' if r['chunked'] else 'whole':<8} {r['step_s']:>7.2f} "
               f"{r['tokens_per_s']:>9.0f} {r['peak_above_start_mb']:>20} {r['peak_mb']:>8}")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps({"cpu": cpu_name(), "batch": args.batch, "length": args.length,
-                                             "rows": rows}, indent=2))
-    print(f"wrote {args.output}")
+    write_results(args, rows)
 
 
 if __name__ == "__main__":

@@ -272,6 +272,8 @@ def run_all(opts, peaks: dict) -> list[dict]:
         tmp = Path(tmp)
         data_file = export_rows(tmp / "data.jsonl")
         for precision, side, packing in CONFIGS:
+            if precision not in peaks:
+                continue
             name = f"{side}-{precision}-{'packed' if packing else 'unpacked'}"
             runs = []
             for attempt in range(opts.repeats):
@@ -339,9 +341,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def report(rows: list[dict], peaks: dict, opts) -> str:
-    lines = [f"Matmul peak measured on this CPU ({torch_threads()} threads, best of {opts.matmul_repeats} "
-             f"{opts.matmul_size}x{opts.matmul_size} matmuls): fp32 {peaks['fp32'] / 1e9:,.1f} GFLOP/s, "
-             f"bf16 {peaks['bf16'] / 1e9:,.1f} GFLOP/s",
+    capped = ", capped at AVX2" if opts.isa == "avx2" else ""
+    lines = [f"Matmul peak measured on this CPU{capped} ({torch_threads()} threads, best of {opts.matmul_repeats} "
+             f"{opts.matmul_size}x{opts.matmul_size} matmuls): "
+             + ", ".join(f"{name} {flops / 1e9:,.1f} GFLOP/s" for name, flops in peaks.items()),
              f"{opts.warmup} warm-up + {opts.steps} timed steps per configuration, batch {opts.batch_size} examples or {opts.packed_batch_size} packed row(s), "
              f"max_length {opts.max_length}, best of {opts.repeats} run(s)", "", markdown_table(rows), "",
              f"Target: {TARGET}."]
@@ -389,6 +392,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, help="torch threads in every process (default: torch's choice)")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="JSON results file "
                         "(default: benchmarks/results/train_throughput.json)")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: fp32 only, with oneDNN, ATen and MKL capped at AVX2 in every process, as on a "
+                             "CPU with AVX2 only (train_peers.py's --isa)")
     parser.add_argument("--worker", metavar="CONFIG_JSON", help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     opts.steps = opts.steps or (2 if opts.quick else 10)
@@ -408,13 +414,18 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(opts.threads)
-    peaks = {name: matmul_peak(name, opts.matmul_size, opts.matmul_repeats) for name in ("fp32", "bf16")}
+    if opts.isa == "avx2":  # read by each library at its first use: set before any computation, inherited below
+        from train_peers import AVX2_ONLY
+
+        os.environ.update(AVX2_ONLY)
+    precisions = ("fp32",) if opts.isa == "avx2" else ("fp32", "bf16")
+    peaks = {name: matmul_peak(name, opts.matmul_size, opts.matmul_repeats) for name in precisions}
     rows = run_all(opts, peaks)
     print(report(rows, peaks, opts))
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: getattr(opts, k) for k in ("steps", "warmup", "repeats", "max_length", "batch_size", "packed_batch_size", "threads",
-                                              "quick")}
+                                              "quick", "isa")}
     output.write_text(json.dumps({
         "target": TARGET, "machine": machine(), "settings": {**settings, "model": MODEL, "datasets": DATASETS,
                                                               "lora": LORA, "learning_rate": LEARNING_RATE},

@@ -134,3 +134,24 @@ def test_the_families_fused_compute_a_gated_silu_mlp(family):
     source, act = mlp_source(family)
     assert "self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))" in source and act == "silu"
     assert "self.gate_proj(x)" not in mlp_source("phi3")[0]  # the check sees a fused gate_up_proj
+
+
+def test_a_run_trains_the_same_with_the_fused_mlp_or_without(tiny_model_dir, tmp_path):
+    """Through the command line, in fp32: the same losses step by step, and run.json says how the MLPs ran."""
+    import json
+
+    from helpers import CHAT_ROWS, cli, write_jsonl
+
+    data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
+    losses, recorded = {}, {}
+    for fused in ("true", "false"):
+        run = tmp_path / f"run-{fused}"
+        cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(run), "--dtype", "fp32",
+            "--max_steps", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--learning_rate",
+            "1e-2", "--fused_mlp", fused)
+        metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        losses[fused] = [m["loss"] for m in metrics if "loss" in m]
+        recorded[fused] = json.loads((run / "run.json").read_text())["kernels"]["mlp"]
+    assert len(losses["true"]) == 4 and losses["true"][-1] < losses["true"][0]
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+    assert recorded["true"].startswith("fused LoRA SwiGLU in 2 layers") and recorded["false"] == "module by module"
