@@ -133,10 +133,8 @@ def fuse_lora_mlps(model: nn.Module) -> int:
     for parent in list(model.modules()):
         mlp = getattr(parent, "mlp", None)
         silu = type(getattr(mlp, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation")  # torch's, transformers'
-        if mlp is None or isinstance(mlp, FusedLoraMLP) or not silu:
-            continue
         layers = [getattr(mlp, name, None) for name in ("gate_proj", "up_proj", "down_proj")]
-        if all(hasattr(layer, "lora_A") for layer in layers) and _lora_parts(layers) is not None:
+        if silu and not isinstance(mlp, FusedLoraMLP) and _lora_parts(layers) is not None:
             parent.mlp = FusedLoraMLP(mlp)
             swapped += 1
     return swapped
