@@ -62,15 +62,31 @@ def _lora_parts(layers) -> tuple[list[torch.Tensor], tuple[float, ...]] | None:
 
 
 def _lora(x, weight, a, b, scale):
-    """x's projection plus its LoRA term, in peft's order of operations; also the rank-r activation."""
+    """x's projection plus its LoRA term, the term accumulated into the projection's output by the same matrix
+    product (no separate scaling and addition passes over the full width); also the rank-r activation."""
     low = F.linear(x, a)
-    return F.linear(x, weight) + F.linear(low, b) * scale, low
+    out = F.linear(x, weight)
+    flat = out.view(-1, out.shape[-1])
+    flat.addmm_(low.reshape(-1, low.shape[-1]), b.t(), alpha=scale)
+    return out, low
+
+
+def _matmuls(pairs) -> torch.Tensor:
+    """The sum of the products `grad @ weight` over `pairs`, accumulated in place into the first one's output."""
+    (grad, weight), *rest = pairs
+    total = grad @ weight
+    flat = total.view(-1, total.shape[-1])
+    for grad, weight in rest:
+        flat.addmm_(grad.reshape(-1, grad.shape[-1]), weight)
+    return total
 
 
 class LoraSwiGLU(torch.autograd.Function):
     """down(silu(gate(x)) * up(x)) with a LoRA term on each projection, saving x, gate's and up's outputs and the
-    rank-r activations; SiLU and the product are recomputed in the backward pass. All of it runs in the compute
-    dtype (autocast's when on); the adapters' gradients come back in their own dtype."""
+    rank-r activations; SiLU and the product are recomputed in the backward pass. Each LoRA term is accumulated into
+    its projection's matrix product (as are the input gradient's four terms), and the SiLU's derivative is ATen's
+    own kernel, so no elementwise pass over the full width is spent on scaling or adding. All of it runs in the
+    compute dtype (autocast's when on); the adapters' gradients come back in their own dtype."""
 
     @staticmethod
     def forward(ctx, x, scales, dtype, wg, ag, bg, wu, au, bu, wd, ad, bd):
@@ -92,35 +108,30 @@ class LoraSwiGLU(torch.autograd.Function):
         flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         with torch.autocast(xc.device.type, enabled=False):
             grad_out = grad_out.to(dtype)
-            hidden = F.silu(gate) * up  # exactly the forward's
+            act = F.silu(gate)
+            hidden = act * up  # exactly the forward's
             # down projection: out = hidden @ wd^T + (hidden @ ad^T) @ bd^T * sd
             grad_bd = flat(grad_out).t() @ flat(low_d) * sd
             grad_low_d = grad_out @ bd.to(dtype) * sd
             grad_ad = flat(grad_low_d).t() @ flat(hidden)
             del hidden
-            grad_gate, grad_up = _swiglu_backward(grad_out @ wd.to(dtype) + grad_low_d @ ad.to(dtype), gate, up)
-            grads = []
-            grad_x = None
+            grad_hidden = _matmuls(((grad_out, wd.to(dtype)), (grad_low_d, ad.to(dtype))))
+            # as autograd differentiates silu(gate) * up: the product's two sides, then ATen's SiLU backward kernel
+            grad_up = grad_hidden * act
+            del act
+            grad_gate = torch.ops.aten.silu_backward(grad_hidden * up, gate)
+            del grad_hidden
+            grads, terms = [], []
             for grad, low, w, a, b, s in ((grad_gate, low_g, wg, ag, bg, sg), (grad_up, low_u, wu, au, bu, su)):
                 grad_b = flat(grad).t() @ flat(low) * s
                 grad_low = grad @ b.to(dtype) * s
                 grad_a = flat(grad_low).t() @ flat(xc)
-                part = grad @ w.to(dtype) + grad_low @ a.to(dtype)
-                grad_x = part if grad_x is None else grad_x + part
+                terms += [(grad, w.to(dtype)), (grad_low, a.to(dtype))]
                 grads.append((grad_a.to(a.dtype), grad_b.to(b.dtype)))
+            grad_x = _matmuls(terms)
         (grad_ag, grad_bg), (grad_au, grad_bu) = grads
         return (grad_x.to(ctx.input_dtype), None, None, None, grad_ag, grad_bg, None, grad_au, grad_bu, None,
                 grad_ad.to(ad.dtype), grad_bd.to(bd.dtype))
-
-
-def _swiglu_backward(grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradients of silu(gate) * up with respect to gate and up, computed in fp32 (as torch's own SiLU
-    backward does) and returned in the inputs' dtype."""
-    grad, gate32, up32 = grad.float(), gate.float(), up.float()
-    sig = torch.sigmoid(gate32)
-    grad_up = grad * gate32 * sig
-    grad_gate = grad * up32 * sig * (1 + gate32 * (1 - sig))
-    return grad_gate.to(gate.dtype), grad_up.to(up.dtype)
 
 
 def fuse_lora_mlps(model: nn.Module) -> int:
