@@ -1,12 +1,14 @@
 """The fused LoRA SwiGLU MLP: the same loss and gradients as peft's module-by-module computation, half of the
-MLP's saved activations, and the plain computation wherever the adapters are not plain LoRA ones."""
+MLP's saved activations, and the plain computation wherever the adapters are not plain LoRA ones. The fused RMSNorm:
+the modeling code's results to rounding, with a trainable weight too."""
 
 import inspect
 
 import pytest
 import torch
 
-from tunestack.model.fused import FUSED_MLP_FAMILIES, FusedLoraMLP, fuse_lora_mlps
+from tunestack.model.fused import (FUSED_MLP_FAMILIES, RMS_NORM_CLASSES, FusedLoraMLP, FusedRMSNorm,
+                                   fuse_lora_mlps, fuse_rms_norms)
 
 
 def lora_model(tiny_model_dir, dtype=torch.float32, **lora):
@@ -136,8 +138,68 @@ def test_the_families_fused_compute_a_gated_silu_mlp(family):
     assert "self.gate_proj(x)" not in mlp_source("phi3")[0]  # the check sees a fused gate_up_proj
 
 
-def test_a_run_trains_the_same_with_the_fused_mlp_or_without(tiny_model_dir, tmp_path):
-    """Through the command line, in fp32: the same losses step by step, and run.json says how the MLPs ran."""
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.bfloat16, 8e-3)])
+@pytest.mark.parametrize("train_weight", [False, True])
+def test_the_fused_rmsnorm_gives_the_modeling_codes_output_and_gradients(dtype, tolerance, train_weight):
+    """Against Llama's RMSNorm: output, input gradient and (full fine-tuning) weight gradient, equal to fp32's
+    rounding in fp32 and to about one bf16 step in bf16 (the mean square is summed in another order)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    norm = LlamaRMSNorm(48, eps=1e-5).to(dtype)
+    torch.nn.init.normal_(norm.weight, 1.0, 0.2)
+    norm.weight.requires_grad_(train_weight)
+    x = (torch.randn(3, 7, 48) * 4).to(dtype).requires_grad_(True)
+    grad = torch.randn(3, 7, 48).to(dtype)
+    results = []
+    for module in (norm, FusedRMSNorm(norm)):
+        x.grad = norm.weight.grad = None
+        out = module(x)
+        out.backward(grad)
+        results.append([out.detach(), x.grad] + ([norm.weight.grad] if train_weight else []))
+    for want, got in zip(*results):
+        assert got.dtype == want.dtype == dtype
+        scale = want.float().abs().max()
+        assert (got.float() - want.float()).abs().max() <= tolerance * scale
+
+
+def test_fused_rmsnorms_keep_the_parameter_names_and_the_loss(tiny_model_dir):
+    plain, fused = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
+    layers = plain.config.num_hidden_layers
+    assert fuse_rms_norms(fused) == 2 * layers + 1  # two in each decoder layer and the final one
+    assert fuse_rms_norms(fused) == 0
+    assert [name for name, _ in fused.named_parameters()] == [name for name, _ in plain.named_parameters()]
+    ids = batch(plain)
+    loss, grads = loss_and_grads(plain, ids)
+    fused_loss, fused_grads = loss_and_grads(fused, ids)
+    torch.testing.assert_close(fused_loss, loss, rtol=1e-6, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("family", FUSED_MLP_FAMILIES)
+def test_the_families_rmsnorms_compute_what_the_fused_one_does(family):
+    """FusedRMSNorm stands in for the classes in RMS_NORM_CLASSES: each computes the norm in fp32 and multiplies
+    the weight by the result cast back, with no offset on the weight (Gemma's `1 + weight` must not be listed)."""
+    import sys
+
+    import transformers
+
+    config = transformers.AutoConfig.for_model(family)
+    module = sys.modules[transformers.MODEL_FOR_CAUSAL_LM_MAPPING[type(config)].__module__]
+    norm = next(cls for name, cls in vars(module).items() if name.endswith("RMSNorm"))
+    assert norm.__name__ in RMS_NORM_CLASSES
+    body = inspect.getsource(norm.forward)
+    for line in ("hidden_states = hidden_states.to(torch.float32)",
+                 "variance = hidden_states.pow(2).mean(-1, keepdim=True)",
+                 "hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)",
+                 "return self.weight * hidden_states.to(input_dtype)"):
+        assert line in body, (norm.__name__, line)
+
+
+def test_a_run_trains_the_same_with_the_fused_modules_or_without(tiny_model_dir, tmp_path):
+    """Through the command line, in fp32: the same losses step by step, and run.json says how the MLPs and the
+    RMSNorms ran."""
     import json
 
     from helpers import CHAT_ROWS, cli, write_jsonl
@@ -148,10 +210,13 @@ def test_a_run_trains_the_same_with_the_fused_mlp_or_without(tiny_model_dir, tmp
         run = tmp_path / f"run-{fused}"
         cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(run), "--dtype", "fp32",
             "--max_steps", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--learning_rate",
-            "1e-2", "--fused_mlp", fused)
+            "1e-2", "--fused_mlp", fused, "--fused_rmsnorm", fused)
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses[fused] = [m["loss"] for m in metrics if "loss" in m]
-        recorded[fused] = json.loads((run / "run.json").read_text())["kernels"]["mlp"]
+        kernels = json.loads((run / "run.json").read_text())["kernels"]
+        recorded[fused] = kernels["mlp"], kernels["rmsnorm"]
     assert len(losses["true"]) == 4 and losses["true"][-1] < losses["true"][0]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
-    assert recorded["true"].startswith("fused LoRA SwiGLU in 2 layers") and recorded["false"] == "module by module"
+    assert recorded["true"][0].startswith("fused LoRA SwiGLU in 2 layers") and recorded["true"][1] == \
+        "fused RMSNorm in 5 places"
+    assert recorded["false"] == ("module by module", "as the model defines it")

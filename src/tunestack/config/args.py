@@ -186,6 +186,9 @@ class TrainArgs:
     fused_mlp: bool = arg(True, "with LoRA on a Llama-like model (llama, mistral, qwen2, qwen3, smollm3), run each MLP "
                           "and its adapters as one function that recomputes the activation in the backward pass: the "
                           "same results with half the MLP's activation memory (one process, without --torch_compile)")
+    fused_rmsnorm: bool = arg(True, "on a Llama-like model, run each RMSNorm as one function with a hand-written backward "
+                              "pass: the same results to rounding, 3x faster in fp32 (one process, without "
+                              "--torch_compile)")
     torch_compile: bool = arg(
         False, "compile the model with torch.compile (inductor) for training; where inductor cannot compile, one "
         "warning and eager mode; the compile time is recorded in run.json apart from training")

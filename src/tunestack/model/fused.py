@@ -1,10 +1,13 @@
-"""A fused gated-SiLU MLP for LoRA training: the three adapted projections and the activation as one autograd
-function that keeps two intermediates for the backward pass instead of four.
+"""Fused modules for training Llama-like models: a gated-SiLU MLP with its LoRA adapters, and RMSNorm.
 
 In Llama-like families the MLP is `down(silu(gate(x)) * up(x))`. Run module by module under peft, autograd keeps
 gate's output, its SiLU, up's output and their product (down's LoRA input) for every token: four tensors of the
 intermediate width, about half of a small model's activation memory. The backward pass needs only gate's and up's
 outputs when the product and the SiLU are recomputed from them, which costs two elementwise passes and no matmul.
+
+RMSNorm run as its modeling code writes it is five elementwise operations forward and about ten backward, each a
+pass over the hidden states; `RMSNormFunction` does it in three forward and four backward, and in bf16 it keeps the
+input in bf16 for the backward pass where autograd keeps an fp32 copy.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from torch.nn import functional as F
 
 FUSED_MLP_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
 """Families whose decoder layers' `mlp` computes `down_proj(act_fn(gate_proj(x)) * up_proj(x))` with SiLU."""
+RMS_NORM_CLASSES = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm", "SmolLM3RMSNorm")
+"""RMSNorm classes computing `weight * (x / sqrt(mean(x**2) + eps)).to(x.dtype)`, the norm taken in fp32."""
 
 
 class FusedLoraMLP(nn.Module):
@@ -148,4 +153,61 @@ def fuse_lora_mlps(model: nn.Module) -> int:
         if silu and not isinstance(mlp, FusedLoraMLP) and _lora_parts(layers) is not None:
             parent.mlp = FusedLoraMLP(mlp)
             swapped += 1
+    return swapped
+
+
+class FusedRMSNorm(nn.Module):
+    """An RMSNorm of one of RMS_NORM_CLASSES computed by `RMSNormFunction`; it holds the same `weight` parameter,
+    so parameter names and saved weights are unchanged."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.weight, self.variance_epsilon = norm.weight, norm.variance_epsilon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return RMSNormFunction.apply(x, self.weight, self.variance_epsilon)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class RMSNormFunction(torch.autograd.Function):
+    """`weight * (x * rstd).to(x.dtype)` with rstd = 1 / sqrt(mean(x**2) + eps) taken in fp32, as the modeling code
+    computes it; the backward pass keeps x (in its own dtype) and rstd alone and computes in fp32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        xf = x.float()
+        rstd = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
+        normed = xf * rstd
+        if normed.dtype == x.dtype == weight.dtype:
+            out = normed.mul_(weight)
+        else:
+            out = weight * normed.to(x.dtype)
+        ctx.save_for_backward(x, rstd, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, rstd, weight = ctx.saved_tensors
+        xf = x.float()
+        grad_normed = (grad_out * weight).to(x.dtype).float()  # autograd's rounding of the product, in bf16 too
+        # d/dx of x * rstd: rstd * g - x * rstd**3 * mean(g * x)
+        coef = torch.linalg.vecdot(grad_normed, xf, dim=-1).unsqueeze(-1).mul_(rstd.pow(3)).div_(x.shape[-1])
+        grad_x = torch.addcmul(grad_normed.mul_(rstd), xf, coef, value=-1).to(x.dtype)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            normed = (xf * rstd).to(x.dtype)
+            grad_weight = (grad_out * normed).reshape(-1, weight.shape[-1]).sum(0).to(weight.dtype)
+        return grad_x, grad_weight, None
+
+
+def fuse_rms_norms(model: nn.Module) -> int:
+    """Replace every RMSNorm of a RMS_NORM_CLASSES class in `model` with a FusedRMSNorm; the number replaced."""
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child).__name__ in RMS_NORM_CLASSES and isinstance(getattr(child, "weight", None), nn.Parameter):
+                setattr(parent, name, FusedRMSNorm(child))
+                swapped += 1
     return swapped

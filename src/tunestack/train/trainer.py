@@ -146,25 +146,29 @@ def _head_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def fuse_mlps(trainer: Trainer) -> None:
-    """Run the LoRA-adapted gated SiLU MLPs of Llama-like models as one fused function each (model/fused.py:
-    same results, half the MLP's activation memory), in a single process without torch.compile (which fuses on its
-    own) or Liger (whose kernels replace the MLP's)."""
+def fuse_modules(trainer: Trainer, mlp: bool = True, rmsnorm: bool = True) -> None:
+    """Run the LoRA-adapted gated SiLU MLPs and the RMSNorms of Llama-like models as one fused function each
+    (model/fused.py: the same results, half the MLP's activation memory, a third of RMSNorm's time), in a single
+    process without torch.compile (which fuses on its own) or Liger (whose kernels replace these)."""
     args = trainer.args
     if args.world_size != 1 or args.torch_compile or args.use_liger_kernel or args.deepspeed:
         return
-    from tunestack.model.fused import fuse_lora_mlps
+    from tunestack.model.fused import fuse_lora_mlps, fuse_rms_norms
 
-    fuse_lora_mlps(trainer.accelerator.unwrap_model(trainer.model))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if mlp:
+        fuse_lora_mlps(model)
+    if rmsnorm:
+        fuse_rms_norms(model)
 
 
 def kernels_of(trainer: Trainer) -> dict:
     """The kernels a run trains with, as chosen for this machine, model and data (run.json's `kernels`): the
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
     positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), how the
-    MLPs run (fused where fuse_mlps applies), Liger's fused kernels, and whether torch.compile is on (after the
-    check that inductor can compile here)."""
-    from tunestack.model.fused import FusedLoraMLP
+    MLPs and RMSNorms run (fused where fuse_modules applies), Liger's fused kernels, and whether torch.compile is on
+    (after the check that inductor can compile here)."""
+    from tunestack.model.fused import FusedLoraMLP, FusedRMSNorm
 
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
@@ -174,8 +178,10 @@ def kernels_of(trainer: Trainer) -> dict:
     fused = sum(isinstance(module, FusedLoraMLP) for module in trainer.model.modules())
     mlp = f"fused LoRA SwiGLU in {fused} layers (activation recomputed in the backward pass)" if fused \
         else "module by module"
+    norms = sum(isinstance(module, FusedRMSNorm) for module in trainer.model.modules())
+    rmsnorm = f"fused RMSNorm in {norms} places" if norms else "as the model defines it"
     return {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
-            "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
+            "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
 
 
 def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
