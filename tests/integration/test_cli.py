@@ -68,11 +68,12 @@ def test_run_directory_holds_everything(trained_run):
     assert startup["imports"] > 0 and startup["model"] > 0 and startup["data"] >= 0
     assert startup["total"] == pytest.approx(startup["imports"] + startup["data"] + startup["model"], abs=0.05)
     # Chosen for a CPU and short unpacked rows: eager attention, the output head only on the target tokens, and the
-    # LoRA-adapted MLPs and the RMSNorms of this Llama model fused.
+    # LoRA-adapted MLPs, the other LoRA layers and the RMSNorms of this Llama model fused.
     assert manifest["kernels"] == {
         "attention": "eager", "liger": False, "torch_compile": False,
         "output_head": "target tokens, in chunks of 1024 where their logits pass 256 MB",
         "mlp": "fused LoRA SwiGLU in 2 layers (activation recomputed in the backward pass)",
+        "lora": "adapter terms accumulated into the matrix products in 8 other layers",
         "rmsnorm": "fused RMSNorm in 5 places"}
     metrics = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if "loss" in m]

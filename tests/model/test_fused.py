@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tunestack.model.fused import (FUSED_MLP_FAMILIES, RMS_NORM_CLASSES, FusedLoraMLP, FusedRMSNorm,
-                                   fuse_lora_mlps, fuse_rms_norms)
+                                   fuse_lora_linears, fuse_lora_mlps, fuse_rms_norms, fused_lora_linears)
 
 
 def lora_model(tiny_model_dir, dtype=torch.float32, **lora):
@@ -46,10 +46,12 @@ def batch(model, rows=3, length=12):
 
 
 def test_fused_gives_the_same_loss_and_gradients_and_keeps_half_the_mlp_activations(tiny_model_dir):
+    """The MLPs fused, and the attention's four LoRA projections each through LoraLinearFunction."""
     plain, fused = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
     layers = plain.config.num_hidden_layers
     assert fuse_lora_mlps(fused) == layers
     assert all(isinstance(layer.mlp, FusedLoraMLP) for layer in fused.base_model.model.model.layers)
+    assert fuse_lora_linears(fused) == 4 * layers == fused_lora_linears(fused)  # q, k, v and o
     ids = batch(plain)
     wide = plain.config.intermediate_size
     saved_plain, saved_fused = [], []
@@ -80,6 +82,8 @@ def test_fused_under_bf16_autocast_is_as_close_to_fp32_as_the_plain_path(tiny_mo
         model = lora_model(tiny_model_dir, dtype=torch.bfloat16)
         if fuse:
             assert fuse_lora_mlps(model) == model.config.num_hidden_layers
+            assert fuse_lora_linears(model) == 4 * model.config.num_hidden_layers
+            assert fuse_rms_norms(model) == 2 * model.config.num_hidden_layers + 1
         _, grads = loss_and_grads(model, ids, autocast=True)
         assert all(grad.dtype == torch.float32 for grad in grads.values())
         errors[fuse] = max(((grads[n] - want[n]).norm() / want[n].norm()).item() for n in want)
@@ -89,6 +93,7 @@ def test_fused_under_bf16_autocast_is_as_close_to_fp32_as_the_plain_path(tiny_mo
 def test_disabled_merged_or_other_adapters_run_module_by_module(tiny_model_dir):
     model = lora_model(tiny_model_dir)
     fuse_lora_mlps(model)
+    fuse_lora_linears(model)
     ids = batch(model)
     with torch.no_grad():
         adapted = model(input_ids=ids).logits
@@ -103,6 +108,8 @@ def test_disabled_merged_or_other_adapters_run_module_by_module(tiny_model_dir):
     assert fuse_lora_mlps(lora_model(tiny_model_dir, lora_dropout=0.1)) == 0
     assert fuse_lora_mlps(lora_model(tiny_model_dir, use_dora=True)) == 0
     assert fuse_lora_mlps(lora_model(tiny_model_dir, target_modules=["q_proj", "gate_proj", "up_proj"])) == 0
+    assert fuse_lora_linears(lora_model(tiny_model_dir, lora_dropout=0.1)) == 0
+    assert fuse_lora_linears(lora_model(tiny_model_dir, use_dora=True)) == 0
 
 
 def test_the_saved_adapter_is_the_same(tiny_model_dir, tmp_path):
@@ -110,6 +117,7 @@ def test_the_saved_adapter_is_the_same(tiny_model_dir, tmp_path):
 
     plain, fused = lora_model(tiny_model_dir), lora_model(tiny_model_dir)
     fuse_lora_mlps(fused)
+    fuse_lora_linears(fused)
     want, got = get_peft_model_state_dict(plain), get_peft_model_state_dict(fused)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
@@ -198,8 +206,8 @@ def test_the_families_rmsnorms_compute_what_the_fused_one_does(family):
 
 
 def test_a_run_trains_the_same_with_the_fused_modules_or_without(tiny_model_dir, tmp_path):
-    """Through the command line, in fp32: the same losses step by step, and run.json says how the MLPs and the
-    RMSNorms ran."""
+    """Through the command line, in fp32: the same losses step by step, and run.json says how the MLPs, the other
+    LoRA layers and the RMSNorms ran."""
     import json
 
     from helpers import CHAT_ROWS, cli, write_jsonl
@@ -210,13 +218,14 @@ def test_a_run_trains_the_same_with_the_fused_modules_or_without(tiny_model_dir,
         run = tmp_path / f"run-{fused}"
         cli("sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(run), "--dtype", "fp32",
             "--max_steps", "4", "--per_device_train_batch_size", "4", "--logging_steps", "1", "--learning_rate",
-            "1e-2", "--fused_mlp", fused, "--fused_rmsnorm", fused)
+            "1e-2", "--fused_mlp", fused, "--fused_lora", fused, "--fused_rmsnorm", fused)
         metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         losses[fused] = [m["loss"] for m in metrics if "loss" in m]
         kernels = json.loads((run / "run.json").read_text())["kernels"]
-        recorded[fused] = kernels["mlp"], kernels["rmsnorm"]
+        recorded[fused] = kernels["mlp"], kernels["lora"], kernels["rmsnorm"]
     assert len(losses["true"]) == 4 and losses["true"][-1] < losses["true"][0]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
-    assert recorded["true"][0].startswith("fused LoRA SwiGLU in 2 layers") and recorded["true"][1] == \
-        "fused RMSNorm in 5 places"
-    assert recorded["false"] == ("module by module", "as the model defines it")
+    assert recorded["true"][0].startswith("fused LoRA SwiGLU in 2 layers")
+    assert recorded["true"][1:] == ("adapter terms accumulated into the matrix products in 8 other layers",
+                                    "fused RMSNorm in 5 places")
+    assert recorded["false"] == ("module by module", "module by module", "as the model defines it")

@@ -186,6 +186,9 @@ class TrainArgs:
     fused_mlp: bool = arg(True, "with LoRA on a Llama-like model (llama, mistral, qwen2, qwen3, smollm3), run each MLP "
                           "and its adapters as one function that recomputes the activation in the backward pass: the "
                           "same results with half the MLP's activation memory (one process, without --torch_compile)")
+    fused_lora: bool = arg(True, "run each plain LoRA layer as one function that accumulates the adapter's term into "
+                           "the layer's matrix product instead of scaling and adding it in passes of their own (one "
+                           "process, without --torch_compile)")
     fused_rmsnorm: bool = arg(True, "on a Llama-like model, run each RMSNorm as one function with a hand-written backward "
                               "pass: the same results to rounding, 3x faster in fp32 (one process, without "
                               "--torch_compile)")

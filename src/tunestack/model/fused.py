@@ -12,6 +12,8 @@ input in bf16 for the backward pass where autograd keeps an fp32 copy.
 
 from __future__ import annotations
 
+import types
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -211,3 +213,67 @@ def fuse_rms_norms(model: nn.Module) -> int:
                 setattr(parent, name, FusedRMSNorm(child))
                 swapped += 1
     return swapped
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    """x @ W^T + scale * (x @ A^T) @ B^T for one plain LoRA layer, with the adapter's term accumulated into the
+    projection's matrix product, and the input gradient's two terms likewise; it keeps x and the rank-r activation,
+    as peft's module-by-module computation does. It runs in the compute dtype (autocast's when on)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, dtype, weight, a, b):
+        with torch.autocast(x.device.type, enabled=False):
+            xc = x.to(dtype)
+            out, low = _lora(xc, weight.to(dtype), a.to(dtype), b.to(dtype), scale)
+        ctx.save_for_backward(xc, low, weight, a, b)
+        ctx.scale, ctx.input_dtype = scale, x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xc, low, weight, a, b = ctx.saved_tensors
+        dtype, scale = xc.dtype, ctx.scale
+        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+        with torch.autocast(xc.device.type, enabled=False):
+            grad_out = grad_out.to(dtype)
+            grad_b = flat(grad_out).t() @ flat(low) * scale
+            grad_low = grad_out @ b.to(dtype) * scale
+            grad_a = flat(grad_low).t() @ flat(xc)
+            grad_x = None
+            if ctx.needs_input_grad[0]:
+                grad_x = _matmuls(((grad_out, weight.to(dtype)), (grad_low, a.to(dtype)))).to(ctx.input_dtype)
+        return grad_x, None, None, None, grad_a.to(a.dtype), grad_b.to(b.dtype)
+
+
+def _fused_lora_forward(layer: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A peft LoRA Linear's forward through LoraLinearFunction while it is a plain single LoRA layer and gradients
+    are on; its class's own forward otherwise (merged, disabled, several adapters, DoRA, dropout, extra
+    arguments)."""
+    parts = _lora_parts((layer,)) if torch.is_grad_enabled() and not args and not kwargs else None
+    if parts is None:
+        return type(layer).forward(layer, x, *args, **kwargs)
+    (weight, a, b), (scale,) = parts
+    return LoraLinearFunction.apply(x, scale, _compute_dtype(x), weight, a, b)
+
+
+def fuse_lora_linears(model: nn.Module) -> int:
+    """Run every peft LoRA Linear layer of `model` outside a FusedLoraMLP through LoraLinearFunction, by giving the
+    layer `_fused_lora_forward` as its forward (the module, its parameters and peft's merging and saving are
+    untouched); the number of layers."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    inside_mlps = {id(layer) for module in model.modules() if isinstance(module, FusedLoraMLP)
+                   for layer in (module.gate_proj, module.up_proj, module.down_proj)}
+    fused = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and id(module) not in inside_mlps and _lora_parts((module,)) is not None:
+            if getattr(module.forward, "__func__", None) is not _fused_lora_forward:
+                module.forward = types.MethodType(_fused_lora_forward, module)
+            fused += 1
+    return fused
+
+
+def fused_lora_linears(model: nn.Module) -> int:
+    """How many of `model`'s LoRA layers run through LoraLinearFunction."""
+    return sum(getattr(getattr(module, "forward", None), "__func__", None) is _fused_lora_forward
+               for module in model.modules())

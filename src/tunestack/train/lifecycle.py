@@ -492,10 +492,10 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
                         compute, learning_rate, parallel,
                         extra={"model_args": model_args, "zero3": zero3}, processor=processor)
     trainer = method.trainer(prepared)
-    if train_args.fused_mlp or train_args.fused_rmsnorm:
+    if train_args.fused_mlp or train_args.fused_lora or train_args.fused_rmsnorm:
         from tunestack.train.trainer import fuse_modules
 
-        fuse_modules(trainer, mlp=train_args.fused_mlp, rmsnorm=train_args.fused_rmsnorm)
+        fuse_modules(trainer, mlp=train_args.fused_mlp, lora=train_args.fused_lora, rmsnorm=train_args.fused_rmsnorm)
     return _with_run_callbacks(trainer, run, train_args, progress, stop)
 
 

@@ -146,18 +146,21 @@ def _head_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     return torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
-def fuse_modules(trainer: Trainer, mlp: bool = True, rmsnorm: bool = True) -> None:
-    """Run the LoRA-adapted gated SiLU MLPs and the RMSNorms of Llama-like models as one fused function each
-    (model/fused.py: the same results, half the MLP's activation memory, a third of RMSNorm's time), in a single
-    process without torch.compile (which fuses on its own) or Liger (whose kernels replace these)."""
+def fuse_modules(trainer: Trainer, mlp: bool = True, lora: bool = True, rmsnorm: bool = True) -> None:
+    """Run the LoRA-adapted gated SiLU MLPs of Llama-like models, the other plain LoRA layers and the RMSNorms of
+    Llama-like models as one fused function each (model/fused.py: the same results to rounding, half the MLP's
+    activation memory, fewer passes over the activations), in a single process without torch.compile (which fuses
+    on its own) or Liger (whose kernels replace these)."""
     args = trainer.args
     if args.world_size != 1 or args.torch_compile or args.use_liger_kernel or args.deepspeed:
         return
-    from tunestack.model.fused import fuse_lora_mlps, fuse_rms_norms
+    from tunestack.model.fused import fuse_lora_linears, fuse_lora_mlps, fuse_rms_norms
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if mlp:
         fuse_lora_mlps(model)
+    if lora:
+        fuse_lora_linears(model)
     if rmsnorm:
         fuse_rms_norms(model)
 
@@ -166,9 +169,9 @@ def kernels_of(trainer: Trainer) -> dict:
     """The kernels a run trains with, as chosen for this machine, model and data (run.json's `kernels`): the
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
     positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), how the
-    MLPs and RMSNorms run (fused where fuse_modules applies), Liger's fused kernels, and whether torch.compile is on
-    (after the check that inductor can compile here)."""
-    from tunestack.model.fused import FusedLoraMLP, FusedRMSNorm
+    MLPs, LoRA layers and RMSNorms run (fused where fuse_modules applies), Liger's fused kernels, and whether
+    torch.compile is on (after the check that inductor can compile here)."""
+    from tunestack.model.fused import FusedLoraMLP, FusedRMSNorm, fused_lora_linears
 
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
         else "every position"
@@ -178,10 +181,13 @@ def kernels_of(trainer: Trainer) -> dict:
     fused = sum(isinstance(module, FusedLoraMLP) for module in trainer.model.modules())
     mlp = f"fused LoRA SwiGLU in {fused} layers (activation recomputed in the backward pass)" if fused \
         else "module by module"
+    linears = fused_lora_linears(trainer.model)
+    lora = f"adapter terms accumulated into the matrix products in {linears} other layers" if linears \
+        else "module by module"
     norms = sum(isinstance(module, FusedRMSNorm) for module in trainer.model.modules())
     rmsnorm = f"fused RMSNorm in {norms} places" if norms else "as the model defines it"
     return {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
-            "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
+            "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
 
 
 def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
