@@ -1,9 +1,14 @@
-"""Fused modules for training Llama-like models: a gated-SiLU MLP with its LoRA adapters, and RMSNorm.
+"""Fused functions for training: a Llama-like gated-SiLU MLP with its LoRA adapters, any plain LoRA layer, and
+Llama-like RMSNorm.
 
 In Llama-like families the MLP is `down(silu(gate(x)) * up(x))`. Run module by module under peft, autograd keeps
 gate's output, its SiLU, up's output and their product (down's LoRA input) for every token: four tensors of the
 intermediate width, about half of a small model's activation memory. The backward pass needs only gate's and up's
 outputs when the product and the SiLU are recomputed from them, which costs two elementwise passes and no matmul.
+
+peft computes a LoRA layer as `base(x) + B(A(x)) * scale`: the scaling and the addition are passes of their own
+over the layer's whole output, and so is the sum of the input gradient's two terms. Accumulating the adapter's term
+into the base product (`addmm`) removes them.
 
 RMSNorm run as its modeling code writes it is five elementwise operations forward and about ten backward, each a
 pass over the hidden states; `RMSNormFunction` does it in three forward and four backward, and in bf16 it keeps the

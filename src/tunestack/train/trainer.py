@@ -187,7 +187,8 @@ def kernels_of(trainer: Trainer) -> dict:
     norms = sum(isinstance(module, FusedRMSNorm) for module in trainer.model.modules())
     rmsnorm = f"fused RMSNorm in {norms} places" if norms else "as the model defines it"
     return {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
-            "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel), "torch_compile": bool(trainer.args.torch_compile)}
+            "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel),
+            "torch_compile": bool(trainer.args.torch_compile)}
 
 
 def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
