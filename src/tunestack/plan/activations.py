@@ -3,9 +3,11 @@
 Counted for transformers' Llama layers under tunestack's trainer: RMSNorm keeps its input in fp32 and its output,
 the attention keeps the rotated queries, the (repeated) keys and values and, with eager attention, the softmax
 scores in fp32; the MLP keeps the gate output, its SiLU, the up projection and (when the down projection trains)
-their product; LoRA keeps each A output. PyTorch keeps a frozen layer's weight, not its input, so which layers
-train decides which inputs are kept. Logits are computed only where a target is (train/trainer.py), in fp32 for
-the loss: the logits, their log-softmax and its gradient peak together at 12 bytes per element.
+their product; LoRA keeps each A output. With tunestack's fused functions (model/fused.py, on by default in one
+process for the Llama-like families), RMSNorm keeps its input in its own dtype and no output, and a LoRA-adapted MLP
+keeps its input, the gate output and the up projection alone. PyTorch keeps a frozen layer's weight, not its input,
+so which layers train decides which inputs are kept. Logits are computed only where a target is (train/trainer.py),
+in fp32 for the loss: the logits, their log-softmax and its gradient peak together at 12 bytes per element.
 """
 
 from __future__ import annotations
@@ -64,40 +66,53 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     h, i, qd = shape.hidden, shape.intermediate, shape.heads * shape.head_dim
     trained = set(shape.linear_sizes()) if setup.tuner == "full" else set(shape.targets(setup.targets))
     full = setup.tuner == "full"
+    fused_norm, fused_mlp = _fused(shape, setup, trained)
+    norm_input = tokens * h * (a if fused_norm else F32)  # the fused RMSNorm keeps its input as it comes
     per_layer = [
-        Kept("layer input, fp32 (RMSNorm)", tokens * h * F32, 2),  # before attention and before the MLP
+        Kept("layer input (RMSNorm)", norm_input, 2),  # before attention and before the MLP
         Kept("RMSNorm statistics", tokens * F32, 2),
-        Kept("RMSNorm normalized (trained norm weights)", tokens * h * a, 2 if full else 0),
+        Kept("RMSNorm normalized (trained norm weights)", tokens * h * a, 2 if full and not fused_norm else 0),
         Kept("attention input", tokens * h * a, 1 if trained & {"q_proj", "k_proj", "v_proj"} else 0),
-        Kept("MLP input", tokens * h * a, 1 if trained & {"gate_proj", "up_proj"} else 0),
+        Kept("MLP input", tokens * h * a, 1 if trained & {"gate_proj", "up_proj"} or fused_mlp else 0),
         *_attention(shape, setup, rows),
         Kept("attention output", tokens * qd * a, 1 if "o_proj" in trained else 0),
-        Kept("MLP gate, SiLU and up", tokens * i * a, 3),
-        Kept("MLP product", tokens * i * a, 1 if "down_proj" in trained else 0),
+        Kept("MLP gate and up" if fused_mlp else "MLP gate, SiLU and up", tokens * i * a, 2 if fused_mlp else 3),
+        Kept("MLP product", tokens * i * a, 1 if "down_proj" in trained and not fused_mlp else 0),
         *_adapters(shape, setup, tokens, trained),
     ]
-    layer = sum(k.bytes * k.count for k in per_layer) - tokens * h * F32  # its input is kept anyway
+    layer = sum(k.bytes * k.count for k in per_layer) - norm_input  # its input is kept anyway
     first_needs_input = full or setup.checkpointing  # an adapter run's embedding output needs no gradient
     kept = [Kept(k.name, k.bytes, k.count * shape.layers) for k in per_layer if k.count]
     if not first_needs_input:
-        unkept = _unkept_in_first_layer(shape, rows, trained, _attention(shape, setup, rows))
+        unkept = _unkept_in_first_layer(shape, rows, trained, _attention(shape, setup, rows), norm_input)
         kept.append(Kept("first layer: no gradient reaches its input", -unkept, 1))
     kept_logits = rows.batch * rows.kept
     rotary = 2 * (rows.batch if setup.attention == "packed" else 1) * rows.length * shape.head_dim * F32
     trained_outside = kept_logits * h * a + tokens * h * a + tokens * 8 if full else 0  # head input, norm, token ids
-    head = tokens * (h + 1) * F32 + trained_outside + rotary + rows.kept * 8
+    head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * 8
     scores = _scores(shape, setup, rows)
     transient = 2 * tokens * h * a + 3 * tokens * i * a + 2 * scores
     return Activations(kept=kept, layer=layer, inputs=shape.layers * tokens * h * a, head=head,
                        logits=kept_logits * shape.vocab * 3 * F32, transient=transient)
 
 
-def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str], attention: list[Kept]) -> int:
+def _fused(shape: ModelShape, setup: RunSetup, trained: set[str]) -> tuple[bool, bool]:
+    """Whether the run's RMSNorms and its MLPs run as model/fused.py's functions (as fuse_modules decides)."""
+    from tunestack.model.fused import FUSED_MLP_FAMILIES
+
+    llama_like = shape.model_type in FUSED_MLP_FAMILIES
+    mlp = llama_like and "mlp" in setup.fused and setup.tuner == "lora" and setup.dropout == 0 \
+        and {"gate_proj", "up_proj", "down_proj"} <= trained
+    return llama_like and "rmsnorm" in setup.fused, mlp
+
+
+def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str], attention: list[Kept],
+                           norm_input: int) -> int:
     """What an adapter run's first layer does not keep, as no gradient reaches its input: its first RMSNorm keeps
     nothing, a frozen key projection leaves the queries unkept (and a frozen query projection the keys), and with
     both frozen the values too."""
     size = {k.name.split(" (")[0]: k.bytes for k in attention}
-    unkept = rows.tokens * (shape.hidden + 1) * F32
+    unkept = norm_input + rows.tokens * F32
     unkept += size["queries"] if "k_proj" not in trained else 0
     unkept += size["keys and values"] if "q_proj" not in trained else 0
     unkept += size["keys and values"] if not trained & {"q_proj", "k_proj"} else 0

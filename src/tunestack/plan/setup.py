@@ -28,6 +28,9 @@ class RunSetup:
     """eager (keeps length x length scores), sdpa or flash (keep none), packed (tunestack's per-example kernel)."""
     sharding: Sharding = field(default_factory=Sharding)
     device: str = "cpu"
+    fused: frozenset[str] = frozenset()
+    """The fused functions the run may use (train/trainer.py's fuse_modules: mlp, lora, rmsnorm), by its flags and
+    process; which of them apply also depends on the family and the adapters (plan/activations.py)."""
 
     @property
     def adapter(self) -> bool:
@@ -47,8 +50,16 @@ def run_setup(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: TrainAr
         modules_to_save=list(tuner.modules_to_save), checkpointing=train.gradient_checkpointing,
         batch=train.per_device_train_batch_size, accumulation=train.gradient_accumulation_steps,
         compute_bytes=compute_bytes(model, train, device), attention=attention_kind(model, data, device),
-        sharding=sharding(parallel), device=device.kind,
+        sharding=sharding(parallel), device=device.kind, fused=fused_functions(train, sharding(parallel)),
     )
+
+
+def fused_functions(train: TrainArgs, shard: Sharding) -> frozenset[str]:
+    """The fused functions fuse_modules installs for these flags: in one process, without torch.compile or Liger."""
+    if shard.world != 1 or shard.engine != "none" or train.torch_compile or train.use_liger_kernel:
+        return frozenset()
+    flags = {"mlp": train.fused_mlp, "lora": train.fused_lora, "rmsnorm": train.fused_rmsnorm}
+    return frozenset(name for name, on in flags.items() if on)
 
 
 def compute_bytes(model: ModelArgs, train: TrainArgs, device: Device) -> int:

@@ -27,6 +27,8 @@ class ModelShape:
     """Whether the output layer shares the embedding matrix."""
     checkpoint_bytes: int = 4
     """Bytes per weight in the checkpoint files (2 for bf16 / fp16 checkpoints)."""
+    model_type: str = ""
+    """config.json's model_type (which fused functions training uses depends on the family)."""
 
     @classmethod
     def from_config(cls, config: dict) -> ModelShape:
@@ -48,7 +50,7 @@ class ModelShape:
             layers=config["num_hidden_layers"], heads=heads, kv_heads=config.get("num_key_value_heads") or heads,
             head_dim=config.get("head_dim") or hidden // heads, vocab=config["vocab_size"],
             tied=bool(config.get("tie_word_embeddings", True)),
-            checkpoint_bytes=2 if dtype in ("bfloat16", "float16") else 4,
+            checkpoint_bytes=2 if dtype in ("bfloat16", "float16") else 4, model_type=config.get("model_type") or "",
         )
 
     def linear_sizes(self) -> dict[str, tuple[int, int]]:
