@@ -83,6 +83,19 @@ def _lora(x, weight, a, b, scale):
     return out, low
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, t.shape[-1])
+
+
+def _lora_grads(grad, low, x, a, b, scale, dtype):
+    """For one LoRA term `scale * (x @ A^T) @ B^T` and its output's gradient: A's and B's gradients (in their own
+    dtypes) and the rank-r activation's gradient."""
+    grad_b = _flat(grad).t() @ _flat(low) * scale
+    grad_low = grad @ b.to(dtype) * scale
+    grad_a = _flat(grad_low).t() @ _flat(x)
+    return grad_a.to(a.dtype), grad_b.to(b.dtype), grad_low
+
+
 def _matmuls(pairs) -> torch.Tensor:
     """The sum of the products `grad @ weight` over `pairs`, accumulated in place into the first one's output."""
     (grad, weight), *rest = pairs
@@ -117,15 +130,12 @@ class LoraSwiGLU(torch.autograd.Function):
         xc, gate, up, low_g, low_u, low_d, wg, ag, bg, wu, au, bu, wd, ad, bd = ctx.saved_tensors
         sg, su, sd = ctx.scales
         dtype = xc.dtype
-        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         with torch.autocast(xc.device.type, enabled=False):
             grad_out = grad_out.to(dtype)
             act = F.silu(gate)
             hidden = act * up  # exactly the forward's
             # down projection: out = hidden @ wd^T + (hidden @ ad^T) @ bd^T * sd
-            grad_bd = flat(grad_out).t() @ flat(low_d) * sd
-            grad_low_d = grad_out @ bd.to(dtype) * sd
-            grad_ad = flat(grad_low_d).t() @ flat(hidden)
+            grad_ad, grad_bd, grad_low_d = _lora_grads(grad_out, low_d, hidden, ad, bd, sd, dtype)
             del hidden
             grad_hidden = _matmuls(((grad_out, wd.to(dtype)), (grad_low_d, ad.to(dtype))))
             # as autograd differentiates silu(gate) * up: the product's two sides, then ATen's SiLU backward kernel
@@ -135,15 +145,13 @@ class LoraSwiGLU(torch.autograd.Function):
             del grad_hidden
             grads, terms = [], []
             for grad, low, w, a, b, s in ((grad_gate, low_g, wg, ag, bg, sg), (grad_up, low_u, wu, au, bu, su)):
-                grad_b = flat(grad).t() @ flat(low) * s
-                grad_low = grad @ b.to(dtype) * s
-                grad_a = flat(grad_low).t() @ flat(xc)
+                grad_a, grad_b, grad_low = _lora_grads(grad, low, xc, a, b, s, dtype)
                 terms += [(grad, w.to(dtype)), (grad_low, a.to(dtype))]
-                grads.append((grad_a.to(a.dtype), grad_b.to(b.dtype)))
+                grads.append((grad_a, grad_b))
             grad_x = _matmuls(terms)
         (grad_ag, grad_bg), (grad_au, grad_bu) = grads
         return (grad_x.to(ctx.input_dtype), None, None, None, grad_ag, grad_bg, None, grad_au, grad_bu, None,
-                grad_ad.to(ad.dtype), grad_bd.to(bd.dtype))
+                grad_ad, grad_bd)
 
 
 def fuse_lora_mlps(model: nn.Module) -> int:
@@ -237,17 +245,14 @@ class LoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         xc, low, weight, a, b = ctx.saved_tensors
-        dtype, scale = xc.dtype, ctx.scale
-        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+        dtype = xc.dtype
         with torch.autocast(xc.device.type, enabled=False):
             grad_out = grad_out.to(dtype)
-            grad_b = flat(grad_out).t() @ flat(low) * scale
-            grad_low = grad_out @ b.to(dtype) * scale
-            grad_a = flat(grad_low).t() @ flat(xc)
+            grad_a, grad_b, grad_low = _lora_grads(grad_out, low, xc, a, b, ctx.scale, dtype)
             grad_x = None
             if ctx.needs_input_grad[0]:
                 grad_x = _matmuls(((grad_out, weight.to(dtype)), (grad_low, a.to(dtype)))).to(ctx.input_dtype)
-        return grad_x, None, None, None, grad_a.to(a.dtype), grad_b.to(b.dtype)
+        return grad_x, None, None, None, grad_a, grad_b
 
 
 def _fused_lora_forward(layer: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

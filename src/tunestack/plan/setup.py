@@ -45,12 +45,13 @@ class RunSetup:
 def run_setup(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: TrainArgs, parallel: ParallelArgs,
               device: Device) -> RunSetup:
     """The setup `tunestack sft` would train with, given these flags, on `device`."""
+    shard = sharding(parallel)
     return RunSetup(
         tuner=tuner.tuner, rank=tuner.lora_rank, targets=list(tuner.target_modules), dropout=tuner.lora_dropout,
         modules_to_save=list(tuner.modules_to_save), checkpointing=train.gradient_checkpointing,
         batch=train.per_device_train_batch_size, accumulation=train.gradient_accumulation_steps,
         compute_bytes=compute_bytes(model, train, device), attention=attention_kind(model, data, device),
-        sharding=sharding(parallel), device=device.kind, fused=fused_functions(train, sharding(parallel)),
+        sharding=shard, device=device.kind, fused=fused_functions(train, shard),
     )
 
 
