@@ -12,6 +12,8 @@ AVX-512 BF16, else fp32), greedy, `--max_tokens` new tokens per prompt, one sequ
 Drafters: none (plain decoding), prompt lookup (`--prompt_lookup_tokens`), and with `--draft_layers N` a draft
 model made of the model's own first N layers, final norm and head (the same tokenizer by construction; untrained
 as an exit, its drafts are rarely right: a real draft model is a smaller sibling of the same family).
+With `--onednn_matvec` (bf16 on a CPU with native bf16), each side also runs with every product on oneDNN, as the
+engine did before it sent one- and two-row bf16 products to ATen's matrix-vector kernel (model.precision.cpu_matvec).
 With `--torch_compile`, each drafter also runs with the decoding step compiled over the static KV cache
 (`tunestack infer --torch_compile`); its compile happens in the untimed warm-up.
 Each row is the total generated tokens over the total wall time of its prompts, after one untimed warm-up; each
@@ -55,6 +57,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtype", default="auto", help="as tunestack's --dtype: auto, bf16, fp32")
     parser.add_argument("--torch_compile", action="store_true", help="also run each drafter with compiled steps")
+    parser.add_argument("--onednn_matvec", action="store_true",
+                        help="also run each side with oneDNN's bf16 products at one row (as before ATen's gemv)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
     args = parser.parse_args()
@@ -68,9 +72,11 @@ def main() -> None:
     from tunestack.inference.loading import load_for_inference
     from tunestack.inference.pt import PtEngine
     from tunestack.inference.speculative import DraftModel, PromptLookup
+    from tunestack.model import precision
     from tunestack.plan.device import cpu_name
 
     loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
+    default_rows = precision.MATVEC_ROWS
     model, tokenizer = loaded.model, loaded.tokenizer
     workloads = {
         "edit": [EDIT.format(p) for p in PARAGRAPHS[:1 if args.quick else None]],
@@ -84,18 +90,23 @@ def main() -> None:
         draft.config.num_hidden_layers = args.draft_layers
         drafters[f"draft: first {args.draft_layers} layers, {args.num_speculative_tokens}"] = \
             lambda: DraftModel(draft, args.num_speculative_tokens)
+    drafters = {name: (make, False, precision.MATVEC_ROWS) for name, make in drafters.items()}
     if args.torch_compile:
-        drafters.update({f"{name}, compiled": (make, True) for name, make in drafters.items()})
+        drafters.update({f"{name}, compiled": (make, True, rows) for name, (make, _, rows) in drafters.items()})
+    if args.onednn_matvec and precision.cpu_has_fast_bf16() and model.dtype == torch.bfloat16:
+        drafters.update({f"{name}, oneDNN matvec": (make, compiled, 0)
+                         for name, (make, compiled, _) in list(drafters.items())})
     params = SamplingParams(max_new_tokens=args.max_tokens)
 
     def encode(text: str) -> list[int]:
         return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
                                              tokenize=True, return_dict=True)["input_ids"]
 
-    def run(make, prompts):
-        make, compiled = make if isinstance(make, tuple) else (make, False)
+    def run(side, prompts):
+        make, compiled, matvec_rows = side
         engine = PtEngine(model, tokenizer.pad_token_id, loaded.eos_token_ids, speculator=make(),
                           compile_decode=compiled)
+        precision.MATVEC_ROWS = matvec_rows
         try:
             engine.generate([encode(prompts[0])], SamplingParams(max_new_tokens=4))  # warm-up
             engine.speculation.proposed = engine.speculation.accepted = 0
@@ -105,6 +116,7 @@ def main() -> None:
             return answers, time.perf_counter() - start, engine.speculation
         finally:
             engine.close()
+            precision.MATVEC_ROWS = default_rows
 
     rows = []
     with torch.no_grad():

@@ -37,6 +37,7 @@ from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, Un
 from tunestack.inference.kv_batch import KVBatch, StaticKVBatch, cache_argument, supports_batching
 from tunestack.inference.sampler import RowState, sample, token_logprobs, verify_draft
 from tunestack.inference.speculative import SpeculationStats, cut_cache
+from tunestack.model.precision import cpu_matvec
 
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 IMAGES_AT_EVERY_STEP = ("mllama",)
@@ -196,8 +197,9 @@ class PtEngine(Engine):
         for name, value in (media or {}).items():
             kwargs[name] = value.to(self.model.device) if isinstance(value, torch.Tensor) else value
         kwargs[self._cache_argument] = cache
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                          logits_to_keep=logits_to_keep, **kwargs)
+        with cpu_matvec(self.model, ids.numel()):
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                              logits_to_keep=logits_to_keep, **kwargs)
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
         """One forward over the newcomers' prompts (left-padded), whose cache then joins the running batch. A
@@ -265,8 +267,9 @@ class PtEngine(Engine):
 
         cache, width, before = self._batch.cache, self._batch.width, compile_seconds()
         try:
-            out = self._compiled(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                 logits_to_keep=1, **{self._cache_argument: cache})
+            with cpu_matvec(self.model, ids.numel()):
+                out = self._compiled(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                     logits_to_keep=1, **{self._cache_argument: cache})
         except Exception as exc:  # noqa: BLE001 - any failure of the compiled graph: carry on eagerly
             _say(f"warning: --torch_compile: the compiled decoding step failed ({type(exc).__name__}: "
                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); decoding in eager mode from now on")

@@ -17,6 +17,7 @@ import torch
 
 from tunestack.errors import TunestackError
 from tunestack.inference.kv_batch import cache_argument
+from tunestack.model.precision import cpu_matvec
 
 
 @dataclass
@@ -85,8 +86,9 @@ class DraftModel:
         drafts: list[int] = []
         with torch.no_grad():
             while True:
-                out = self.model(input_ids=torch.tensor([feed], device=device), use_cache=True, logits_to_keep=1,
-                                 **{self._cache_argument: self.cache})
+                with cpu_matvec(self.model, len(feed)):
+                    out = self.model(input_ids=torch.tensor([feed], device=device), use_cache=True,
+                                     logits_to_keep=1, **{self._cache_argument: self.cache})
                 self.length += len(feed)
                 drafts.append(int(out.logits[0, -1].argmax()))
                 if len(drafts) == limit:
