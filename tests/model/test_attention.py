@@ -1,4 +1,6 @@
-"""The packed-row CPU attention kernel computes what transformers' sdpa computes, and its gradients."""
+"""The CPU training attention kernels: the packed-row one computes what transformers' sdpa computes, the grouped
+eager one what eager attention computes (padding on either side, several families), both with their gradients, and
+the grouped one keeps only the key/value heads' own keys and values."""
 
 import pytest
 import torch
@@ -6,8 +8,8 @@ import torch
 from helpers import CHAT_ROWS
 from tunestack.data.packing import Collator, pack_sequences
 from tunestack.data.tokenize import encode_conversation
-from tunestack.model.attention import register, segments
-from tunestack.model.load import pick_attention
+from tunestack.model.attention import GROUPED_FAMILIES, register, register_grouped, segments
+from tunestack.model.load import attention_limits, pick_attention
 
 
 def load(path, attn):
@@ -45,6 +47,94 @@ def test_attention_choice():
     assert pick_attention("auto", torch.bfloat16, 4096) == "sdpa"
     assert pick_attention("auto", torch.bfloat16) == "sdpa"  # inference
     assert pick_attention("sdpa", torch.bfloat16, 512, packed=True) == "sdpa"
+    # a family the grouped kernel serves: it replaces eager attention for short rows, nothing else
+    assert pick_attention("auto", torch.float32, 512, grouped=True) == "tunestack_eager"
+    assert pick_attention("auto", torch.float32, 512, packed=True, grouped=True) == "tunestack_packed"
+    assert pick_attention("auto", torch.float32, 4096, grouped=True) == "sdpa"
+    assert pick_attention("auto", torch.float32, None, grouped=True) == "sdpa"
+    assert pick_attention("eager", torch.float32, 512, grouped=True) == "eager"
+    assert pick_attention("auto", torch.float32, 512, softcap=True, grouped=True) == "eager"
+
+
+def test_the_grouped_kernel_serves_its_families_only(tiny_model_dir, tmp_path):
+    from transformers import AutoConfig
+
+    assert attention_limits(tiny_model_dir)[2] is True  # a Llama
+    assert attention_limits(tiny_model_dir, trust_remote_code=True)[2] is False  # its own modeling code
+    config = AutoConfig.for_model("gemma2", vocab_size=64, hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    config.save_pretrained(tmp_path)
+    softcap, _, grouped = attention_limits(tmp_path)  # Gemma 2: soft-capped logits, not a grouped family
+    assert softcap is True and grouped is False
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3"])
+def test_each_family_hands_its_eager_kernel_unrepeated_keys(family):
+    """The contract the grouped kernel relies on, read in each family's modeling code: the attention forward calls
+    the attention interface, whose eager kernel repeats keys and values itself."""
+    import importlib
+    import inspect
+
+    assert family in GROUPED_FAMILIES
+    module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+    eager = inspect.getsource(module.eager_attention_forward)
+    assert "repeat_kv(key" in eager and "repeat_kv(value" in eager
+    attention = next(c for n, c in vars(module).items() if n.endswith("Attention") and inspect.isclass(c)
+                     and "attention_interface" in inspect.getsource(c.forward))
+    assert "eager_attention_forward" in inspect.getsource(attention.forward)
+
+
+def tiny(family: str, heads: int, kv_heads: int):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(family, vocab_size=120, hidden_size=heads * 16, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                  head_dim=16, max_position_embeddings=256)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+
+
+@pytest.mark.parametrize("family, heads, kv_heads", [("llama", 6, 2), ("llama", 4, 4), ("qwen3", 6, 3),
+                                                     ("mistral", 6, 1)])
+def test_grouped_kernel_matches_eager_logits_and_gradients(family, heads, kv_heads):
+    model = tiny(family, heads, kv_heads)
+    ids = torch.randint(0, 120, (3, 20))
+    mask = torch.ones_like(ids)
+    mask[1, 14:] = 0  # padded at the end
+    mask[2, :5] = 0  # and at the start
+    results = {}
+    for attn in ("eager", register_grouped()):
+        model.set_attn_implementation(attn)
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        out.loss.backward()
+        results[attn] = (out.logits.detach(), [p.grad.clone() for p in model.parameters()])
+    assert model.config._attn_implementation == "tunestack_eager"
+    torch.testing.assert_close(results["tunestack_eager"][0], results["eager"][0], rtol=1e-6, atol=1e-6)
+    for grouped, eager in zip(results["tunestack_eager"][1], results["eager"][1]):
+        torch.testing.assert_close(grouped, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_kernel_keeps_a_third_of_the_keys_and_values():
+    """9 query heads over 3 key/value heads, as the embedded model: eager attention keeps each key and value 3 times,
+    the grouped kernel once; everything else kept is the same."""
+    model = tiny("llama", 9, 3)
+    ids = torch.randint(0, 120, (2, 24))
+
+    def kept(attn) -> int:
+        model.set_attn_implementation(attn)
+        storages = {}
+
+        def pack(tensor):
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(input_ids=ids, use_cache=False)
+        return sum(storages.values())
+
+    repeats = 2 * 2 * 24 * (9 - 3) * 16 * 4  # 2 layers x keys and values x 24 tokens x 6 extra heads x 16 dims, fp32
+    assert kept("eager") - kept(register_grouped()) == 2 * repeats
 
 
 def test_a_model_without_sdpa_gets_eager_attention_or_a_clear_error():

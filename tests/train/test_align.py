@@ -80,7 +80,7 @@ def test_method_learns_and_trains_only_what_it_should(name, trained, tiny_model_
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["status"] == "completed" and manifest["command"] == command
     assert manifest["kernels"]["output_head"] == "every position"  # TRL's trainers compute the head everywhere
-    assert manifest["kernels"]["attention"] in ("eager", "sdpa")
+    assert manifest["kernels"]["attention"] in ("tunestack_eager", "sdpa")
     steps = logged(run)
     assert [s["step"] for s in steps] == list(range(1, 9))
     losses = [s["loss"] for s in steps]

@@ -78,7 +78,7 @@ def test_ppo_logs_its_figures_and_trains_only_the_adapter_and_value_head(setup):
     assert rows[0]["kl"] == 0.0 and rows[-1]["kl"] != 0.0  # a fresh adapter is the reference, then departs from it
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["status"] == "completed" and manifest["final_reward"] == rows[-1]["reward"]
-    assert manifest["kernels"]["attention"] in ("eager", "sdpa") and not manifest["kernels"]["torch_compile"]
+    assert manifest["kernels"]["attention"] in ("tunestack_eager", "sdpa") and not manifest["kernels"]["torch_compile"]
     final = load_file(run / "final" / "adapter_model.safetensors")
     assert all("lora_" in key for key in final), sorted(final)
     assert all(value.abs().sum() > 0 for key, value in final.items() if "lora_B" in key)

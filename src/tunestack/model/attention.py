@@ -1,4 +1,12 @@
-"""Attention for packed rows on CPU: each packed example attends only within itself, at the cost of its own length.
+"""Attention kernels for training on CPU, registered through transformers' public `AttentionInterface`.
+
+`grouped_attention` ("tunestack_eager"), for short unpacked rows: transformers' eager attention, the same operations
+in the same order, except that grouped-query models' keys and values are not repeated per query head. Eager
+attention copies them to every head (`repeat_kv`) and autograd keeps the copies; here each key/value head's query
+heads are stacked along the query axis instead, so that one matrix product serves a group and only the key/value
+heads' own keys and values are kept: a 9-head, 3-key/value-head model keeps a third of them.
+
+`packed_attention`, for packed rows: each packed example attends only within itself, at the cost of its own length.
 
 transformers' sdpa and eager kernels handle packed rows with a block-diagonal mask over the whole row, so a row of
 eight 64-token examples pays for 512x512 scores. This kernel, registered through transformers' public
@@ -12,6 +20,10 @@ from __future__ import annotations
 import torch
 
 NAME = "tunestack_packed"
+GROUPED = "tunestack_eager"
+GROUPED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "mixtral", "qwen2_moe", "qwen3_moe", "phi3")
+"""Text families whose attention hands [batch, heads, length, dim] queries and [batch, key/value heads, length, dim]
+keys and values to the attention interface, their eager kernel repeating the keys and values (`repeat_kv`)."""
 
 
 def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list[list[tuple[int, int]]]:
@@ -84,9 +96,36 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
     return layout.from_grid(grid).transpose(1, 2).contiguous(), None
 
 
+def grouped_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
+    """transformers' eager attention without repeating keys and values: ([batch, length, heads, dim], weights).
+    `attention_mask` is eager attention's additive [batch, 1, queries, keys] mask (registered with `eager_mask`)."""
+    batch, heads, length, dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    # query heads h*groups..h*groups+groups-1 share key/value head h, as repeat_kv pairs them
+    stacked = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)
+    scores = (torch.matmul(stacked, key.transpose(2, 3)) * scaling).view(batch, heads, length, keys)
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights.view(batch, kv_heads, heads // kv_heads * length, keys), value)
+    return output.view(batch, heads, length, value.shape[-1]).transpose(1, 2).contiguous(), weights
+
+
 def register() -> str:
     """Make the kernel available as `attn_implementation="tunestack_packed"`; returns that name."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(NAME, packed_attention)
     return NAME
+
+
+def register_grouped() -> str:
+    """Make the grouped eager kernel available as `attn_implementation="tunestack_eager"`, with eager attention's
+    mask; returns that name."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import eager_mask
+
+    AttentionInterface.register(GROUPED, grouped_attention)
+    AttentionMaskInterface.register(GROUPED, eager_mask)
+    return GROUPED

@@ -53,10 +53,11 @@ def set_pad_token(tokenizer) -> None:
 
 
 def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = None, packed: bool = False,
-                   softcap: bool = False, sdpa: bool = True) -> str:
+                   softcap: bool = False, sdpa: bool = True, grouped: bool = False) -> str:
     """flash attention 2 on CUDA in half precision when installed; sdpa otherwise, except for training on CPU:
     packed rows get the per-example kernel of model/attention.py, and short rows eager attention (faster than
-    sdpa's CPU backward, and its L^2 scores are small).
+    sdpa's CPU backward, and its L^2 scores are small), as model/attention.py's grouped kernel where `grouped` (a
+    family in GROUPED_FAMILIES): the same operations without keeping a copy of the keys and values per query head.
 
     `softcap`: the model soft-caps its attention logits (Gemma 2's attn_logit_softcapping), which sdpa and the
     packed kernel cannot do: eager attention then, or flash attention 2 on CUDA (it soft-caps too).
@@ -86,23 +87,31 @@ def pick_attention(requested: str, dtype: torch.dtype, max_length: int | None = 
         from tunestack.model.attention import register
 
         return register()
-    return "eager" if max_length is not None and max_length <= 1024 else "sdpa"
+    if max_length is not None and max_length <= 1024:
+        from tunestack.model.attention import register_grouped
+
+        return register_grouped() if grouped else "eager"
+    return "sdpa"
 
 
-def attention_limits(path, trust_remote_code: bool = False) -> tuple[bool, bool]:
-    """(softcap, sdpa): whether the model's config soft-caps attention logits (Gemma 2: attn_logit_softcapping;
-    for a multimodal config, its text config's), and whether its causal-LM class supports sdpa."""
+def attention_limits(path, trust_remote_code: bool = False) -> tuple[bool, bool, bool]:
+    """(softcap, sdpa, grouped): whether the model's config soft-caps attention logits (Gemma 2:
+    attn_logit_softcapping; for a multimodal config, its text config's), whether its causal-LM class supports sdpa,
+    and whether it is a text model of a family the grouped eager kernel serves (model/attention.py)."""
     import transformers
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    from tunestack.model.attention import GROUPED_FAMILIES
 
     try:
         config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError):
-        return False, True  # loading the model reports the problem
+        return False, True, False  # loading the model reports the problem
     model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type, ""), None)
     sdpa = getattr(model_class, "_supports_sdpa", True) is not False
+    grouped = config.model_type in GROUPED_FAMILIES and not trust_remote_code
     config = getattr(config, "text_config", None) or config
-    return getattr(config, "attn_logit_softcapping", None) is not None, sdpa
+    return getattr(config, "attn_logit_softcapping", None) is not None, sdpa, grouped
 
 
 def nf4_config(compute_dtype: torch.dtype):

@@ -121,7 +121,7 @@ def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str
 
 def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
     """Bytes of one layer's softmax scores in fp32 (none for sdpa and flash attention)."""
-    if setup.attention == "eager":
+    if setup.attention in ("eager", "grouped eager"):
         return rows.batch * shape.heads * rows.length**2 * F32
     if setup.attention == "packed":
         return rows.examples * shape.heads * rows.longest_example**2 * F32
@@ -131,7 +131,11 @@ def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
 def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kept]:
     """Queries, keys, values and scores the attention keeps, by kernel."""
     a, tokens, d = setup.compute_bytes, rows.tokens, shape.head_dim
-    repeated = shape.heads if shape.kv_heads < shape.heads else shape.kv_heads  # eager and sdpa repeat keys/values
+    from tunestack.model.attention import GROUPED_FAMILIES
+
+    # eager and sdpa repeat keys/values per query head; the grouped eager kernel (its families) does not
+    grouped = setup.attention == "grouped eager" and shape.model_type in GROUPED_FAMILIES
+    repeated = shape.heads if shape.kv_heads < shape.heads and not grouped else shape.kv_heads
     if setup.attention == "packed":  # per-example grid: examples x longest example; matmul copies keys/values per head
         grid = rows.examples * rows.longest_example
         scores = _scores(shape, setup, rows)
@@ -140,7 +144,7 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
                 Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1),
                 Kept("attention mask", rows.examples * rows.longest_example**2, 1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
-    if setup.attention == "eager":
+    if setup.attention in ("eager", "grouped eager"):
         scores = _scores(shape, setup, rows)
         return kept + [Kept("softmax scores", scores + (scores // 2 if a == 2 else 0), 1)]
     return kept + [Kept("attention kernel output and statistics", tokens * shape.heads * (d * a + F32), 1)]

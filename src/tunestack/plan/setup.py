@@ -25,7 +25,8 @@ class RunSetup:
     compute_bytes: int = 4
     """Bytes per element of activations: 2 in bf16 / fp16, 4 in fp32."""
     attention: str = "eager"
-    """eager (keeps length x length scores), sdpa or flash (keep none), packed (tunestack's per-example kernel)."""
+    """eager (keeps length x length scores), grouped eager (tunestack's kernel: eager without copies of the keys and
+    values per query head, in GROUPED_FAMILIES), sdpa or flash (keep none), packed (tunestack's per-example kernel)."""
     sharding: Sharding = field(default_factory=Sharding)
     device: str = "cpu"
     fused: frozenset[str] = frozenset()
@@ -81,4 +82,4 @@ def attention_kind(model: ModelArgs, data: DataArgs, device: Device) -> str:
         return "flash" if device.flash_attention else "sdpa"
     if data.packing:
         return "packed"
-    return "eager" if data.max_length <= 1024 else "sdpa"
+    return "grouped eager" if data.max_length <= 1024 else "sdpa"
