@@ -84,15 +84,20 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
     """Same signature and output layout as transformers' eager attention: ([batch, length, heads, dim], None)."""
     batch, heads, length, dim = query.shape
     kv_heads = key.shape[1]
+    groups = heads // kv_heads
     layout = _layout(position_ids, batch, length, query.device)
-    # Grouped-query attention by broadcasting: query heads h*groups..h*groups+groups-1 share key/value head h.
-    q = layout.to_grid(query).unflatten(1, (kv_heads, heads // kv_heads))
-    k, v = layout.to_grid(key).unsqueeze(2), layout.to_grid(value).unsqueeze(2)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    # Grouped-query attention as in grouped_attention: query heads h*groups..h*groups+groups-1 share key/value head
+    # h, stacked along the query axis so that keys and values are neither copied per query head nor kept so.
+    q = layout.to_grid(query)
+    examples, longest = q.shape[0], q.shape[2]
+    q = q.view(examples, kv_heads, groups * longest, dim)
+    k, v = layout.to_grid(key), layout.to_grid(value)
+    scores = (torch.matmul(q, k.transpose(-1, -2)) * scaling).view(examples, kv_heads, groups, longest, longest)
     scores = scores.masked_fill(~layout.mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    grid = torch.matmul(weights, v).flatten(1, 2)  # [examples, heads, longest, dim]
+    grid = torch.matmul(weights.view(examples, kv_heads, groups * longest, longest), v)
+    grid = grid.view(examples, heads, longest, value.shape[-1])
     return layout.from_grid(grid).transpose(1, 2).contiguous(), None
 
 

@@ -136,11 +136,11 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
     # eager and sdpa repeat keys/values per query head; the grouped eager kernel (its families) does not
     grouped = setup.attention == "grouped eager" and shape.model_type in GROUPED_FAMILIES
     repeated = shape.heads if shape.kv_heads < shape.heads and not grouped else shape.kv_heads
-    if setup.attention == "packed":  # per-example grid: examples x longest example; matmul copies keys/values per head
+    if setup.attention == "packed":  # per-example grid: examples x longest example; keys/values per key/value head
         grid = rows.examples * rows.longest_example
         scores = _scores(shape, setup, rows)
         return [Kept("queries (per-example grid)", grid * shape.heads * d * a, 1),
-                Kept("keys and values (per-example grid)", grid * shape.heads * d * a, 2),
+                Kept("keys and values (per-example grid)", grid * shape.kv_heads * d * a, 2),
                 Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1),
                 Kept("attention mask", rows.examples * rows.longest_example**2, 1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
