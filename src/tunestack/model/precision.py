@@ -53,8 +53,8 @@ def cpu_matvec(model: torch.nn.Module, rows: int):
 
     At one row oneDNN's bf16 matmul is bound by its own overheads, where ATen's gemv (fp32 accumulation with
     AVX-512) streams the weights at the memory's speed: the embedded model's linear layers, one row, took 8.6 ms
-    against 17.7 ms on an AMD EPYC with AVX-512 BF16, and its single-stream decoding went from about 18 to 31
-    tokens/s (benchmarks/README.md, "Decoding speed"). From three rows on oneDNN is as fast or faster, so batches
+    against 17.7 ms on an AMD EPYC with AVX-512 BF16, and the engine's single-stream decoding went from 21.6-22.7 to
+    29.6-37.6 tokens/s (benchmarks/README.md, "Decoding speed"). From three rows on oneDNN is as fast or faster, so batches
     and prefill keep it. The two kernels sum in different orders, so a bf16 logit can differ in its last bit and a
     greedy near-tie fall the other way; fp32 models are untouched.
 
