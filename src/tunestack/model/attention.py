@@ -48,8 +48,8 @@ class _Layout:
         self.longest = max(flat)
         valid = torch.arange(self.longest) < torch.tensor(flat).unsqueeze(1)  # [examples, longest]
         causal = torch.ones(self.longest, self.longest, dtype=torch.bool).tril()
-        # [examples, 1 (kv heads), 1 (query groups), queries, keys]
-        self.mask = (causal & valid.unsqueeze(1)).unsqueeze(1).unsqueeze(1).to(device)
+        # [examples, 1 (heads), queries, keys]
+        self.mask = (causal & valid.unsqueeze(1)).unsqueeze(1).to(device)
 
     def to_grid(self, states: torch.Tensor) -> torch.Tensor:
         """[batch, heads, length, dim] -> [examples, heads, longest, dim], each example zero-padded at its end."""
@@ -82,39 +82,35 @@ def _layout(position_ids: torch.Tensor | None, batch: int, length: int, device) 
 def packed_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
                      position_ids: torch.Tensor | None = None, **kwargs):
     """Same signature and output layout as transformers' eager attention: ([batch, length, heads, dim], None)."""
-    batch, heads, length, dim = query.shape
-    kv_heads = key.shape[1]
-    groups = heads // kv_heads
+    batch, _, length, _ = query.shape
     layout = _layout(position_ids, batch, length, query.device)
-    # Grouped-query attention as in grouped_attention: query heads h*groups..h*groups+groups-1 share key/value head
-    # h, stacked along the query axis so that keys and values are neither copied per query head nor kept so.
-    q = layout.to_grid(query)
-    examples, longest = q.shape[0], q.shape[2]
-    q = q.view(examples, kv_heads, groups * longest, dim)
-    k, v = layout.to_grid(key), layout.to_grid(value)
-    scores = (torch.matmul(q, k.transpose(-1, -2)) * scaling).view(examples, kv_heads, groups, longest, longest)
-    scores = scores.masked_fill(~layout.mask, float("-inf"))
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    grid = torch.matmul(weights.view(examples, kv_heads, groups * longest, longest), v)
-    grid = grid.view(examples, heads, longest, value.shape[-1])
+    grid, _ = _grouped(layout.to_grid(query), layout.to_grid(key), layout.to_grid(value), scaling, dropout,
+                       module.training, lambda scores: scores.masked_fill(~layout.mask, float("-inf")))
     return layout.from_grid(grid).transpose(1, 2).contiguous(), None
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
     """transformers' eager attention without repeating keys and values: ([batch, length, heads, dim], weights).
     `attention_mask` is eager attention's additive [batch, 1, queries, keys] mask (registered with `eager_mask`)."""
-    batch, heads, length, dim = query.shape
+    output, weights = _grouped(query, key, value, scaling, dropout, module.training,
+                               lambda scores: scores if attention_mask is None else scores + attention_mask)
+    return output.transpose(1, 2).contiguous(), weights
+
+
+def _grouped(query, key, value, scaling: float, dropout: float, training: bool, masked):
+    """Attention of [n, heads, queries, dim] queries over [n, key/value heads, keys, dim] keys and values, as eager
+    attention computes it, `masked` applied to the [n, heads, queries, keys] scores. Query heads h*groups ..
+    h*groups+groups-1 share key/value head h (as repeat_kv pairs them) and are stacked along the query axis, so that
+    one matrix product serves a group and the keys and values are neither copied per query head nor kept so.
+    Returns the [n, heads, queries, value dim] output and the softmax weights."""
+    n, heads, length, dim = query.shape
     kv_heads, keys = key.shape[1], key.shape[2]
-    # query heads h*groups..h*groups+groups-1 share key/value head h, as repeat_kv pairs them
-    stacked = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)
-    scores = (torch.matmul(stacked, key.transpose(2, 3)) * scaling).view(batch, heads, length, keys)
-    if attention_mask is not None:
-        scores = scores + attention_mask
+    stacked = query.reshape(n, kv_heads, heads // kv_heads * length, dim)
+    scores = masked((torch.matmul(stacked, key.transpose(2, 3)) * scaling).view(n, heads, length, keys))
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights.view(batch, kv_heads, heads // kv_heads * length, keys), value)
-    return output.view(batch, heads, length, value.shape[-1]).transpose(1, 2).contiguous(), weights
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=training)
+    output = torch.matmul(weights.view(n, kv_heads, heads // kv_heads * length, keys), value)
+    return output.view(n, heads, length, value.shape[-1]), weights
 
 
 def register() -> str:

@@ -130,12 +130,12 @@ def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
 
 def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kept]:
     """Queries, keys, values and scores the attention keeps, by kernel."""
-    a, tokens, d = setup.compute_bytes, rows.tokens, shape.head_dim
     from tunestack.model.attention import GROUPED_FAMILIES
 
+    a, tokens, d = setup.compute_bytes, rows.tokens, shape.head_dim
     # eager and sdpa repeat keys/values per query head; the grouped eager kernel (its families) does not
     grouped = setup.attention == "grouped eager" and shape.model_type in GROUPED_FAMILIES
-    repeated = shape.heads if shape.kv_heads < shape.heads and not grouped else shape.kv_heads
+    repeated = shape.kv_heads if grouped else shape.heads
     if setup.attention == "packed":  # per-example grid: examples x longest example; keys/values per key/value head
         grid = rows.examples * rows.longest_example
         scores = _scores(shape, setup, rows)
