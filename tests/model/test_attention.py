@@ -8,8 +8,9 @@ import torch
 from helpers import CHAT_ROWS
 from tunestack.data.packing import Collator, pack_sequences
 from tunestack.data.tokenize import encode_conversation
-from tunestack.model.attention import GROUPED_FAMILIES, register, register_grouped, segments
+from tunestack.model.attention import GROUPED_FAMILIES, grid_groups, register, register_grouped, rung, segments
 from tunestack.model.load import attention_limits, pick_attention
+from tunestack.plan.rows import Rows
 
 
 def load(path, attn):
@@ -18,12 +19,15 @@ def load(path, attn):
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
 
 
-def test_packed_kernel_matches_sdpa_logits_and_gradients(tiny_model_dir, tiny_tokenizer):
+@pytest.mark.parametrize("lengths", [[512] * 7, [39, 20, 12, 30, 8, 39, 17, 5, 25]])
+def test_packed_kernel_matches_sdpa_logits_and_gradients(tiny_model_dir, tiny_tokenizer, lengths):
+    """Equal lengths with a 78-token padding block; lengths in four groups (model/attention.grid_groups)."""
     register()
-    examples = [encode_conversation(tiny_tokenizer, r["messages"], 512) for r in CHAT_ROWS[:7]]
+    examples = [encode_conversation(tiny_tokenizer, r["messages"], n) for r, n in zip(CHAT_ROWS, lengths)]
     rows = pack_sequences([{"input_ids": e.input_ids, "labels": e.labels} for e in examples], max_length=120)
     batch = Collator(tiny_tokenizer.pad_token_id)(rows)
     assert batch["input_ids"].shape[0] > 1  # several rows, padded at the end
+    assert len(Rows.from_encoded(rows).micro_batch(len(rows)).grid) == (2 if lengths[0] == 512 else 4)
     results = {}
     for attn in ("sdpa", "tunestack_packed"):
         model = load(tiny_model_dir, attn)
@@ -32,6 +36,14 @@ def test_packed_kernel_matches_sdpa_logits_and_gradients(tiny_model_dir, tiny_to
         results[attn] = (out.logits.detach(), model.model.layers[0].self_attn.q_proj.weight.grad)
     torch.testing.assert_close(results["tunestack_packed"][0], results["sdpa"][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results["tunestack_packed"][1], results["sdpa"][1], rtol=1e-4, atol=1e-6)
+
+
+def test_examples_are_attended_in_groups_of_similar_length():
+    """Each example is padded to at most 1.5 times its length (16 for the shortest), so one long example (a padding
+    block) does not make every short one pay for its length."""
+    assert [rung(n) for n in (1, 16, 17, 24, 25, 33, 48, 49, 100, 700)] == [16, 16, 24, 24, 32, 48, 48, 64, 128, 768]
+    assert all(rung(n) <= max(16, 1.5 * n) for n in range(1, 5000))
+    assert grid_groups([60, 5, 900, 9, 40, 64]) == [[1, 3], [4], [0, 5], [2]]
 
 
 def test_segments_start_where_positions_restart():

@@ -123,17 +123,20 @@ def test_grouped_eager_attention_is_counted_exactly(name):
     assert counted == measured
 
 
-def test_packed_attention_keeps_per_example_scores():
+@pytest.mark.parametrize("lengths,row", [((9, 7, 6, 5, 4, 8), 16), ((44, 40, 10, 8, 6, 3), 48)])
+def test_packed_attention_keeps_per_example_scores(lengths, row):
     """Packed rows under tunestack's per-example kernel keep scores over each example (padding is a block of its
-    own), not over the whole row: counted exactly too."""
+    own), not over the whole row, in groups of similar lengths: counted exactly too (one group; three, with a
+    32-token padding block)."""
     from tunestack.data.packing import Collator, pack_sequences
     from tunestack.model.attention import register
 
     model = prepare(llama(SHAPES["gqa_tied"], attn=register()), "lora", ["all-linear"]).train()
     examples = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(n - 3))} for n in
-                (9, 7, 6, 5, 4, 8)]
-    packed = pack_sequences(examples, 16)
+                lengths]
+    packed = pack_sequences(examples, row)
     profile = Rows.from_encoded(packed).micro_batch(len(packed))
+    assert profile.grid == (((9, 8),) if row == 16 else ((10, 5), (32, 1), (44, 2)))
     batch = Collator(0)(packed)
     keep = torch.arange(profile.length - 1 - profile.kept, profile.length - 1)
     measured = kept_bytes(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, keep)
@@ -150,3 +153,32 @@ def test_checkpointing_keeps_layer_inputs_only():
     ckpt = activations(shape, RunSetup(batch=8, checkpointing=True), profile)
     assert ckpt.inputs == shape.layers * 8 * 256 * shape.hidden * 4
     assert ckpt.checkpointed < full.full and ckpt.peak(True) == ckpt.checkpointed
+
+
+def test_the_loss_logits_are_one_chunks_where_the_trainer_chunks_them():
+    """The trainer applies a plain output head to the target tokens in chunks of LOSS_CHUNK_ROWS where their fp32
+    logits pass LOSS_CHUNK_FROM_BYTES, in one process and not compiled (train/trainer.py): the estimate counts one
+    chunk's logits, log-softmax and gradient there, and all of them elsewhere."""
+    from transformers import Gemma2Config, LlamaConfig
+
+    from tunestack.config import DataArgs, ModelArgs, ParallelArgs, TrainArgs, TunerArgs
+    from tunestack.model.families import LOSS_CHUNK_ROWS
+    from tunestack.plan.device import Device
+    from tunestack.plan.setup import run_setup
+
+    wide = ModelShape.from_config(LlamaConfig(**SHAPES["gqa_tied"] | {"vocab_size": 65536}).to_dict())
+    long, short = Rows.assumed(2048).micro_batch(2), Rows.assumed(64).micro_batch(2)
+    chunked = RunSetup(batch=2, loss_in_chunks=True)
+    assert activations(wide, chunked, long).logits == LOSS_CHUNK_ROWS * 65536 * 3 * 4
+    assert activations(wide, RunSetup(batch=2), long).logits == 2 * 2047 * 65536 * 3 * 4
+    assert activations(wide, chunked, short).logits == 2 * 63 * 65536 * 3 * 4  # under the threshold: at once
+    gemma = ModelShape.from_config(Gemma2Config(vocab_size=65536, hidden_size=64, intermediate_size=128,
+                                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                head_dim=16).to_dict())
+    assert activations(gemma, chunked, long).logits == 2 * 2047 * 65536 * 3 * 4  # soft-capped logits: not plain
+
+    cpu = Device(kind="cpu", name="cpu", memory=2**34, half_precision=False)
+    flags = dict(model=ModelArgs(), data=DataArgs(), tuner=TunerArgs(), device=cpu)
+    assert run_setup(**flags, train=TrainArgs(), parallel=ParallelArgs()).loss_in_chunks
+    assert not run_setup(**flags, train=TrainArgs(torch_compile=True), parallel=ParallelArgs()).loss_in_chunks
+    assert not run_setup(**flags, train=TrainArgs(), parallel=ParallelArgs(nproc=2)).loss_in_chunks

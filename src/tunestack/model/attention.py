@@ -39,30 +39,65 @@ def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list
     return spans
 
 
+def rung(length: int) -> int:
+    """The step of the ladder 16, 24, 32, 48, 64, 96, ... that `length` rounds up to: examples of one step are
+    attended together, each padded to the longest of them, so that no example is padded to more than 1.5 times its
+    length (16 for the shortest)."""
+    if length <= 16:
+        return 16
+    low = 1 << (length - 1).bit_length() - 1  # the power of two below length
+    return low * 3 // 2 if length <= low * 3 // 2 else low * 2
+
+
+def grid_groups(lengths: list[int]) -> list[list[int]]:
+    """The examples (indices into `lengths`) attended together, by the rung of their length, shortest first."""
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        groups.setdefault(rung(length), []).append(index)
+    return [groups[key] for key in sorted(groups)]
+
+
 class _Layout:
-    """The packed examples of a batch, as lengths per row, and the causal mask of the [examples, longest] grid."""
+    """The packed examples of a batch in groups of similar length (`grid_groups`), each group a grid of
+    [examples, longest of the group] positions with its causal mask, and the indices that move token states between
+    the rows and the grids.
 
-    def __init__(self, spans: list[list[tuple[int, int]]], device):
-        self.lengths = [[e - s for s, e in row] for row in spans]
-        flat = [n for row in self.lengths for n in row]
-        self.longest = max(flat)
-        valid = torch.arange(self.longest) < torch.tensor(flat).unsqueeze(1)  # [examples, longest]
-        causal = torch.ones(self.longest, self.longest, dtype=torch.bool).tril()
-        # [examples, 1 (heads), queries, keys]
-        self.mask = (causal & valid.unsqueeze(1)).unsqueeze(1).to(device)
+    A grid over all examples at the length of the longest would pay for one long example (a padding block, say)
+    with every short one: a batch of short chats with 500 tokens of padding would keep 500x500 scores per example.
+    """
 
-    def to_grid(self, states: torch.Tensor) -> torch.Tensor:
-        """[batch, heads, length, dim] -> [examples, heads, longest, dim], each example zero-padded at its end."""
-        pieces = [piece for row, lengths in zip(states, self.lengths) for piece in row.split(lengths, dim=1)]
-        return torch.stack([torch.nn.functional.pad(p, (0, 0, 0, self.longest - p.shape[1])) for p in pieces])
+    def __init__(self, spans: list[list[tuple[int, int]]], length: int, device):
+        examples = [(r * length + s, e - s) for r, row in enumerate(spans) for s, e in row]
+        self.groups = []
+        placed = []
+        for members in grid_groups([n for _, n in examples]):
+            starts = torch.tensor([examples[i][0] for i in members])
+            counts = torch.tensor([examples[i][1] for i in members])
+            longest = int(counts.max())
+            offsets = torch.arange(longest)
+            valid = offsets < counts.unsqueeze(1)  # [examples, longest]
+            # where each grid position reads its token (padding reads its example's first, and is masked)
+            gather = torch.where(valid, starts.unsqueeze(1) + offsets, starts.unsqueeze(1))
+            causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+            blocked = ~(causal & valid.unsqueeze(1)).unsqueeze(1)  # [examples, 1 (heads), queries, keys]
+            example, position = valid.nonzero(as_tuple=True)  # the grid's real positions, in token order
+            self.groups.append((gather.to(device), blocked.to(device), example.to(device), position.to(device)))
+            placed.append(gather[valid])
+        # token t of the rows is row `order[t]` of the groups' real positions stacked
+        self.order = torch.cat(placed).argsort().to(device)
 
-    def from_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        """[examples, heads, longest, dim] -> [batch, heads, length, dim]: the inverse of to_grid."""
-        rows, index = [], 0
-        for lengths in self.lengths:
-            rows.append(torch.cat([grid[index + i, :, :n] for i, n in enumerate(lengths)], dim=1))
-            index += len(lengths)
-        return torch.stack(rows)
+    def grids(self, states: torch.Tensor):
+        """[batch, heads, length, dim] -> each group's [examples, heads, longest, dim] grid."""
+        batch, heads, length, dim = states.shape
+        tokens = states.transpose(1, 2).reshape(batch * length, heads, dim)
+        return [tokens[gather].transpose(1, 2) for gather, *_ in self.groups]
+
+    def rows(self, grids: list[torch.Tensor], batch: int, length: int) -> torch.Tensor:
+        """The groups' [examples, heads, longest, dim] outputs -> [batch, length, heads, dim]: the inverse of
+        `grids`, padding dropped."""
+        real = [grid[example, :, position] for grid, (_, _, example, position) in zip(grids, self.groups)]
+        tokens = torch.cat(real)[self.order]
+        return tokens.view(batch, length, *tokens.shape[1:])
 
 
 _last: tuple[torch.Tensor, _Layout] | None = None
@@ -74,7 +109,7 @@ def _layout(position_ids: torch.Tensor | None, batch: int, length: int, device) 
     key = position_ids.expand(batch, -1) if position_ids is not None else torch.zeros(batch, length)
     if _last is not None and _last[0].shape == key.shape and torch.equal(_last[0], key.to(_last[0].device)):
         return _last[1]
-    layout = _Layout(segments(position_ids, batch, length), device)
+    layout = _Layout(segments(position_ids, batch, length), length, device)
     _last = (key.detach().clone(), layout)
     return layout
 
@@ -84,9 +119,12 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
     """Same signature and output layout as transformers' eager attention: ([batch, length, heads, dim], None)."""
     batch, _, length, _ = query.shape
     layout = _layout(position_ids, batch, length, query.device)
-    grid, _ = _grouped(layout.to_grid(query), layout.to_grid(key), layout.to_grid(value), scaling, dropout,
-                       module.training, lambda scores: scores.masked_fill(~layout.mask, float("-inf")))
-    return layout.from_grid(grid).transpose(1, 2).contiguous(), None
+    outputs = []
+    for q, k, v, (_, blocked, _, _) in zip(layout.grids(query), layout.grids(key), layout.grids(value),
+                                           layout.groups):
+        outputs.append(_grouped(q, k, v, scaling, dropout, module.training,
+                                lambda scores, blocked=blocked: scores.masked_fill(blocked, float("-inf")))[0])
+    return layout.rows(outputs, batch, length), None
 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):

@@ -20,6 +20,14 @@ TESTED_VISION_TYPES = {"llava": "LLaVA-1.5, smollm2-135m-vision", "llava_next": 
 Qwen2-VL through infer, serve, eval and export, LLaVA-NeXT, Gemma 3 and Qwen3-VL through infer, Qwen2-Audio through
 infer, serve and export; Qwen2.5-VL through training and its processor."""
 
+PLAIN_HEAD_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral", "phi3", "smollm3")
+"""Causal LMs whose logits are their output head's output as it is (no softcapping or scaling after the head): the
+trainer applies their head at the target tokens alone, in chunks where the logits are large (train/trainer.py)."""
+LOSS_CHUNK_ROWS = 1024
+"""Target positions whose logits exist at once when the loss is computed in chunks."""
+LOSS_CHUNK_FROM_BYTES = 256 * 2**20
+"""The loss runs in chunks where the target positions' logits would pass this many bytes in fp32."""
+
 UNVERIFIED = ("the loss mask against the chat template, LoRA targets, merged export and serving; GGUF export covers "
               "only the architectures it names")
 _noted: set[str] = set()

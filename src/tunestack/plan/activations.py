@@ -19,6 +19,7 @@ from tunestack.plan.setup import RunSetup
 from tunestack.plan.shape import ModelShape
 
 F32 = 4
+I64 = 8
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Activations:
     """The decoder layers' inputs: all that checkpointing keeps of them."""
     head: int
     """Kept outside the layers: the final norm's input (and, when they train, its output, the output layer's input
-    and the embedding's token ids), the rotary cos / sin, the indices of the positions with logits."""
+    and the embedding's token ids), the rotary cos / sin, the indices of the positions with logits and, for packed
+    rows, the per-example grids' masks and indices that all layers share."""
     logits: int
     """Peak of logits, log-softmax and gradients in the loss."""
     transient: int
@@ -89,11 +91,23 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     kept_logits = rows.batch * rows.kept
     rotary = 2 * (rows.batch if setup.attention == "packed" else 1) * rows.length * shape.head_dim * F32
     trained_outside = kept_logits * h * a + tokens * h * a + tokens * 8 if full else 0  # head input, norm, token ids
-    head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * 8
+    head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * I64
+    if setup.attention == "packed":  # the grids' masks and gather indices, their real positions, the tokens' order
+        head += rows.grid_pairs + rows.grid_positions * I64 + 3 * tokens * I64
     scores = _scores(shape, setup, rows)
     transient = 2 * tokens * h * a + 3 * tokens * i * a + 2 * scores
     return Activations(kept=kept, layer=layer, inputs=shape.layers * tokens * h * a, head=head,
-                       logits=kept_logits * shape.vocab * 3 * F32, transient=transient)
+                       logits=_loss_logits(shape, setup, kept_logits), transient=transient)
+
+
+def _loss_logits(shape: ModelShape, setup: RunSetup, positions: int) -> int:
+    """Peak bytes of the loss's logits, their log-softmax and its gradient (fp32) over `positions` target
+    positions: all at once, or one chunk's where the trainer computes the loss in chunks (train/trainer.py)."""
+    from tunestack.model.families import LOSS_CHUNK_FROM_BYTES, LOSS_CHUNK_ROWS, PLAIN_HEAD_FAMILIES
+
+    chunked = setup.loss_in_chunks and shape.model_type in PLAIN_HEAD_FAMILIES \
+        and positions * shape.vocab * F32 >= LOSS_CHUNK_FROM_BYTES
+    return (min(positions, LOSS_CHUNK_ROWS) if chunked else positions) * shape.vocab * 3 * F32
 
 
 def _fused(shape: ModelShape, setup: RunSetup, trained: set[str]) -> tuple[bool, bool]:
@@ -124,7 +138,7 @@ def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
     if setup.attention in ("eager", "grouped eager"):
         return rows.batch * shape.heads * rows.length**2 * F32
     if setup.attention == "packed":
-        return rows.examples * shape.heads * rows.longest_example**2 * F32
+        return shape.heads * rows.grid_pairs * F32
     return 0
 
 
@@ -136,13 +150,12 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
     # eager and sdpa repeat keys/values per query head; the grouped eager kernel (its families) does not
     grouped = setup.attention == "grouped eager" and shape.model_type in GROUPED_FAMILIES
     repeated = shape.kv_heads if grouped else shape.heads
-    if setup.attention == "packed":  # per-example grid: examples x longest example; keys/values per key/value head
-        grid = rows.examples * rows.longest_example
+    if setup.attention == "packed":  # per-example grids, examples padded to their group's longest
+        grid = rows.grid_positions
         scores = _scores(shape, setup, rows)
-        return [Kept("queries (per-example grid)", grid * shape.heads * d * a, 1),
-                Kept("keys and values (per-example grid)", grid * shape.kv_heads * d * a, 2),
-                Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1),
-                Kept("attention mask", rows.examples * rows.longest_example**2, 1)]
+        return [Kept("queries (per-example grids)", grid * shape.heads * d * a, 1),
+                Kept("keys and values (per-example grids)", grid * shape.kv_heads * d * a, 2),
+                Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
     if setup.attention in ("eager", "grouped eager"):
         scores = _scores(shape, setup, rows)

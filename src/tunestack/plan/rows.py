@@ -21,6 +21,10 @@ class RowProfile:
     """Examples in the worst micro-batch (several per row when packed, padding blocks included)."""
     longest_example: int
     """The longest single example (packed rows are attended per example)."""
+    grid: tuple[tuple[int, int], ...]
+    """The packed-row kernel's grids in the worst micro-batch: (longest example, examples) of each group of similar
+    lengths (model/attention.grid_groups); packed rows are attended per group, each example padded to its group's
+    longest."""
     mean_padded: float
     """The padded length of an average micro-batch."""
     mean_tokens: float
@@ -31,14 +35,24 @@ class RowProfile:
         """Token positions (padding included) of the worst micro-batch."""
         return self.batch * self.length
 
+    @property
+    def grid_positions(self) -> int:
+        """Positions of the packed kernel's grids (examples padded to their group's longest)."""
+        return sum(longest * count for longest, count in self.grid)
+
+    @property
+    def grid_pairs(self) -> int:
+        """Query-key pairs of the packed kernel's grids, its scores per head."""
+        return sum(longest**2 * count for longest, count in self.grid)
+
 
 @dataclass(frozen=True)
 class Rows:
     """The training rows' lengths, longest first, or rows of --max_length assumed when no data was read."""
 
     lengths: tuple[int, ...]
-    examples: tuple[int, ...]
-    """Examples in each row, in the same order (1 unless packed)."""
+    examples: tuple[tuple[int, ...], ...]
+    """The lengths of the examples in each row, in the same order (one example unless packed)."""
     targets: tuple[int, ...]
     """Each row's logit columns with a target, as a bit mask (bit j: column j predicts a target token j + 1)."""
     longest_example: int
@@ -48,14 +62,14 @@ class Rows:
     @classmethod
     def assumed(cls, max_length: int) -> Rows:
         """No data read: rows of --max_length tokens with a target at every position."""
-        return cls((max_length,), (1,), (2 ** (max_length - 1) - 1,), max_length)
+        return cls((max_length,), ((max_length,),), (2 ** (max_length - 1) - 1,), max_length)
 
     @classmethod
     def from_encoded(cls, rows: list[dict]) -> Rows:
         """From encoded rows (input_ids, labels and, packed, position_ids), as the trainer's collator receives them."""
         rows = sorted(rows, key=lambda r: len(r["input_ids"]), reverse=True)
         pieces = [_examples(r) for r in rows]
-        return cls(tuple(len(r["input_ids"]) for r in rows), tuple(len(p) for p in pieces),
+        return cls(tuple(len(r["input_ids"]) for r in rows), tuple(tuple(p) for p in pieces),
                    tuple(_target_mask(r["labels"]) for r in rows), max(max(p) for p in pieces), measured=True)
 
     @property
@@ -78,20 +92,34 @@ class Rows:
         draw = random.Random(seed)
         order = draw.sample(range(count), count)[:drawn or count]
         kept = 0
-        for start in range(0, len(order), batch):
+        batches = [order[start:start + batch] for start in range(0, len(order), batch)]
+        for rows in batches:
             union = 0
-            for row in order[start:start + batch]:
+            for row in rows:
                 union |= self.targets[row]
             kept = max(kept, union.bit_count())
+        # the packed kernel's grids: of the micro-batch of the longest rows or any of the shuffle's, the largest
+        grids = [self._grid(rows) for rows in [list(range(top, min(top + batch, count))), *batches]]
+        grid = max(grids, key=lambda g: (sum(n * n * c for n, c in g), sum(n * c for n, c in g)))
+        if not self.measured:
+            grid = ((length, batch),)
         padded = [max(draw.choices(self.lengths, k=batch)) for _ in range(256)] if self.measured else [length]
         return RowProfile(
             batch=batch, length=length, kept=min(max(1, kept), length - 1),
-            # a packed row shorter than the longest is padded with a block of its own, attended as an example
-            examples=sum(self.examples[top:top + batch]) + (batch - 1 if max(self.examples) > 1 else 0)
-            if self.measured else batch,
-            longest_example=self.longest_example, mean_padded=sum(padded) / len(padded),
-            mean_tokens=sum(self.lengths) / len(self.lengths),
+            examples=sum(c for _, c in grid), longest_example=self.longest_example, grid=grid,
+            mean_padded=sum(padded) / len(padded), mean_tokens=sum(self.lengths) / len(self.lengths),
         )
+
+    def _grid(self, rows: list[int]) -> tuple[tuple[int, int], ...]:
+        """(longest, examples) of each group the packed kernel attends for these rows, padded as the collator pads
+        them: a packed row shorter than the micro-batch's longest gets a padding block, attended as an example."""
+        from tunestack.model.attention import grid_groups
+
+        longest = max(self.lengths[r] for r in rows)
+        lengths = [n for r in rows for n in self.examples[r]]
+        if max(map(len, self.examples)) > 1:
+            lengths += [longest - self.lengths[r] for r in rows if self.lengths[r] < longest]
+        return tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths))
 
 
 def _expected_rank(count: int, drawn: int | None) -> int:

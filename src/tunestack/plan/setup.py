@@ -32,6 +32,9 @@ class RunSetup:
     fused: frozenset[str] = frozenset()
     """The fused functions the run may use (train/trainer.py's fuse_modules: mlp, lora, rmsnorm), by its flags and
     process; which of them apply also depends on the family and the adapters (plan/activations.py)."""
+    loss_in_chunks: bool = False
+    """Whether the trainer may apply the output head at the target tokens alone, in chunks where their logits are
+    large (train/trainer.py: one process, not compiled, no --loss_func); the family decides too."""
 
     @property
     def adapter(self) -> bool:
@@ -53,6 +56,7 @@ def run_setup(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: TrainAr
         batch=train.per_device_train_batch_size, accumulation=train.gradient_accumulation_steps,
         compute_bytes=compute_bytes(model, train, device), attention=attention_kind(model, data, device),
         sharding=shard, device=device.kind, fused=fused_functions(train, shard),
+        loss_in_chunks=shard.world == 1 and not train.torch_compile and train.loss_func is None,
     )
 
 

@@ -49,7 +49,7 @@ def step_flops(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> float:
     linear = shape.layers * shape.layer_linear_params
     head = shape.hidden * shape.vocab
     if setup.attention == "packed":
-        pairs = rows.examples * rows.longest_example**2 * rows.mean_padded / rows.length
+        pairs = rows.grid_pairs * rows.mean_padded / rows.length
     else:
         pairs = setup.batch * rows.mean_padded**2
     attention = 4 * shape.layers * shape.heads * shape.head_dim * pairs

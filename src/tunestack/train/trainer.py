@@ -7,6 +7,8 @@ from transformers import Trainer, TrainingArguments
 
 from tunestack.config import TrainArgs
 from tunestack.data.tokenize import IGNORE_INDEX
+from tunestack.model.families import LOSS_CHUNK_FROM_BYTES, PLAIN_HEAD_FAMILIES
+from tunestack.model.families import LOSS_CHUNK_ROWS as CHUNK_ROWS
 from tunestack.train.tracking import RunConfigToTrackers, trackers
 
 
@@ -22,10 +24,6 @@ class TokenCountingCollator:
         return batch
 
 
-PLAIN_HEAD_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral", "phi3", "smollm3")
-"""Causal LMs whose logits are their output head's output as it is (no softcapping or scaling after the head)."""
-CHUNK_ROWS = 1024
-"""Target positions whose logits exist at once when the loss is computed in chunks."""
 
 
 class TunestackTrainer(Trainer):
@@ -43,7 +41,7 @@ class TunestackTrainer(Trainer):
     fp32 copy and gradient.
     """
 
-    chunk_from_bytes = 256 * 2**20
+    chunk_from_bytes = LOSS_CHUNK_FROM_BYTES
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.compute_loss_func is not None:  # --loss_func: the user's loss over the whole sequence's logits
