@@ -379,6 +379,11 @@ def test_a_built_in_brings_its_recommended_settings_for_the_flags_left_out(tiny_
     assert settings("--dataset", "self-cognition#40", "--lora_rank", "4", "--learning_rate", "1e-3",
                     "--per_device_train_batch_size", "4")[0] == (4, 1e-3, 5.0, 4)
     assert settings("--dataset", "self-cognition,arith")[0] == (8, None, 3.0, 4)  # a mix: the generic defaults
+    # packed, a row holds some 15 of its chats: one row a step, else 5 steps in all
+    assert settings("--dataset", "self-cognition", "--packing")[0] == (16, 5e-4, 5.0, 1)
+    assert settings("--dataset", "self-cognition", "--packing", "false")[0] == (16, 5e-4, 5.0, 8)
+    assert settings("--dataset", "self-cognition", "--packing", "--per_device_train_batch_size", "2")[0][3] == 2
+    assert settings("--dataset", "self-cognition", "--packing")[1]["per_device_train_batch_size"] == 1
     assert settings("--dataset", "arith")[1] == {}
     assert settings("--dataset", "self-cognition", "--tuner", "full")[1] == {  # the adapter's rank and rate stay out
         "num_train_epochs": 5.0, "per_device_train_batch_size": 8}

@@ -29,6 +29,10 @@ RECOMMENDED = {
     "shapes": {"tuner": "full", "freeze_language": True, "freeze_vision": False, "learning_rate": 1e-3,
                "num_train_epochs": 3.0, "per_device_train_batch_size": 8},
 }
+# With --packing a row holds many short examples: the batch a packed run is recommended, so that it takes about as
+# many steps of about as many examples as the plain run (self-cognition: some 15 chats fill a row of 1024 tokens; at
+# the plain batch of 8 rows the run would take 5 steps in all and not learn the name).
+RECOMMENDED_PACKED = {"self-cognition": {"per_device_train_batch_size": 1}}
 # Settings that hold only for the kind of tuner recommended (an adapter, or full): a run with the other kind keeps
 # its own defaults for them (full fine-tuning its lower rate, an adapter its whole model).
 _TUNER_BOUND = ("tuner", "lora_rank", "learning_rate", "freeze_language", "freeze_vision")
@@ -90,14 +94,17 @@ def list_datasets() -> list[dict]:
 
 
 def recommended_presets(raw: dict) -> dict:
-    """Parsing presets for `sft` (config/parse.py): the built-in data set's RECOMMENDED settings, as values for the
-    flags not given, when all of --dataset is that one built-in. `raw` maps flag names to the values given."""
+    """Parsing presets for `sft` (config/parse.py): the built-in data set's RECOMMENDED settings (with --packing, as
+    RECOMMENDED_PACKED changes them), as values for the flags not given, when all of --dataset is that one built-in.
+    `raw` maps flag names to the values given."""
     given = raw.get("dataset") or []
     names = {part.strip().split("#")[0] for item in (given if isinstance(given, list) else [given])
              for part in str(item).split(",") if part.strip()}
     if len(names) != 1 or (name := names.pop()) not in RECOMMENDED:
         return {}
     preset = RECOMMENDED[name]
+    if str(raw.get("packing", False)).lower() in ("1", "true", "yes", "y", "on"):
+        preset = {**preset, **RECOMMENDED_PACKED.get(name, {})}
     chosen_full = str(raw.get("tuner", preset.get("tuner", "lora"))).lower() == "full"
     if chosen_full == (preset.get("tuner") == "full"):
         return dict(preset)
@@ -111,5 +118,5 @@ generic default, so that a value given explicitly is not replaced by the preset.
 
 def recommended_in_effect(data, tuner, train) -> dict:
     """The built-in data set's recommended settings that this run uses (for the line printed at its start)."""
-    presets = recommended_presets({"dataset": data.dataset, "tuner": tuner.tuner})
+    presets = recommended_presets({"dataset": data.dataset, "tuner": tuner.tuner, "packing": data.packing})
     return {k: v for k, v in presets.items() for g in (tuner, train) if hasattr(g, k) and getattr(g, k) == v}
