@@ -108,6 +108,32 @@ def test_on_a_cpu_a_lone_sequence_decodes_compiled_and_a_batch_eagerly(tiny_mode
     assert {"StaticKVBatch", "KVBatch"} <= {kind for _, kind in kinds}  # it did move both ways
 
 
+def test_compiled_steps_attend_through_the_fused_grouped_operations(tiny_model, tiny_tokenizer, inductor_cache,
+                                                                   monkeypatch):
+    """On a CPU the engine moves a Llama on sdpa to tunestack's decode attention: the compiled steps (one query)
+    run the grouped operations, prefill stays on sdpa, and the greedy tokens are eager decoding's."""
+    from tunestack.model import attention
+
+    queries = []
+    grouped = attention._grouped
+
+    def spy(query, *args):
+        queries.append(query.shape[2])
+        return grouped(query, *args)
+
+    monkeypatch.setattr(attention, "_grouped", spy)
+    ids = tiny_tokenizer(PROMPTS[2])["input_ids"]
+    expected = reference(tiny_model, ids, 20)
+    assert tiny_model.config._attn_implementation == "sdpa"
+    engine = PtEngine(tiny_model, tiny_tokenizer.pad_token_id, [tiny_tokenizer.eos_token_id], compile_decode=True)
+    try:
+        assert tiny_model.config._attn_implementation == attention.DECODE
+        assert engine.generate([ids], SamplingParams(max_new_tokens=20, ignore_eos=True)) == [expected]
+    finally:
+        engine.close()
+    assert queries and set(queries) == {1}  # the decoding steps' layers; the prompt's prefill went to sdpa
+
+
 def test_static_batch_keeps_every_row_through_moves(tiny_model, tiny_tokenizer):
     """Rows joining a longer newcomer shift right, a shrunk batch moves to fewer rows: the cached keys of every
     row stay those of its own prompt."""

@@ -158,3 +158,24 @@ def test_a_model_without_sdpa_gets_eager_attention_or_a_clear_error():
     assert pick_attention("auto", torch.float32, 4096, sdpa=False) == "eager"
     with pytest.raises(TunestackError, match="only eagerly"):
         pick_attention("sdpa", torch.float32, sdpa=False)
+
+
+def test_decode_attention_is_sdpa_eagerly_and_the_grouped_operations_compiled():
+    """One query per row over a static cache, rows left-padded and one idle row seeing column 0 only: compiled, the
+    fused grouped operations give sdpa's output; outside a compiled step it is sdpa itself."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from tunestack.model.attention import decode_attention
+
+    torch.manual_seed(0)
+    module = torch.nn.Module().eval()
+    module.is_causal, module.num_key_value_groups = True, 3
+    query, key, value = torch.randn(3, 6, 1, 16), torch.randn(3, 2, 32, 16), torch.randn(3, 2, 32, 16)
+    columns = torch.arange(32)
+    mask = torch.stack([(columns >= 5) & (columns < 20), columns < 20, columns < 1])[:, None, None, :]
+    expected, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    eager, _ = decode_attention(module, query, key, value, mask, scaling=0.25)
+    assert torch.equal(eager, expected)
+    compiled = torch.compile(decode_attention, dynamic=False, fullgraph=True)
+    torch.testing.assert_close(compiled(module, query, key, value, mask, scaling=0.25)[0], expected,
+                               rtol=1e-5, atol=1e-6)

@@ -22,7 +22,9 @@ seconds are reported). Prefill, speculative checks and prompt logprobs stay eage
 a step's kernel launches, and every batch size runs compiled. On a CPU only a lone sequence does (`compiled_rows`
 1): there a compiled step beat the eager one by 1.1-1.2x at one row, but inductor's matrix products fell behind
 oneDNN's as rows grew (0.4x at 16 rows in bf16; benchmarks/README.md), so a batch moves to a DynamicCache and
-eager steps while it holds more sequences than that, and back when it holds fewer.
+eager steps while it holds more sequences than that, and back when it holds fewer. There, a grouped-family model
+attends through tunestack's decode attention (model/attention.py): sdpa, except in the compiled step, where
+inductor fuses the attention's own operations (sdpa's CPU kernel over the static cache took three times as long).
 
 A bf16 forward pass of one or two token rows on a CPU (a decoding step of one or two sequences) runs its matrix
 products on ATen's matrix-vector kernel rather than oneDNN's (`precision.cpu_matvec`): about twice as fast there.
@@ -45,6 +47,16 @@ from tunestack.model.precision import cpu_matvec
 BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
 IMAGES_AT_EVERY_STEP = ("mllama",)
 """Models whose decoding steps need the images again (cross-attention masks), which this engine does not pass."""
+
+
+def _decode_attention(model) -> None:
+    """A text model of a grouped family (transformers' own code) on sdpa moves to tunestack's decode attention:
+    sdpa still, except in the compiled decoding step (model/attention.py)."""
+    from tunestack.model.attention import GROUPED_FAMILIES, register_decode
+
+    own_code = type(model).__module__.startswith("transformers.")
+    if own_code and model.config.model_type in GROUPED_FAMILIES and model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(register_decode())
 
 
 def _can_batch(model) -> bool:
@@ -142,6 +154,7 @@ class PtEngine(Engine):
             return None
         if not use_torch_compile(True, _say, "decoding"):
             return None
+        _decode_attention(self.model)
         return torch.compile(self.model.forward, dynamic=False)
 
     # ---- the scheduler thread ----

@@ -6,6 +6,10 @@ attention copies them to every head (`repeat_kv`) and autograd keeps the copies;
 heads are stacked along the query axis instead, so that one matrix product serves a group and only the key/value
 heads' own keys and values are kept: a 9-head, 3-key/value-head model keeps a third of them.
 
+`decode_attention` ("tunestack_decode"), for decoding on a CPU with `--torch_compile`: sdpa, except inside a compiled
+decoding step (one query per row), where it runs the grouped kernel's operations for inductor to fuse. There sdpa's
+CPU kernel over a 256-position static cache took 4.4 ms of a bf16 step's 30 layers, the fused operations 1.5 ms.
+
 `packed_attention`, for packed rows: each packed example attends only within itself, at the cost of its own length.
 
 transformers' sdpa and eager kernels handle packed rows with a block-diagonal mask over the whole row, so a row of
@@ -21,6 +25,7 @@ import torch
 
 NAME = "tunestack_packed"
 GROUPED = "tunestack_eager"
+DECODE = "tunestack_decode"
 GROUPED_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "mixtral", "qwen2_moe", "qwen3_moe", "phi3")
 """Text families whose attention hands [batch, heads, length, dim] queries and [batch, key/value heads, length, dim]
 keys and values to the attention interface, their eager kernel repeating the keys and values (`repeat_kv`)."""
@@ -135,6 +140,24 @@ def grouped_attention(module, query, key, value, attention_mask, scaling: float,
     return output.transpose(1, 2).contiguous(), weights
 
 
+def decode_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
+    """transformers' sdpa attention, except in a compiled step of one query per row on a CPU: the grouped kernel's
+    operations there, over sdpa's [batch, 1, queries, keys] mask (boolean, or None where every key is seen)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or query.device.type != "cpu" or not torch.compiler.is_compiling():
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    if attention_mask is None:
+        masked = None
+    else:
+        mask = attention_mask[:, :, :, :key.shape[-2]]
+        masked = mask if mask.dtype != torch.bool else torch.where(mask, 0.0, float("-inf")).to(query.dtype)
+    output, _ = _grouped(query, key, value, scaling, 0.0, False,
+                         lambda scores: scores if masked is None else scores + masked)
+    return output.transpose(1, 2).contiguous(), None
+
+
 def _grouped(query, key, value, scaling: float, dropout: float, training: bool, masked):
     """Attention of [n, heads, queries, dim] queries over [n, key/value heads, keys, dim] keys and values, as eager
     attention computes it, `masked` applied to the [n, heads, queries, keys] scores. Query heads h*groups ..
@@ -157,6 +180,17 @@ def register() -> str:
 
     AttentionInterface.register(NAME, packed_attention)
     return NAME
+
+
+def register_decode() -> str:
+    """Make `decode_attention` available as `attn_implementation="tunestack_decode"`, with sdpa's mask; returns
+    that name."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(DECODE, decode_attention)
+    AttentionMaskInterface.register(DECODE, sdpa_mask)
+    return DECODE
 
 
 def register_grouped() -> str:
