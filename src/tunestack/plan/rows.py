@@ -98,9 +98,12 @@ class Rows:
             for row in rows:
                 union |= self.targets[row]
             kept = max(kept, union.bit_count())
-        # the packed kernel's grids: of the micro-batch of the longest rows or any of the shuffle's, the largest
-        grids = [self._grid(rows) for rows in [list(range(top, min(top + batch, count))), *batches]]
-        grid = max(grids, key=lambda g: (sum(n * n * c for n, c in g), sum(n * c for n, c in g)))
+        # the packed kernel's grids: of the micro-batch of the longest rows or (packed) any of the shuffle's, the
+        # largest; unpacked rows are not attended per example, but get the grid of the longest rows all the same
+        packed = self.measured and max(map(len, self.examples)) > 1
+        candidates = [list(range(top, min(top + batch, count)))] + (batches if packed else [])
+        grid = max((self._grid(rows, packed) for rows in candidates),
+                   key=lambda g: (sum(n * n * c for n, c in g), sum(n * c for n, c in g)))
         if not self.measured:
             grid = ((length, batch),)
         padded = [max(draw.choices(self.lengths, k=batch)) for _ in range(256)] if self.measured else [length]
@@ -110,14 +113,14 @@ class Rows:
             mean_padded=sum(padded) / len(padded), mean_tokens=sum(self.lengths) / len(self.lengths),
         )
 
-    def _grid(self, rows: list[int]) -> tuple[tuple[int, int], ...]:
+    def _grid(self, rows: list[int], packed: bool) -> tuple[tuple[int, int], ...]:
         """(longest, examples) of each group the packed kernel attends for these rows, padded as the collator pads
         them: a packed row shorter than the micro-batch's longest gets a padding block, attended as an example."""
         from tunestack.model.attention import grid_groups
 
         longest = max(self.lengths[r] for r in rows)
         lengths = [n for r in rows for n in self.examples[r]]
-        if max(map(len, self.examples)) > 1:
+        if packed:
             lengths += [longest - self.lengths[r] for r in rows if self.lengths[r] < longest]
         return tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths))
 
