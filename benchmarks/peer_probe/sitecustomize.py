@@ -2,7 +2,8 @@
 
 Python imports `sitecustomize` at start-up. This one waits, without importing anything heavy, until
 `transformers.trainer` is imported (every tool measured trains with a transformers Trainer subclass), then wraps
-`Trainer.training_step` to record each micro-batch's real tokens (the attention mask's ones per row) and adds a
+`Trainer.training_step` to record each micro-batch's real tokens (the attention mask's ones per row; without a
+mask, the examples of rows whose positions restart at 0, as packed or padding-free rows carry them) and adds a
 callback that stamps the wall-clock end of every optimizer step. When training ends, the record goes to
 $TUNESTACK_PROBE_FILE as JSON, with the linear weights the FLOPs formula needs (frozen and trainable).
 
@@ -24,6 +25,13 @@ def _lengths(inputs) -> list[int]:
     mask = inputs.get("attention_mask") if hasattr(inputs, "get") else None
     if mask is not None and mask.dim() == 2:
         return [int(n) for n in mask.sum(-1).tolist()]
+    positions = inputs.get("position_ids") if hasattr(inputs, "get") else None
+    if positions is not None and positions.dim() == 2:  # packed or joined rows: each example from its position 0
+        lengths = []
+        for row in positions.tolist():
+            starts = [i for i, p in enumerate(row) if p == 0] + [len(row)]
+            lengths += [b - a for a, b in zip(starts, starts[1:])]
+        return lengths
     ids = inputs["input_ids"]
     return [int(ids.shape[-1])] * int(ids.shape[0])
 

@@ -68,3 +68,45 @@ def test_bins_respect_max_length_and_keep_every_token():
     for row in rows:
         starts = [i for i, p in enumerate(row["position_ids"]) if p == 0]
         assert all(row["labels"][i] == IGNORE_INDEX for i in starts)
+
+
+def test_padding_free_batches_train_as_the_padded_ones(tiny_tokenizer, tiny_model_dir):
+    """A micro-batch joined into one row without padding (positions restarting per row, the per-example kernel)
+    gives the padded batch's loss (grouped eager attention, what a CPU run used before) and its gradients, of rows of
+    different lengths and of packed rows alike."""
+    from transformers import AutoModelForCausalLM
+
+    from tunestack.model.attention import register, register_grouped
+
+    examples = [encode_conversation(tiny_tokenizer, r["messages"], n) for r, n in zip(CHAT_ROWS, (512, 20, 33, 9))]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in examples]
+    joined = Collator(tiny_tokenizer.pad_token_id, padding_free=True)(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    assert joined["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in joined
+    starts = [sum(lengths[:i]) for i in range(len(rows))]
+    assert joined["position_ids"][0, starts].tolist() == [0] * len(rows)
+    assert all(joined["labels"][0, s] == IGNORE_INDEX for s in starts)
+    results = []
+    for attn, batch in ((register_grouped(), Collator(tiny_tokenizer.pad_token_id)(rows)), (register(), joined)):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32", attn_implementation=attn)
+        loss = summed_loss(model, dict(batch))
+        loss.backward()
+        results.append((loss.detach(), model.model.layers[0].self_attn.k_proj.weight.grad))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
+    packed = pack_sequences(rows, max_length=64)  # packed rows joined keep their own positions
+    again = Collator(tiny_tokenizer.pad_token_id, padding_free=True)(packed)
+    assert again["position_ids"][0].tolist() == [p for row in packed for p in row["position_ids"]]
+
+
+def test_padding_free_by_default_only_where_it_is_exact_and_pays():
+    from tunestack.data.packing import padding_free_rows
+
+    cpu = dict(task="sft", text=True, cuda=False, attention="auto", max_length=512, grouped=True, compiled=False,
+               per_row_outputs=False, tensor_parallel=False)
+    assert padding_free_rows(None, **cpu) and padding_free_rows(None, **cpu | {"task": "pt"})
+    for change in ({"task": "dpo"}, {"text": False}, {"cuda": True}, {"attention": "sdpa"}, {"max_length": 2048},
+                   {"grouped": False}, {"compiled": True}, {"per_row_outputs": True}, {"tensor_parallel": True}):
+        assert not padding_free_rows(None, **cpu | change), change
+    assert padding_free_rows(True, **cpu | {"cuda": True, "grouped": False})  # asked for: on
+    assert not padding_free_rows(False, **cpu)

@@ -67,10 +67,12 @@ def test_run_directory_holds_everything(trained_run):
     startup = manifest["startup_seconds"]  # process start to the first step, where it went
     assert startup["imports"] > 0 and startup["model"] > 0 and startup["data"] >= 0
     assert startup["total"] == pytest.approx(startup["imports"] + startup["data"] + startup["model"], abs=0.05)
-    # Chosen for a CPU and short unpacked rows: eager attention without repeated keys and values (a Llama), the
-    # output head only on the target tokens, and the LoRA-adapted MLPs, the other LoRA layers and the RMSNorms fused.
+    # Chosen for a CPU and short unpacked rows of a Llama: each micro-batch's rows joined without padding, attended
+    # per example, the output head only on the target tokens, and the LoRA-adapted MLPs, the other LoRA layers and
+    # the RMSNorms fused.
+    assert manifest["config"]["data"]["padding_free"] is True
     assert manifest["kernels"] == {
-        "attention": "tunestack_eager", "liger": False, "torch_compile": False,
+        "attention": "tunestack_packed", "liger": False, "torch_compile": False,
         "output_head": "target tokens, in chunks of 1024 where their logits pass 256 MB",
         "mlp": "fused LoRA SwiGLU in 2 layers (activation recomputed in the backward pass)",
         "lora": "adapter terms accumulated into the matrix products in 8 other layers",

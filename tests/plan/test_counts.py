@@ -146,6 +146,30 @@ def test_packed_attention_keeps_per_example_scores(lengths, row):
     assert counted == measured
 
 
+def test_rows_joined_without_padding_are_counted_exactly():
+    """Padding-free micro-batches (the rows joined into one, attended per example by the packed kernel) keep what
+    the estimate counts for them, byte for byte, and less than the same rows padded."""
+    from tunestack.data.packing import Collator
+    from tunestack.model.attention import register
+
+    model = prepare(llama(SHAPES["gqa_tied"], attn=register()), "lora", ["all-linear"]).train()
+    rows = [{"input_ids": list(range(5, 5 + n)), "labels": [-100] * 3 + list(range(n - 3))} for n in (30, 7, 12, 5)]
+    profile = Rows.from_encoded(rows).micro_batch(len(rows), padding_free=True)
+    assert (profile.batch, profile.length, profile.examples, profile.grid) == (1, 54, 4, ((12, 3), (30, 1)))
+    batch = Collator(0, padding_free=True)(rows)
+    assert batch["input_ids"].shape == (1, 54)
+    keep = (batch["labels"][0, 1:] != -100).nonzero().squeeze(-1)
+    assert len(keep) == profile.kept
+    measured = kept_bytes(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, keep)
+    setup = RunSetup(tuner="lora", batch=len(rows), attention="packed", padding_free=True)
+    acts = activations(ModelShape.from_config(model.config.to_dict()), setup, profile)
+    counted = sum(k.bytes * k.count for k in acts.kept) + acts.head + profile.kept * 300 * 4
+    assert counted == measured
+    padded = Rows.from_encoded(rows).micro_batch(len(rows))
+    assert sum(k.bytes * k.count for k in activations(ModelShape.from_config(model.config.to_dict()),
+                                                       RunSetup(tuner="lora", batch=4), padded).kept) > counted
+
+
 def test_checkpointing_keeps_layer_inputs_only():
     shape = ModelShape.from_config(SHAPES["gqa_tied"])
     profile = Rows.assumed(256).micro_batch(8)

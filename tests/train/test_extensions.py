@@ -231,3 +231,13 @@ def test_trackers_reach_the_training_arguments_without_tensorboard(tmp_path):
                               has_eval=False, run_name="my-run")
     assert made.report_to == ["wandb"] and made.run_name == "my-run"  # tensorboard is the run directory's own
     assert training_arguments(TrainArgs(), str(tmp_path), torch.float32, 1e-4, has_eval=False).report_to in ([], "none")
+
+
+def test_padding_free_is_refused_for_methods_that_batch_their_own_rows():
+    from tunestack.config.align import DpoArgs
+    from tunestack.train.dpo import DPO
+
+    with pytest.raises(ConfigError) as caught:
+        validate_training(DataArgs(dataset=["arith-pref"], padding_free=True), TunerArgs(), TrainArgs(), DpoArgs(),
+                          method=DPO)
+    assert "--padding_free: dpo batches its own rows; drop --padding_free" in caught.value.problems

@@ -44,16 +44,45 @@ def _concat(group: list[dict]) -> dict:
     return row
 
 
-class Collator:
-    """Pads a list of examples into a batch; packed rows (with position_ids) get no attention mask."""
+PADDING_FREE_LENGTH = 1024
+"""The longest --max_length at which padding-free rows are on by default (where a CPU run attends eagerly anyway)."""
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+
+def padding_free_rows(given: bool | None, *, task: str, text: bool, cuda: bool, attention: str, max_length: int,
+                      grouped: bool, compiled: bool, per_row_outputs: bool, tensor_parallel: bool) -> bool:
+    """Whether a run's micro-batches are joined into one row (`Collator(padding_free=True)`): `given` (--padding_free)
+    when set, else on for sft and pt text rows on a CPU with --attn_implementation auto, rows of up to
+    PADDING_FREE_LENGTH tokens, a model of a family whose attention hands its positions to tunestack's per-example
+    kernel (`grouped`: GROUPED_FAMILIES, transformers' own code), not compiled (rows of varying length would compile
+    again and again), without --metrics or --loss_func (`per_row_outputs`: they read outputs row by row) and without
+    tensor parallelism. There it trains the same (the same loss, each example attending within itself) in less
+    memory and time, as no position is padding."""
+    if given is not None:
+        return given and task in ("sft", "pt") and text
+    return task in ("sft", "pt") and text and not cuda and attention == "auto" and max_length <= PADDING_FREE_LENGTH \
+        and grouped and not compiled and not per_row_outputs and not tensor_parallel
+
+
+class Collator:
+    """Pads a list of examples into a batch; packed rows (with position_ids) get no attention mask. `padding_free`:
+    the rows are joined into one row instead, positions restarting at each (packed rows keep theirs), so that no
+    position is padding; as in a packed row, each row's first token is never a target."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, padding_free: bool = False):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.padding_free = padding_free
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
+        if self.padding_free:
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+            for f in features:
+                row["input_ids"] += list(f["input_ids"])
+                row["labels"] += [IGNORE_INDEX] + list(f["labels"][1:])
+                row["position_ids"] += list(f.get("position_ids") or range(len(f["input_ids"])))
+            return {key: torch.tensor([value], dtype=torch.long) for key, value in row.items()}
         longest = max(len(f["input_ids"]) for f in features)
         if self.pad_to_multiple_of:
             longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of

@@ -49,14 +49,19 @@ class Estimate:
         targets = ", ".join(self.shape.targets(s.targets))
         tuner = s.tuner if s.tuner == "full" else f"{s.tuner} rank {s.rank} on {targets}"
         precision = "fp32" if s.compute_bytes == 4 else "bf16/fp16"
+        joined = ", rows joined without padding" if s.padding_free else ""
         return (f"{tuner}; {precision} compute; micro-batch {s.batch} x {s.accumulation} accumulation; "
-                f"{s.attention} attention; gradient checkpointing {'on' if s.checkpointing else 'off'}")
+                f"{s.attention} attention{joined}; gradient checkpointing {'on' if s.checkpointing else 'off'}")
 
     def describe_rows(self) -> str:
         p = self.profile
         if not self.rows.measured:
             return f"assumed: every row {p.length} tokens (--max_length) with a target at every position"
         packed = f", {p.examples} examples in the worst micro-batch" if p.examples > p.batch else ""
+        if self.setup.padding_free:
+            return (f"{self.rows.count:,} rows from --dataset; the longest micro-batch joins {p.examples} examples "
+                    f"into {p.length} tokens, {p.kept} positions with logits, {p.mean_tokens:.0f} tokens per row on "
+                    "average")
         return (f"{self.rows.count:,} rows from --dataset; longest {p.length} tokens, {p.kept} positions with "
                 f"logits, {p.mean_tokens:.0f} tokens per row on average{packed}")
 
@@ -127,7 +132,7 @@ def build_estimate(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: Tr
     shape = ModelShape.from_config(source.config)
     rows = data_rows(source, model, data, train.seed)
     groups = TrainingGroups(model, data, tuner, train, parallel)
-    setup = run_setup(model, data, tuner, train, parallel, device)
+    setup = run_setup(model, data, tuner, train, parallel, device, shape.model_type)
     profile = run_profile(train, setup, rows)
     mem = plan_memory(groups, shape, device, rows)
     assumptions = _assumptions(source, rows, device, data)

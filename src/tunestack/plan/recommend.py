@@ -54,7 +54,7 @@ class Plan:
 def plan_memory(groups: TrainingGroups, shape: ModelShape, device: Device, rows: Rows) -> Memory:
     """The per-device training peak of `groups` on `device`."""
     g = groups
-    setup = run_setup(g.model, g.data, g.tuner, g.train, g.parallel, device)
+    setup = run_setup(g.model, g.data, g.tuner, g.train, g.parallel, device, shape.model_type)
     return memory(shape, setup, run_profile(g.train, setup, rows))
 
 
@@ -62,7 +62,7 @@ def run_profile(train: TrainArgs, setup: RunSetup, rows: Rows) -> RowProfile:
     """The micro-batches of the run: with --max_steps, the worst among the rows those steps draw."""
     steps = run_steps(rows.count, setup, train.max_steps, train.num_train_epochs) if train.max_steps > 0 else None
     drawn = None if steps is None else steps * setup.batch * setup.accumulation
-    return rows.micro_batch(setup.batch, drawn, train.seed)
+    return rows.micro_batch(setup.batch, drawn, train.seed, padding_free=setup.padding_free)
 
 
 def auto_plan(groups: TrainingGroups, shape: ModelShape, device: Device, rows: Rows) -> Plan:

@@ -77,7 +77,7 @@ class Rows:
         """Training rows (packed rows with --packing); None when no data was read."""
         return len(self.lengths) if self.measured else None
 
-    def micro_batch(self, batch: int, drawn: int | None = None, seed: int = 0) -> RowProfile:
+    def micro_batch(self, batch: int, drawn: int | None = None, seed: int = 0, padding_free: bool = False) -> RowProfile:
         """Micro-batches of `batch` rows drawn at random, as the trainer draws them, when the run draws `drawn` rows
         in all (None: every row at least once).
 
@@ -85,6 +85,9 @@ class Rows:
         (N + 1) / (k + 1). Logits are computed at the columns where a row of the micro-batch has a target; which
         rows meet decides how many (packed rows interleave prompts and answers), so the most found in the
         micro-batches of a seeded shuffle of the rows drawn counts.
+
+        `padding_free`: each micro-batch is one row, its rows joined (data/packing.py's Collator): the profile's
+        batch is 1 and its length the most tokens a micro-batch joins.
         """
         count = len(self.lengths)
         top = _expected_rank(count, drawn)
@@ -98,6 +101,8 @@ class Rows:
             for row in rows:
                 union |= self.targets[row]
             kept = max(kept, union.bit_count())
+        if padding_free:
+            return self._joined(batch, [list(range(top, min(top + batch, count)))] + batches, draw)
         # the packed kernel's grids: of the micro-batch of the longest rows or (packed) any of the shuffle's, the
         # largest; unpacked rows are not attended per example, but get the grid of the longest rows all the same
         packed = self.measured and max(map(len, self.examples)) > 1
@@ -111,6 +116,25 @@ class Rows:
             batch=batch, length=length, kept=min(max(1, kept), length - 1),
             examples=sum(c for _, c in grid), longest_example=self.longest_example, grid=grid,
             mean_padded=sum(padded) / len(padded), mean_tokens=sum(self.lengths) / len(self.lengths),
+        )
+
+    def _joined(self, batch: int, candidates: list[list[int]], draw: random.Random) -> RowProfile:
+        """Micro-batches joined into one row each: the worst is the one of the most tokens among `candidates` (the
+        longest rows and the shuffle's micro-batches); its examples are attended in the packed kernel's groups."""
+        from tunestack.model.attention import grid_groups
+
+        worst = max(candidates, key=lambda rows: sum(self.lengths[r] for r in rows)) if self.measured \
+            else [0] * batch
+        lengths = [n for r in worst for n in self.examples[r]]
+        length = sum(self.lengths[r] for r in worst)
+        kept = max(sum(self.targets[r].bit_count() for r in rows) for rows in candidates) if self.measured \
+            else batch * (length // batch - 1)
+        joined = [sum(draw.choices(self.lengths, k=batch)) for _ in range(256)] if self.measured else [length]
+        return RowProfile(
+            batch=1, length=length, kept=min(max(1, kept), length - 1), examples=len(lengths),
+            longest_example=self.longest_example,
+            grid=tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths)),
+            mean_padded=sum(joined) / len(joined), mean_tokens=sum(self.lengths) / len(self.lengths),
         )
 
     def _grid(self, rows: list[int], packed: bool) -> tuple[tuple[int, int], ...]:

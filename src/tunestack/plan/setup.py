@@ -33,6 +33,8 @@ class RunSetup:
     """The fused functions the run may use (train/trainer.py's fuse_modules: mlp, lora, rmsnorm), by its flags and
     process; which of them apply also depends on the family and the adapters (plan/activations.py)."""
     loss_in_chunks: bool = False
+    padding_free: bool = False
+    """Whether each micro-batch's rows are joined into one row without padding (data/packing.py)."""
     """Whether the trainer may apply the output head at the target tokens alone, in chunks where their logits are
     large (train/trainer.py: one process, not compiled, no --loss_func); the family decides too."""
 
@@ -47,16 +49,25 @@ class RunSetup:
 
 
 def run_setup(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: TrainArgs, parallel: ParallelArgs,
-              device: Device) -> RunSetup:
-    """The setup `tunestack sft` would train with, given these flags, on `device`."""
+              device: Device, model_type: str | None = None) -> RunSetup:
+    """The setup `tunestack sft` would train with, given these flags, on `device`, for a model of `model_type`."""
+    from tunestack.data.packing import padding_free_rows
+    from tunestack.model.attention import GROUPED_FAMILIES
+
     shard = sharding(parallel)
+    joined = padding_free_rows(
+        data.padding_free, task="sft", text=True, cuda=device.kind == "cuda", attention=model.attn_implementation,
+        max_length=data.max_length, grouped=model_type in GROUPED_FAMILIES and not model.trust_remote_code,
+        compiled=train.torch_compile, per_row_outputs=bool(train.metrics or train.loss_func),
+        tensor_parallel=parallel.tp > 1)
     return RunSetup(
         tuner=tuner.tuner, rank=tuner.lora_rank, targets=list(tuner.target_modules), dropout=tuner.lora_dropout,
         modules_to_save=list(tuner.modules_to_save), checkpointing=train.gradient_checkpointing,
         batch=train.per_device_train_batch_size, accumulation=train.gradient_accumulation_steps,
-        compute_bytes=compute_bytes(model, train, device), attention=attention_kind(model, data, device),
+        compute_bytes=compute_bytes(model, train, device), attention=attention_kind(model, data, device, joined),
         sharding=shard, device=device.kind, fused=fused_functions(train, shard),
         loss_in_chunks=shard.world == 1 and not train.torch_compile and train.loss_func is None,
+        padding_free=joined,
     )
 
 
@@ -77,13 +88,13 @@ def compute_bytes(model: ModelArgs, train: TrainArgs, device: Device) -> int:
     return 4 if model.dtype == "fp32" else 2
 
 
-def attention_kind(model: ModelArgs, data: DataArgs, device: Device) -> str:
+def attention_kind(model: ModelArgs, data: DataArgs, device: Device, padding_free: bool = False) -> str:
     """The attention kernel training would use (model/load.py's pick_attention), by what it keeps for backward."""
     requested = model.attn_implementation
     if requested != "auto":
         return "flash" if requested.startswith("flash") else requested
     if device.kind == "cuda":
         return "flash" if device.flash_attention else "sdpa"
-    if data.packing:
+    if data.packing or padding_free:
         return "packed"
     return "grouped eager" if data.max_length <= 1024 else "sdpa"

@@ -44,14 +44,14 @@ def step_flops(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> float:
     adapters); the output layer only at the positions that have a target; attention 4 * heads * head_dim per
     query-key pair forward, twice that backward; checkpointing repeats the layers' forward.
     """
-    tokens = setup.batch * rows.mean_padded
-    kept = setup.batch * rows.kept * rows.mean_padded / rows.length
+    tokens = rows.batch * rows.mean_padded  # rows.batch: 1 where the micro-batch's rows are joined
+    kept = rows.batch * rows.kept * rows.mean_padded / rows.length
     linear = shape.layers * shape.layer_linear_params
     head = shape.hidden * shape.vocab
     if setup.attention == "packed":
         pairs = rows.grid_pairs * rows.mean_padded / rows.length
     else:
-        pairs = setup.batch * rows.mean_padded**2
+        pairs = rows.batch * rows.mean_padded**2
     attention = 4 * shape.layers * shape.heads * shape.head_dim * pairs
     forward = 2 * linear * tokens + attention
     if setup.tuner == "full":

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tunestack.config import DataArgs, ModelArgs, ParallelArgs, TrainArgs, TunerArgs
@@ -123,6 +123,8 @@ def validate_training(data: DataArgs, tuner: TunerArgs, train: TrainArgs, method
     ]
     if method is not None and method.task not in ("sft", "pt"):
         checks.append((not data.packing, f"--packing: {method.name} trains on whole examples; drop --packing"))
+        checks.append((not data.padding_free, f"--padding_free: {method.name} batches its own rows; drop "
+                                              "--padding_free"))
         checks.append((data.truncation == "truncate", f"--truncation drop: {method.name} keeps each example's start "
                                                       "(--truncation truncate)"))
         checks.append((not data.streaming, f"--streaming: {method.name} reads its data whole; drop --streaming"))
@@ -333,6 +335,9 @@ def _processor(start, model_args: ModelArgs, method: Method, data_args: DataArgs
     if method.name != "sft":
         raise ConfigError([f"--model {model_args.model} is a vision-language model; {method.name} does not train "
                            "one yet (sft does)"])
+    if data_args.padding_free:
+        raise ConfigError([f"--padding_free: --model {model_args.model} is a multimodal model, whose rows its "
+                           "processor batches; drop --padding_free"])
     if data_args.packing and has_3d_positions(start.resolved.path):
         raise ConfigError([f"--packing: --model {model_args.model} computes 3-D rotary positions (M-RoPE) over each "
                            "whole row, which a packed row cannot restart; drop --packing"])
@@ -464,6 +469,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     barrier()
     startup.mark("model")
     progress.start("load", message=start.resolved.source)
+    data_args = replace(data_args, padding_free=_padding_free(method, start, model_args, data_args, train_args,
+                                                              parallel, text=processor is None))
     compute = resolve_dtype("bf16" if train_args.bf16 else "fp32") if train_args.bf16 is not None \
         else resolve_dtype(model_args.dtype)
     # Frozen base weights may live in the compute dtype; fully trained weights stay fp32 under autocast.
@@ -476,7 +483,8 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
     model = build_policy(start, tuner_args, train_args.gradient_checkpointing, train_args.seed, dtype=weights,
                          attn=model_args.attn_implementation, quantize_4bit=tuner_args.tuner == "qlora",
                          trust_remote_code=model_args.trust_remote_code, tokenizer=tokenizer,
-                         train_length=data_args.max_length, packed=data_args.packing, head=method.head,
+                         train_length=data_args.max_length, packed=data_args.packing or data_args.padding_free,
+                         head=method.head,
                          tp=parallel.tp)
     say(f"tuner: {tuner_args.tuner}, {trainable_summary(model)}, precision {dtype_name(compute)}")
     if not train_args.resume and is_main():
@@ -497,6 +505,23 @@ def build_trainer(method: Method, model_args: ModelArgs, data_args: DataArgs, tu
 
         fuse_modules(trainer, mlp=train_args.fused_mlp, lora=train_args.fused_lora, rmsnorm=train_args.fused_rmsnorm)
     return _with_run_callbacks(trainer, run, train_args, progress, stop)
+
+
+def _padding_free(method, start, model_args: ModelArgs, data_args: DataArgs, train_args: TrainArgs,
+                  parallel: ParallelArgs, text: bool) -> bool:
+    """--padding_free as given, else whether this run's rows are joined by default (data/packing.py)."""
+    import torch
+
+    from tunestack.data.packing import padding_free_rows
+    from tunestack.model.load import attention_limits
+
+    grouped = data_args.padding_free is None and attention_limits(start.resolved.path,
+                                                                  model_args.trust_remote_code)[2]
+    return padding_free_rows(
+        data_args.padding_free, task=method.task, text=text, cuda=torch.cuda.is_available(),
+        attention=model_args.attn_implementation, max_length=data_args.max_length, grouped=grouped,
+        compiled=train_args.torch_compile, per_row_outputs=bool(train_args.metrics or train_args.loss_func),
+        tensor_parallel=parallel.tp > 1)
 
 
 def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs, progress: Progress, stop: StopRequest | None):

@@ -85,7 +85,8 @@ def trainer(prepared: Prepared):
         collator, processing = MediaCollator(prepared.processor, prepared.data.max_length), prepared.processor
         args.remove_unused_columns = False  # the collator reads the rows' text and image references
     else:
-        collator, processing = Collator(prepared.tokenizer.pad_token_id), prepared.tokenizer
+        collator = Collator(prepared.tokenizer.pad_token_id, padding_free=bool(prepared.data.padding_free))
+        processing = prepared.tokenizer
         train = to_dataset(train) if isinstance(train, list) else train
         val = to_dataset(val) if val else None
     return TunestackTrainer(
