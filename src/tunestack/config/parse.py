@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunestack.errors import ConfigError
 
-_TRUE = {"1", "true", "yes", "y", "on"}
+TRUE_WORDS = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
 
 
@@ -42,7 +42,7 @@ def _convert(flag: str, raw, scalar, choices, spellings: dict | None = None) -> 
         if isinstance(raw, bool):
             return raw
         text = str(raw).lower()
-        if text in _TRUE:
+        if text in TRUE_WORDS:
             return True
         if text in _FALSE:
             return False

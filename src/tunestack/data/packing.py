@@ -63,6 +63,14 @@ def padding_free_rows(given: bool | None, *, task: str, text: bool, cuda: bool, 
         and grouped and not compiled and not per_row_outputs and not tensor_parallel
 
 
+def run_padding_free(model, data, train, parallel, *, task: str, text: bool, cuda: bool, grouped: bool) -> bool:
+    """`padding_free_rows` for a run's flag groups (ModelArgs, DataArgs, TrainArgs, ParallelArgs)."""
+    return padding_free_rows(
+        data.padding_free, task=task, text=text, cuda=cuda, attention=model.attn_implementation,
+        max_length=data.max_length, grouped=grouped, compiled=train.torch_compile,
+        per_row_outputs=bool(train.metrics or train.loss_func), tensor_parallel=parallel.tp > 1)
+
+
 class Collator:
     """Pads a list of examples into a batch; packed rows (with position_ids) get no attention mask. `padding_free`:
     the rows are joined into one row instead, positions restarting at each (packed rows keep theirs), so that no

@@ -94,19 +94,20 @@ class Rows:
         length = self.lengths[top]
         draw = random.Random(seed)
         order = draw.sample(range(count), count)[:drawn or count]
-        kept = 0
         batches = [order[start:start + batch] for start in range(0, len(order), batch)]
+        longest = list(range(top, min(top + batch, count)))
+        if padding_free:
+            return self._joined(batch, [longest] + batches, draw)
+        kept = 0
         for rows in batches:
             union = 0
             for row in rows:
                 union |= self.targets[row]
             kept = max(kept, union.bit_count())
-        if padding_free:
-            return self._joined(batch, [list(range(top, min(top + batch, count)))] + batches, draw)
         # the packed kernel's grids: of the micro-batch of the longest rows or (packed) any of the shuffle's, the
         # largest; unpacked rows are not attended per example, but get the grid of the longest rows all the same
         packed = self.measured and max(map(len, self.examples)) > 1
-        candidates = [list(range(top, min(top + batch, count)))] + (batches if packed else [])
+        candidates = [longest] + (batches if packed else [])
         grid = max((self._grid(rows, packed) for rows in candidates),
                    key=lambda g: (sum(n * n * c for n, c in g), sum(n * c for n, c in g)))
         if not self.measured:
@@ -121,8 +122,6 @@ class Rows:
     def _joined(self, batch: int, candidates: list[list[int]], draw: random.Random) -> RowProfile:
         """Micro-batches joined into one row each: the worst is the one of the most tokens among `candidates` (the
         longest rows and the shuffle's micro-batches); its examples are attended in the packed kernel's groups."""
-        from tunestack.model.attention import grid_groups
-
         worst = max(candidates, key=lambda rows: sum(self.lengths[r] for r in rows)) if self.measured \
             else [0] * batch
         lengths = [n for r in worst for n in self.examples[r]]
@@ -133,20 +132,25 @@ class Rows:
         return RowProfile(
             batch=1, length=length, kept=min(max(1, kept), length - 1), examples=len(lengths),
             longest_example=self.longest_example,
-            grid=tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths)),
+            grid=_grid_shape(lengths),
             mean_padded=sum(joined) / len(joined), mean_tokens=sum(self.lengths) / len(self.lengths),
         )
 
     def _grid(self, rows: list[int], packed: bool) -> tuple[tuple[int, int], ...]:
         """(longest, examples) of each group the packed kernel attends for these rows, padded as the collator pads
         them: a packed row shorter than the micro-batch's longest gets a padding block, attended as an example."""
-        from tunestack.model.attention import grid_groups
-
         longest = max(self.lengths[r] for r in rows)
         lengths = [n for r in rows for n in self.examples[r]]
         if packed:
             lengths += [longest - self.lengths[r] for r in rows if self.lengths[r] < longest]
-        return tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths))
+        return _grid_shape(lengths)
+
+
+def _grid_shape(lengths: list[int]) -> tuple[tuple[int, int], ...]:
+    """(longest, examples) of each group of these example lengths that the packed kernel attends together."""
+    from tunestack.model.attention import grid_groups
+
+    return tuple((max(lengths[i] for i in group), len(group)) for group in grid_groups(lengths))
 
 
 def _expected_rank(count: int, drawn: int | None) -> int:

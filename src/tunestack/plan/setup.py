@@ -51,15 +51,12 @@ class RunSetup:
 def run_setup(model: ModelArgs, data: DataArgs, tuner: TunerArgs, train: TrainArgs, parallel: ParallelArgs,
               device: Device, model_type: str | None = None) -> RunSetup:
     """The setup `tunestack sft` would train with, given these flags, on `device`, for a model of `model_type`."""
-    from tunestack.data.packing import padding_free_rows
+    from tunestack.data.packing import run_padding_free
     from tunestack.model.attention import GROUPED_FAMILIES
 
     shard = sharding(parallel)
-    joined = padding_free_rows(
-        data.padding_free, task="sft", text=True, cuda=device.kind == "cuda", attention=model.attn_implementation,
-        max_length=data.max_length, grouped=model_type in GROUPED_FAMILIES and not model.trust_remote_code,
-        compiled=train.torch_compile, per_row_outputs=bool(train.metrics or train.loss_func),
-        tensor_parallel=parallel.tp > 1)
+    joined = run_padding_free(model, data, train, parallel, task="sft", text=True, cuda=device.kind == "cuda",
+                              grouped=model_type in GROUPED_FAMILIES and not model.trust_remote_code)
     return RunSetup(
         tuner=tuner.tuner, rank=tuner.lora_rank, targets=list(tuner.target_modules), dropout=tuner.lora_dropout,
         modules_to_save=list(tuner.modules_to_save), checkpointing=train.gradient_checkpointing,

@@ -512,16 +512,13 @@ def _padding_free(method, start, model_args: ModelArgs, data_args: DataArgs, tra
     """--padding_free as given, else whether this run's rows are joined by default (data/packing.py)."""
     import torch
 
-    from tunestack.data.packing import padding_free_rows
+    from tunestack.data.packing import run_padding_free
     from tunestack.model.load import attention_limits
 
     grouped = data_args.padding_free is None and attention_limits(start.resolved.path,
                                                                   model_args.trust_remote_code)[2]
-    return padding_free_rows(
-        data_args.padding_free, task=method.task, text=text, cuda=torch.cuda.is_available(),
-        attention=model_args.attn_implementation, max_length=data_args.max_length, grouped=grouped,
-        compiled=train_args.torch_compile, per_row_outputs=bool(train_args.metrics or train_args.loss_func),
-        tensor_parallel=parallel.tp > 1)
+    return run_padding_free(model_args, data_args, train_args, parallel, task=method.task, text=text,
+                            cuda=torch.cuda.is_available(), grouped=grouped)
 
 
 def _with_run_callbacks(trainer, run: RunDir, train_args: TrainArgs, progress: Progress, stop: StopRequest | None):

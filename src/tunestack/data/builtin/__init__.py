@@ -8,6 +8,7 @@ from importlib import resources
 
 from tunestack.data.builtin.arith import ROWS, arith_kto_rows, arith_preference_rows, arith_prompt_rows, arith_rows
 from tunestack.data.builtin.shapes import ROWS as SHAPES_ROWS, shapes_rows
+from tunestack.config.parse import TRUE_WORDS
 from tunestack.errors import DataError
 
 BUILTIN_DATASETS = {
@@ -103,7 +104,7 @@ def recommended_presets(raw: dict) -> dict:
     if len(names) != 1 or (name := names.pop()) not in RECOMMENDED:
         return {}
     preset = RECOMMENDED[name]
-    if str(raw.get("packing", False)).lower() in ("1", "true", "yes", "y", "on"):
+    if str(raw.get("packing", False)).lower() in TRUE_WORDS:
         preset = {**preset, **RECOMMENDED_PACKED.get(name, {})}
     chosen_full = str(raw.get("tuner", preset.get("tuner", "lora"))).lower() == "full"
     if chosen_full == (preset.get("tuner") == "full"):
