@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from helpers import CHAT_ROWS, cli, cli_env, write_jsonl
+from tunestack.model.attention import flash_from
 
 TRAIN = ["--per_device_train_batch_size", "4", "--logging_steps", "1", "--learning_rate", "1e-2"]
 
@@ -71,12 +72,15 @@ def test_run_directory_holds_everything(trained_run):
     # per example, the output head only on the target tokens, and the LoRA-adapted MLPs, the other LoRA layers and
     # the RMSNorms fused.
     assert manifest["config"]["data"]["padding_free"] is True
+    flash = flash_from(4 if manifest["precision"] == "fp32" else 2)  # long examples: sdpa's kernel
     assert manifest["kernels"] == {
         "attention": "tunestack_packed", "liger": False, "torch_compile": False,
         "output_head": "target tokens, in chunks of 1024 where their logits pass 256 MB",
         "mlp": "fused LoRA SwiGLU in 2 layers (activation recomputed in the backward pass)",
         "lora": "adapter terms accumulated into the matrix products in 8 other layers",
-        "rmsnorm": "fused RMSNorm in 5 places"}
+        "rmsnorm": "fused RMSNorm in 5 places",
+        "attention_groups": f"examples under {flash} tokens: grouped operations; from {flash} tokens: sdpa's causal "
+                            "kernel"}
     metrics = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if "loss" in m]
     assert [m["step"] for m in train] == list(range(1, 9))

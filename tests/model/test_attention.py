@@ -38,6 +38,43 @@ def test_packed_kernel_matches_sdpa_logits_and_gradients(tiny_model_dir, tiny_to
     torch.testing.assert_close(results["tunestack_packed"][1], results["sdpa"][1], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_long_groups_run_the_causal_kernel_and_match_per_example_sdpa(dtype):
+    """Groups whose longest example reaches flash_from tokens are attended by sdpa's causal kernel (no mask kept), the
+    shorter ones by the grouped operations: each example's output and the gradients equal sdpa's on the example
+    alone."""
+    from types import SimpleNamespace
+
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    from tunestack.model import attention
+
+    torch.manual_seed(0)
+    rows = [[300, 40, 100], [150, 290]]
+    positions = torch.stack([torch.cat([torch.arange(n) for n in row]) for row in rows])
+    length = positions.shape[1]
+    q, k, v = (torch.randn(2, heads, length, 16, dtype=dtype, requires_grad=True) for heads in (6, 2, 2))
+    grad = torch.randn(2, length, 6, 16, dtype=dtype)
+    out, _ = attention.packed_attention(SimpleNamespace(training=True), q, k, v, None, scaling=0.25,
+                                        position_ids=positions)
+    (out.float() * grad).sum().backward()
+    flash = attention.flash_from(q.element_size())
+    groups = attention._last[2].groups
+    assert [blocked is None for _, blocked, _, _ in groups] == [n >= flash for n in (40, 100, 150, 300)]
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for r, row in enumerate(rows):
+        start = 0
+        for n in row:
+            span = slice(start, start + n)
+            leaves = [t.detach()[r:r + 1, :, span].requires_grad_() for t in (q, k, v)]
+            ref = sdpa(*leaves, is_causal=True, scale=0.25, enable_gqa=True).transpose(1, 2)
+            (ref.float() * grad[r:r + 1, span]).sum().backward()
+            torch.testing.assert_close(out[r:r + 1, span], ref, **tolerance)
+            for leaf, full in zip(leaves, (q, k, v)):
+                torch.testing.assert_close(full.grad[r:r + 1, :, span], leaf.grad, **tolerance)
+            start += n
+
+
 def test_examples_are_attended_in_groups_of_similar_length():
     """Each example is padded to at most 1.5 times its length (16 for the shortest), so one long example (a padding
     block) does not make every short one pay for its length."""

@@ -123,11 +123,12 @@ def test_grouped_eager_attention_is_counted_exactly(name):
     assert counted == measured
 
 
-@pytest.mark.parametrize("lengths,row", [((9, 7, 6, 5, 4, 8), 16), ((44, 40, 10, 8, 6, 3), 48)])
+@pytest.mark.parametrize("lengths,row", [((9, 7, 6, 5, 4, 8), 16), ((44, 40, 10, 8, 6, 3), 48),
+                                        ((150, 40, 130, 10), 200)])
 def test_packed_attention_keeps_per_example_scores(lengths, row):
     """Packed rows under tunestack's per-example kernel keep scores over each example (padding is a block of its
     own), not over the whole row, in groups of similar lengths: counted exactly too (one group; three, with a
-    32-token padding block)."""
+    32-token padding block; long examples, whose group sdpa's causal kernel attends without scores)."""
     from tunestack.data.packing import Collator, pack_sequences
     from tunestack.model.attention import register
 
@@ -136,7 +137,7 @@ def test_packed_attention_keeps_per_example_scores(lengths, row):
                 lengths]
     packed = pack_sequences(examples, row)
     profile = Rows.from_encoded(packed).micro_batch(len(packed))
-    assert profile.grid == (((9, 8),) if row == 16 else ((10, 5), (32, 1), (44, 2)))
+    assert profile.grid == {16: ((9, 8),), 48: ((10, 5), (32, 1), (44, 2)), 200: ((10, 1), (40, 1), (70, 1), (150, 2))}[row]
     batch = Collator(0)(packed)
     keep = torch.arange(profile.length - 1 - profile.kept, profile.length - 1)
     measured = kept_bytes(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, keep)

@@ -11,6 +11,9 @@ decoding step (one query per row), where it runs the grouped kernel's operations
 CPU kernel over a 256-position static cache took 4.4 ms of a bf16 step's 30 layers, the fused operations 1.5 ms.
 
 `packed_attention`, for packed rows: each packed example attends only within itself, at the cost of its own length.
+Groups of short examples run the grouped operations (matmul, mask, softmax, matmul); groups whose longest example
+reaches `flash_from` tokens run sdpa's causal kernel, which on a CPU is faster there and keeps no scores (a group's
+examples are padded at their ends, which a causal query never sees).
 
 transformers' sdpa and eager kernels handle packed rows with a block-diagonal mask over the whole row, so a row of
 eight 64-token examples pays for 512x512 scores. This kernel, registered through transformers' public
@@ -44,6 +47,18 @@ def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list
     return spans
 
 
+def flash_from(element_bytes: int) -> int:
+    """The longest example from which a group of packed examples is attended by sdpa's causal (flash) kernel rather
+    than by the grouped operations, for queries of `element_bytes` per element. The grouped operations keep fp32
+    scores (and a bf16 copy in bf16) per head and query-key pair for the backward pass; sdpa's kernel keeps none.
+    Their time, forward and backward over the same grids of about 2,048 tokens (9 query heads, 3 key/value heads;
+    grouped / sdpa, `benchmarks/attention_kernels.py`, a 2-core AMD EPYC with AVX-512 BF16): fp32 0.88 at 48
+    tokens, 1.1 at 128, 0.9-1.3 from 192 to 384, 2.5 at 512, 3.9 at 1,024 (capped at AVX2: 1.26 at 128, 1.5 at
+    192); bf16 0.27 at 48, 0.61 at 128, 0.7-0.9 at 192, 0.8-1.4 from 256 to 512 in repeated runs, 1.9-2.5 at 768,
+    3-4 at 1,024."""
+    return 128 if element_bytes >= 4 else 256
+
+
 def rung(length: int) -> int:
     """The step of the ladder 16, 24, 32, 48, 64, 96, ... that `length` rounds up to: examples of one step are
     attended together, each padded to the longest of them, so that no example is padded to more than 1.5 times its
@@ -71,7 +86,7 @@ class _Layout:
     with every short one: a batch of short chats with 500 tokens of padding would keep 500x500 scores per example.
     """
 
-    def __init__(self, spans: list[list[tuple[int, int]]], length: int, device):
+    def __init__(self, spans: list[list[tuple[int, int]]], length: int, device, flash: int):
         examples = [(r * length + s, e - s) for r, row in enumerate(spans) for s, e in row]
         self.groups = []
         placed = []
@@ -83,10 +98,12 @@ class _Layout:
             valid = offsets < counts.unsqueeze(1)  # [examples, longest]
             # where each grid position reads its token (padding reads its example's first, and is masked)
             gather = torch.where(valid, starts.unsqueeze(1) + offsets, starts.unsqueeze(1))
-            causal = torch.ones(longest, longest, dtype=torch.bool).tril()
-            blocked = ~(causal & valid.unsqueeze(1)).unsqueeze(1)  # [examples, 1 (heads), queries, keys]
+            blocked = None  # from `flash` tokens on, sdpa's causal kernel: padding ends each example, unseen
+            if longest < flash:
+                causal = torch.ones(longest, longest, dtype=torch.bool).tril()
+                blocked = ~(causal & valid.unsqueeze(1)).unsqueeze(1).to(device)  # [examples, 1, queries, keys]
             example, position = valid.nonzero(as_tuple=True)  # the grid's real positions, in token order
-            self.groups.append((gather.to(device), blocked.to(device), example.to(device), position.to(device)))
+            self.groups.append((gather.to(device), blocked, example.to(device), position.to(device)))
             placed.append(gather[valid])
         # token t of the rows is row `order[t]` of the groups' real positions stacked
         self.order = torch.cat(placed).argsort().to(device)
@@ -105,17 +122,18 @@ class _Layout:
         return tokens.view(batch, length, *tokens.shape[1:])
 
 
-_last: tuple[torch.Tensor, _Layout] | None = None
+_last: tuple[torch.Tensor, int, _Layout] | None = None
 
 
-def _layout(position_ids: torch.Tensor | None, batch: int, length: int, device) -> _Layout:
+def _layout(position_ids: torch.Tensor | None, batch: int, length: int, device, flash: int) -> _Layout:
     """The layout for these rows; every layer of one forward pass shares it."""
     global _last
     key = position_ids.expand(batch, -1) if position_ids is not None else torch.zeros(batch, length)
-    if _last is not None and _last[0].shape == key.shape and torch.equal(_last[0], key.to(_last[0].device)):
-        return _last[1]
-    layout = _Layout(segments(position_ids, batch, length), length, device)
-    _last = (key.detach().clone(), layout)
+    if _last is not None and _last[0].shape == key.shape and _last[1] == flash \
+            and torch.equal(_last[0], key.to(_last[0].device)):
+        return _last[2]
+    layout = _Layout(segments(position_ids, batch, length), length, device, flash)
+    _last = (key.detach().clone(), flash, layout)
     return layout
 
 
@@ -123,12 +141,17 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
                      position_ids: torch.Tensor | None = None, **kwargs):
     """Same signature and output layout as transformers' eager attention: ([batch, length, heads, dim], None)."""
     batch, _, length, _ = query.shape
-    layout = _layout(position_ids, batch, length, query.device)
+    layout = _layout(position_ids, batch, length, query.device, flash_from(query.element_size()))
     outputs = []
     for q, k, v, (_, blocked, _, _) in zip(layout.grids(query), layout.grids(key), layout.grids(value),
                                            layout.groups):
-        outputs.append(_grouped(q, k, v, scaling, dropout, module.training,
-                                lambda scores, blocked=blocked: scores.masked_fill(blocked, float("-inf")))[0])
+        if blocked is None:
+            outputs.append(torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout if module.training else 0.0, is_causal=True, scale=scaling,
+                enable_gqa=k.shape[1] != q.shape[1]))
+        else:
+            outputs.append(_grouped(q, k, v, scaling, dropout, module.training,
+                                    lambda scores, blocked=blocked: scores.masked_fill(blocked, float("-inf")))[0])
     return layout.rows(outputs, batch, length), None
 
 

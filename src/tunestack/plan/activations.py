@@ -93,7 +93,7 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     trained_outside = kept_logits * h * a + tokens * h * a + tokens * 8 if full else 0  # head input, norm, token ids
     head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * I64
     if setup.attention == "packed":  # the grids' masks and gather indices, their real positions, the tokens' order
-        head += rows.grid_pairs + rows.grid_positions * I64 + 3 * tokens * I64
+        head += rows.masked_pairs(_flash(setup)) + rows.grid_positions * I64 + 3 * tokens * I64
     scores = _scores(shape, setup, rows)
     transient = 2 * tokens * h * a + 3 * tokens * i * a + 2 * scores
     return Activations(kept=kept, layer=layer, inputs=shape.layers * tokens * h * a, head=head,
@@ -138,8 +138,15 @@ def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
     if setup.attention in ("eager", "grouped eager"):
         return rows.batch * shape.heads * rows.length**2 * F32
     if setup.attention == "packed":
-        return shape.heads * rows.grid_pairs * F32
+        return shape.heads * rows.masked_pairs(_flash(setup)) * F32
     return 0
+
+
+def _flash(setup: RunSetup) -> int:
+    """The packed kernel's flash_from for this run's compute dtype."""
+    from tunestack.model.attention import flash_from
+
+    return flash_from(setup.compute_bytes)
 
 
 def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kept]:
@@ -153,9 +160,12 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
     if setup.attention == "packed":  # per-example grids, examples padded to their group's longest
         grid = rows.grid_positions
         scores = _scores(shape, setup, rows)
+        flash = rows.flash_positions(_flash(setup))
         return [Kept("queries (per-example grids)", grid * shape.heads * d * a, 1),
                 Kept("keys and values (per-example grids)", grid * shape.kv_heads * d * a, 2),
-                Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1)]
+                Kept("softmax scores (per example)", scores + (scores // 2 if a == 2 else 0), 1),
+                Kept("attention kernel output and statistics (long examples)", flash * shape.heads * (d * a + F32),
+                     1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
     if setup.attention in ("eager", "grouped eager"):
         scores = _scores(shape, setup, rows)

@@ -42,8 +42,17 @@ class RowProfile:
 
     @property
     def grid_pairs(self) -> int:
-        """Query-key pairs of the packed kernel's grids, its scores per head."""
+        """Query-key pairs of the packed kernel's grids."""
         return sum(longest**2 * count for longest, count in self.grid)
+
+    def masked_pairs(self, flash: int) -> int:
+        """Query-key pairs of the grids the grouped operations attend (longest example under `flash` tokens,
+        model/attention.flash_from): their masks, and their scores per head."""
+        return sum(longest**2 * count for longest, count in self.grid if longest < flash)
+
+    def flash_positions(self, flash: int) -> int:
+        """Positions of the grids sdpa's causal kernel attends (longest example from `flash` tokens on)."""
+        return sum(longest * count for longest, count in self.grid if longest >= flash)
 
 
 @dataclass(frozen=True)

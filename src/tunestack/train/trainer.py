@@ -168,7 +168,10 @@ def kernels_of(trainer: Trainer) -> dict:
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
     positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), how the
     MLPs, LoRA layers and RMSNorms run (fused where fuse_modules applies), Liger's fused kernels, and whether
-    torch.compile is on (after the check that inductor can compile here)."""
+    torch.compile is on (after the check that inductor can compile here); for the packed-row kernel, which kernel
+    attends which examples (model/attention.flash_from)."""
+    from tunestack.model.attention import NAME as PACKED
+    from tunestack.model.attention import flash_from
     from tunestack.model.fused import FusedLoraMLP, FusedRMSNorm, fused_lora_linears
 
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
@@ -184,9 +187,16 @@ def kernels_of(trainer: Trainer) -> dict:
         else "module by module"
     norms = sum(isinstance(module, FusedRMSNorm) for module in trainer.model.modules())
     rmsnorm = f"fused RMSNorm in {norms} places" if norms else "as the model defines it"
-    return {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
-            "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel),
-            "torch_compile": bool(trainer.args.torch_compile)}
+    kernels = {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
+               "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel),
+               "torch_compile": bool(trainer.args.torch_compile)}
+    if kernels["attention"] == PACKED:
+        half = trainer.args.bf16 or trainer.args.fp16 or getattr(trainer.model, "dtype", None) in \
+            (torch.bfloat16, torch.float16)
+        flash = flash_from(2 if half else 4)
+        kernels["attention_groups"] = f"examples under {flash} tokens: grouped operations; from {flash} tokens: " \
+                                      "sdpa's causal kernel"
+    return kernels
 
 
 def predicted_ids(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
