@@ -13,12 +13,16 @@ What runs.
      layer, tunestack's fused modules) on one padding-free row of 1,024 tokens made of examples of one length, with
      the rule (`flash_from`) and with the grouped operations for every group (the kernel before the rule), in
      turn, one untimed round first; also the bytes autograd keeps (saved-tensor hooks, each storage once).
+  3. The grouped eager kernel's (`tunestack_eager`, unpacked rows) two ways over padded rows under eager attention's
+     additive mask: its grouped operations, and sdpa's kernel under the same mask, which it runs from `flash_from`
+     tokens on.
 Each figure is the median of `--repeats` timed runs (the kernels alone: after two untimed ones). fp32 always; bf16
 where this CPU has native bf16 (AMX or AVX-512 BF16), or with `--dtypes fp32,bf16`.
 
 Usage:
     python benchmarks/attention_kernels.py              # about ten minutes on a 2-core CPU
     python benchmarks/attention_kernels.py --quick      # fewer lengths and repeats
+    python benchmarks/attention_kernels.py --no_steps   # the kernels alone (parts 1 and 3), about two minutes
     python benchmarks/attention_kernels.py --output /tmp/attention.json
 """
 
@@ -70,6 +74,37 @@ def kernels(dtype, lengths, repeats: int) -> list[dict]:
         rows.append({"length": length, "examples": n, "grouped_ms": round(grouped_ms, 2), "sdpa_ms": round(sdpa_ms, 2),
                      "grouped_over_sdpa": round(grouped_ms / sdpa_ms, 2),
                      "rule": "sdpa" if length >= flash_from(q.element_size()) else "grouped"})
+    return rows
+
+
+def padded_rows(dtype, lengths, repeats: int) -> list[dict]:
+    """The grouped eager kernel's two ways over unpacked rows (row i padded by 40 * i tokens at its end), under
+    eager attention's additive mask: the grouped operations against sdpa's kernel under the same mask."""
+    import torch
+    import torch.nn.functional as F
+
+    from tunestack.model.attention import _grouped, flash_from
+
+    rows = []
+    for length in lengths:
+        n = max(1, 2048 // length)
+        q = torch.randn(n, 9, length, 64, dtype=dtype, requires_grad=True)
+        k, v = (torch.randn(n, 3, length, 64, dtype=dtype, requires_grad=True) for _ in range(2))
+        grad = torch.randn(n, 9, length, 64, dtype=dtype)
+        valid = torch.arange(length)[None] < (length - 40 * torch.arange(n))[:, None]
+        allowed = torch.ones(length, length, dtype=torch.bool).tril()[None] & valid[:, None, :]
+        mask = torch.zeros(n, 1, length, length, dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+        def grouped():
+            _grouped(q, k, v, 0.125, 0.0, True, lambda s: s + mask)[0].backward(grad)
+
+        def sdpa():
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.125, enable_gqa=True).backward(grad)
+
+        grouped_ms, sdpa_ms = timed(grouped, repeats), timed(sdpa, repeats)
+        rows.append({"length": length, "rows": n, "grouped_ms": round(grouped_ms, 2), "sdpa_ms": round(sdpa_ms, 2),
+                     "grouped_over_sdpa": round(grouped_ms / sdpa_ms, 2),
+                     "rule": "sdpa" if length >= flash_from(q.element_size(), masked=True) else "grouped"})
     return rows
 
 
@@ -138,6 +173,7 @@ def main() -> None:
                                                           "this CPU has native bf16)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no_steps", action="store_true", help="the kernels alone, no training steps")
     parser.add_argument("--output", default="benchmarks/results/attention_kernels.json")
     args = parser.parse_args()
 
@@ -151,7 +187,8 @@ def main() -> None:
     step_lengths = [128, 512] if args.quick else [64, 128, 256, 512, 1024]
     repeats = 2 if args.quick else args.repeats
     torch.manual_seed(0)
-    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "kernels": {}, "training_steps": {}}
+    result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "kernels": {}, "padded_rows": {},
+              "training_steps": {}}
     print(cpu_name())
     for name in names:
         dtype = getattr(torch, DTYPES[name])
@@ -162,6 +199,14 @@ def main() -> None:
             print(f"| {r['length']} | {r['examples']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
                   f"| {r['rule']} |")
     for name in names:
+        dtype = getattr(torch, DTYPES[name])
+        result["padded_rows"][name] = rows = padded_rows(dtype, kernel_lengths[-5:], repeats)
+        print(f"\n{name}: the grouped eager kernel over padded rows, forward and backward, ~2,048 tokens")
+        print("| length | rows | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n|---:|---:|---:|---:|---:|---|")
+        for r in rows:
+            print(f"| {r['length']} | {r['rows']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
+                  f"| {r['rule']} |")
+    for name in names if not args.no_steps else []:
         dtype = getattr(torch, DTYPES[name])
         result["training_steps"][name] = rows = training_steps(dtype, step_lengths, repeats)
         print(f"\n{name}: a LoRA training step of the embedded model, one padding-free row of {ROW:,} tokens")

@@ -8,7 +8,8 @@ import torch
 from helpers import CHAT_ROWS
 from tunestack.data.packing import Collator, pack_sequences
 from tunestack.data.tokenize import encode_conversation
-from tunestack.model.attention import GROUPED_FAMILIES, grid_groups, register, register_grouped, rung, segments
+from tunestack.model.attention import (GROUPED_FAMILIES, flash_from, grid_groups, register, register_grouped, rung,
+                                       segments)
 from tunestack.model.load import attention_limits, pick_attention
 from tunestack.plan.rows import Rows
 
@@ -143,25 +144,33 @@ def tiny(family: str, heads: int, kv_heads: int):
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
 
 
-@pytest.mark.parametrize("family, heads, kv_heads", [("llama", 6, 2), ("llama", 4, 4), ("qwen3", 6, 3),
-                                                     ("mistral", 6, 1)])
-def test_grouped_kernel_matches_eager_logits_and_gradients(family, heads, kv_heads):
+@pytest.mark.parametrize("family, heads, kv_heads, length", [("llama", 6, 2, 20), ("llama", 4, 4, 20),
+                                                             ("qwen3", 6, 3, 20), ("mistral", 6, 1, 20),
+                                                             ("llama", 6, 2, 150), ("qwen3", 6, 3, 150)])
+def test_grouped_kernel_matches_eager_logits_and_gradients(family, heads, kv_heads, length):
+    """Short rows run the grouped operations; rows from flash_from tokens on (150 in fp32) sdpa's kernel under the
+    same mask."""
     model = tiny(family, heads, kv_heads)
-    ids = torch.randint(0, 120, (3, 20))
+    ids = torch.randint(0, 120, (3, length))
     mask = torch.ones_like(ids)
-    mask[1, 14:] = 0  # padded at the end
+    mask[1, length - 6:] = 0  # padded at the end
     mask[2, :5] = 0  # and at the start
+    # no target predicted from a padding position (the first token after left padding), as in real rows: a padding
+    # query sees no key, and what a kernel makes of such a row differs between kernels
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[2, 5] = -100
     results = {}
     for attn in ("eager", register_grouped()):
         model.set_attn_implementation(attn)
         model.zero_grad()
-        out = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
         out.loss.backward()
         results[attn] = (out.logits.detach(), [p.grad.clone() for p in model.parameters()])
     assert model.config._attn_implementation == "tunestack_eager"
-    torch.testing.assert_close(results["tunestack_eager"][0], results["eager"][0], rtol=1e-6, atol=1e-6)
+    close = 1e-6 if length < flash_from(4) else 1e-5
+    torch.testing.assert_close(results["tunestack_eager"][0], results["eager"][0], rtol=close, atol=close)
     for grouped, eager in zip(results["tunestack_eager"][1], results["eager"][1]):
-        torch.testing.assert_close(grouped, eager, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grouped, eager, rtol=1e-5, atol=close)
 
 
 def test_grouped_kernel_keeps_a_third_of_the_keys_and_values():

@@ -104,20 +104,25 @@ def test_kept_activations_match_autograd_exactly(name, tuner, targets):
     assert counted == measured
 
 
+@pytest.mark.parametrize("length,targets", [(24, ["all-linear"]), (24, ["gate_proj", "up_proj", "down_proj"]),
+                                            (140, ["all-linear"]), (140, ["q_proj", "v_proj"]),
+                                            (140, ["gate_proj", "up_proj", "down_proj"])])
 @pytest.mark.parametrize("name", SHAPES)
-def test_grouped_eager_attention_is_counted_exactly(name):
-    """tunestack's grouped eager kernel (what `auto` picks for short rows of these families on a CPU) keeps each
-    key/value head's keys and values once: counted byte for byte too, with and without grouped heads."""
+def test_grouped_eager_attention_is_counted_exactly(name, length, targets):
+    """tunestack's grouped eager kernel (what `auto` picks for unpacked rows of these families on a CPU) keeps each
+    key/value head's keys and values once: counted byte for byte too, with and without grouped heads; rows of
+    flash_from tokens or more (140 in fp32) go to sdpa's kernel, which keeps no scores but the mask and its output
+    (the output projection's input, when that trains)."""
     from tunestack.model.attention import register_grouped
 
-    model = prepare(llama(SHAPES[name], attn=register_grouped()), "lora", ["all-linear"]).train()
-    batch, length, keep = 3, 24, torch.arange(13, 23)
+    model = prepare(llama(SHAPES[name], attn=register_grouped()), "lora", targets).train()
+    batch, keep = 3, torch.arange(length - 11, length - 1)
     ids = torch.randint(0, 300, (batch, length))
     measured = kept_bytes(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, keep)
-    labels = [[-100] * 14 + [1] * 10] * batch
+    labels = [[-100] * (length - 10) + [1] * 10] * batch
     profile = Rows.from_encoded([{"input_ids": list(i), "labels": l} for i, l in zip(ids.tolist(), labels)]) \
         .micro_batch(batch)
-    setup = RunSetup(tuner="lora", rank=8, batch=batch, attention="grouped eager")
+    setup = RunSetup(tuner="lora", targets=targets, rank=8, batch=batch, attention="grouped eager")
     acts = activations(ModelShape.from_config(model.config.to_dict()), setup, profile)
     counted = sum(k.bytes * k.count for k in acts.kept) + acts.head + batch * 10 * 300 * 4
     assert counted == measured

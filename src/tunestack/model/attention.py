@@ -1,10 +1,11 @@
 """Attention kernels for training on CPU, registered through transformers' public `AttentionInterface`.
 
-`grouped_attention` ("tunestack_eager"), for short unpacked rows: transformers' eager attention, the same operations
-in the same order, except that grouped-query models' keys and values are not repeated per query head. Eager
-attention copies them to every head (`repeat_kv`) and autograd keeps the copies; here each key/value head's query
-heads are stacked along the query axis instead, so that one matrix product serves a group and only the key/value
-heads' own keys and values are kept: a 9-head, 3-key/value-head model keeps a third of them.
+`grouped_attention` ("tunestack_eager"), for unpacked rows of up to 1024 tokens: transformers' eager attention, the
+same operations in the same order, except that grouped-query models' keys and values are not repeated per query
+head. Eager attention copies them to every head (`repeat_kv`) and autograd keeps the copies; here each key/value
+head's query heads are stacked along the query axis instead, so that one matrix product serves a group and only the
+key/value heads' own keys and values are kept: a 9-head, 3-key/value-head model keeps a third of them. Rows of
+`flash_from` tokens or more go to sdpa's kernel under the same mask, faster there and without scores to keep.
 
 `decode_attention` ("tunestack_decode"), for decoding on a CPU with `--torch_compile`: sdpa, except inside a compiled
 decoding step (one query per row), where it runs the grouped kernel's operations for inductor to fuse. There sdpa's
@@ -47,16 +48,18 @@ def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list
     return spans
 
 
-def flash_from(element_bytes: int) -> int:
+def flash_from(element_bytes: int, masked: bool = False) -> int:
     """The longest example from which a group of packed examples is attended by sdpa's causal (flash) kernel rather
-    than by the grouped operations, for queries of `element_bytes` per element. The grouped operations keep fp32
+    than by the grouped operations, for queries of `element_bytes` per element; `masked`: the length from which the
+    grouped eager kernel's padded rows go to sdpa's kernel under their mask (slower than the causal one: in bf16
+    0.56 at 256 tokens, 0.9 at 384, 1.37 at 512, 2.1 at 1,024; fp32 1.12 at 256, 1.72 at 512). The grouped operations keep fp32
     scores (and a bf16 copy in bf16) per head and query-key pair for the backward pass; sdpa's kernel keeps none.
     Their time, forward and backward over the same grids of about 2,048 tokens (9 query heads, 3 key/value heads;
     grouped / sdpa, `benchmarks/attention_kernels.py`, a 2-core AMD EPYC with AVX-512 BF16): fp32 0.88 at 48
     tokens, 1.1 at 128, 0.9-1.3 from 192 to 384, 2.5 at 512, 3.9 at 1,024 (capped at AVX2: 1.26 at 128, 1.5 at
     192); bf16 0.27 at 48, 0.61 at 128, 0.7-0.9 at 192, 0.8-1.4 from 256 to 512 in repeated runs, 1.9-2.5 at 768,
     3-4 at 1,024."""
-    return 128 if element_bytes >= 4 else 256
+    return 128 if element_bytes >= 4 else 512 if masked else 256
 
 
 def rung(length: int) -> int:
@@ -157,9 +160,16 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
 
 def grouped_attention(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
     """transformers' eager attention without repeating keys and values: ([batch, length, heads, dim], weights).
-    `attention_mask` is eager attention's additive [batch, 1, queries, keys] mask (registered with `eager_mask`)."""
+    `attention_mask` is eager attention's additive [batch, 1, queries, keys] mask (registered with `eager_mask`).
+    From `flash_from` keys on, sdpa's kernel attends under the same mask (no weights returned, no scores kept)."""
+    mask = None if attention_mask is None else attention_mask[:, :, :, :key.shape[-2]]
+    if key.shape[-2] >= flash_from(query.element_size(), masked=mask is not None):
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling,
+            enable_gqa=key.shape[1] != query.shape[1])
+        return output.transpose(1, 2).contiguous(), None
     output, weights = _grouped(query, key, value, scaling, dropout, module.training,
-                               lambda scores: scores if attention_mask is None else scores + attention_mask)
+                               lambda scores: scores if mask is None else scores + mask)
     return output.transpose(1, 2).contiguous(), weights
 
 

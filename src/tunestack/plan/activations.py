@@ -76,7 +76,7 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
         Kept("RMSNorm normalized (trained norm weights)", tokens * h * a, 2 if full and not fused_norm else 0),
         Kept("attention input", tokens * h * a, 1 if trained & {"q_proj", "k_proj", "v_proj"} else 0),
         Kept("MLP input", tokens * h * a, 1 if trained & {"gate_proj", "up_proj"} or fused_mlp else 0),
-        *_attention(shape, setup, rows),
+        *_attention(shape, setup, rows, trained),
         Kept("attention output", tokens * qd * a, 1 if "o_proj" in trained else 0),
         Kept("MLP gate and up" if fused_mlp else "MLP gate, SiLU and up", tokens * i * a, 2 if fused_mlp else 3),
         Kept("MLP product", tokens * i * a, 1 if "down_proj" in trained and not fused_mlp else 0),
@@ -86,7 +86,8 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     first_needs_input = full or setup.checkpointing  # an adapter run's embedding output needs no gradient
     kept = [Kept(k.name, k.bytes, k.count * shape.layers) for k in per_layer if k.count]
     if not first_needs_input:
-        unkept = _unkept_in_first_layer(shape, rows, trained, _attention(shape, setup, rows), norm_input)
+        unkept = _unkept_in_first_layer(shape, rows, trained, _attention(shape, setup, rows, trained), norm_input,
+                                        fused_kernel=_grouped_by_sdpa(shape, setup, rows))
         kept.append(Kept("first layer: no gradient reaches its input", -unkept, 1))
     kept_logits = rows.batch * rows.kept
     rotary = 2 * (rows.batch if setup.attention == "packed" else 1) * rows.length * shape.head_dim * F32
@@ -94,6 +95,8 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * I64
     if setup.attention == "packed":  # the grids' masks and gather indices, their real positions, the tokens' order
         head += rows.masked_pairs(_flash(setup)) + rows.grid_positions * I64 + 3 * tokens * I64
+    if _grouped_by_sdpa(shape, setup, rows):  # sdpa's kernel keeps the eager mask all layers share
+        head += rows.batch * rows.length**2 * a
     scores = _scores(shape, setup, rows)
     transient = 2 * tokens * h * a + 3 * tokens * i * a + 2 * scores
     return Activations(kept=kept, layer=layer, inputs=shape.layers * tokens * h * a, head=head,
@@ -121,12 +124,20 @@ def _fused(shape: ModelShape, setup: RunSetup, trained: set[str]) -> tuple[bool,
 
 
 def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str], attention: list[Kept],
-                           norm_input: int) -> int:
+                           norm_input: int, fused_kernel: bool) -> int:
     """What an adapter run's first layer does not keep, as no gradient reaches its input: its first RMSNorm keeps
-    nothing, a frozen key projection leaves the queries unkept (and a frozen query projection the keys), and with
-    both frozen the values too."""
+    nothing (nor its second, with no attention projection trained); with no query, key or value projection trained
+    its attention keeps nothing; otherwise sdpa's kernel under the grouped kernel keeps all of its inputs, and
+    attention as matrix products leaves the queries unkept with a frozen key projection (and the keys with a frozen
+    query projection), and the values too with both frozen."""
     size = {k.name.split(" (")[0]: k.bytes for k in attention}
     unkept = norm_input + rows.tokens * F32
+    if not trained & {"q_proj", "k_proj", "v_proj", "o_proj"}:  # no gradient reaches the second RMSNorm either
+        unkept += norm_input + rows.tokens * F32
+    if not trained & {"q_proj", "k_proj", "v_proj"}:  # no input of the attention needs a gradient: nothing kept
+        return unkept + sum(k.bytes * k.count for k in attention)
+    if fused_kernel:
+        return unkept
     unkept += size["queries"] if "k_proj" not in trained else 0
     unkept += size["keys and values"] if "q_proj" not in trained else 0
     unkept += size["keys and values"] if not trained & {"q_proj", "k_proj"} else 0
@@ -135,21 +146,29 @@ def _unkept_in_first_layer(shape: ModelShape, rows: RowProfile, trained: set[str
 
 def _scores(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> int:
     """Bytes of one layer's softmax scores in fp32 (none for sdpa and flash attention)."""
-    if setup.attention in ("eager", "grouped eager"):
+    if setup.attention in ("eager", "grouped eager") and not _grouped_by_sdpa(shape, setup, rows):
         return rows.batch * shape.heads * rows.length**2 * F32
     if setup.attention == "packed":
         return shape.heads * rows.masked_pairs(_flash(setup)) * F32
     return 0
 
 
-def _flash(setup: RunSetup) -> int:
-    """The packed kernel's flash_from for this run's compute dtype."""
+def _flash(setup: RunSetup, masked: bool = False) -> int:
+    """The CPU kernels' flash_from for this run's compute dtype."""
     from tunestack.model.attention import flash_from
 
-    return flash_from(setup.compute_bytes)
+    return flash_from(setup.compute_bytes, masked)
 
 
-def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kept]:
+def _grouped_by_sdpa(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> bool:
+    """Whether the grouped eager kernel hands these rows to sdpa's kernel (rows of flash_from tokens or more)."""
+    from tunestack.model.attention import GROUPED_FAMILIES
+
+    return setup.attention == "grouped eager" and shape.model_type in GROUPED_FAMILIES and \
+        rows.length >= _flash(setup, masked=True)
+
+
+def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile, trained: set[str]) -> list[Kept]:
     """Queries, keys, values and scores the attention keeps, by kernel."""
     from tunestack.model.attention import GROUPED_FAMILIES
 
@@ -167,10 +186,13 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> list[Kep
                 Kept("attention kernel output and statistics (long examples)", flash * shape.heads * (d * a + F32),
                      1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
-    if setup.attention in ("eager", "grouped eager"):
+    if setup.attention in ("eager", "grouped eager") and not _grouped_by_sdpa(shape, setup, rows):
         scores = _scores(shape, setup, rows)
         return kept + [Kept("softmax scores", scores + (scores // 2 if a == 2 else 0), 1)]
-    return kept + [Kept("attention kernel output and statistics", tokens * shape.heads * (d * a + F32), 1)]
+    # the grouped kernel's sdpa output is laid out [batch, length, heads, dim]: a trained output projection's input
+    # is that storage
+    output = 0 if "o_proj" in trained and _grouped_by_sdpa(shape, setup, rows) else d * a
+    return kept + [Kept("attention kernel output and statistics", tokens * shape.heads * (output + F32), 1)]
 
 
 def _adapters(shape: ModelShape, setup: RunSetup, tokens: int, trained: set[str]) -> list[Kept]:

@@ -168,10 +168,10 @@ def kernels_of(trainer: Trainer) -> dict:
     attention implementation (`--attn_implementation auto` picks it), where the output head runs (only at the
     positions with targets, unless `--loss_func` needs every position or the method's trainer is TRL's), how the
     MLPs, LoRA layers and RMSNorms run (fused where fuse_modules applies), Liger's fused kernels, and whether
-    torch.compile is on (after the check that inductor can compile here); for the packed-row kernel, which kernel
-    attends which examples (model/attention.flash_from)."""
+    torch.compile is on (after the check that inductor can compile here); for the packed-row and grouped eager
+    kernels, which kernel attends which examples or rows (model/attention.flash_from)."""
+    from tunestack.model.attention import GROUPED, flash_from
     from tunestack.model.attention import NAME as PACKED
-    from tunestack.model.attention import flash_from
     from tunestack.model.fused import FusedLoraMLP, FusedRMSNorm, fused_lora_linears
 
     head = "target positions" if isinstance(trainer, TunestackTrainer) and trainer.compute_loss_func is None \
@@ -190,12 +190,16 @@ def kernels_of(trainer: Trainer) -> dict:
     kernels = {"attention": getattr(config, "_attn_implementation", None), "output_head": head, "mlp": mlp,
                "lora": lora, "rmsnorm": rmsnorm, "liger": bool(trainer.args.use_liger_kernel),
                "torch_compile": bool(trainer.args.torch_compile)}
+    half = trainer.args.bf16 or trainer.args.fp16 or getattr(trainer.model, "dtype", None) in \
+        (torch.bfloat16, torch.float16)
     if kernels["attention"] == PACKED:
-        half = trainer.args.bf16 or trainer.args.fp16 or getattr(trainer.model, "dtype", None) in \
-            (torch.bfloat16, torch.float16)
         flash = flash_from(2 if half else 4)
         kernels["attention_groups"] = f"examples under {flash} tokens: grouped operations; from {flash} tokens: " \
                                       "sdpa's causal kernel"
+    elif kernels["attention"] == GROUPED:
+        flash = flash_from(2 if half else 4, masked=True)
+        kernels["attention_groups"] = f"rows under {flash} tokens: grouped operations; from {flash} tokens: " \
+                                      "sdpa's kernel under the same mask"
     return kernels
 
 
