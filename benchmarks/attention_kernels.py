@@ -194,7 +194,8 @@ def main() -> None:
         dtype = getattr(torch, DTYPES[name])
         result["kernels"][name] = rows = kernels(dtype, kernel_lengths, repeats)
         print(f"\n{name}: one attention call, forward and backward, ~2,048 tokens per grid")
-        print("| length | examples | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n|---:|---:|---:|---:|---:|---|")
+        print("| length | examples | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n"
+              "|---:|---:|---:|---:|---:|---|")
         for r in rows:
             print(f"| {r['length']} | {r['examples']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
                   f"| {r['rule']} |")
@@ -202,7 +203,8 @@ def main() -> None:
         dtype = getattr(torch, DTYPES[name])
         result["padded_rows"][name] = rows = padded_rows(dtype, kernel_lengths[-5:], repeats)
         print(f"\n{name}: the grouped eager kernel over padded rows, forward and backward, ~2,048 tokens")
-        print("| length | rows | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n|---:|---:|---:|---:|---:|---|")
+        print("| length | rows | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n"
+              "|---:|---:|---:|---:|---:|---|")
         for r in rows:
             print(f"| {r['length']} | {r['rows']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
                   f"| {r['rule']} |")

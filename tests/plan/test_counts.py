@@ -142,7 +142,8 @@ def test_packed_attention_keeps_per_example_scores(lengths, row):
                 lengths]
     packed = pack_sequences(examples, row)
     profile = Rows.from_encoded(packed).micro_batch(len(packed))
-    assert profile.grid == {16: ((9, 8),), 48: ((10, 5), (32, 1), (44, 2)), 200: ((10, 1), (40, 1), (70, 1), (150, 2))}[row]
+    assert profile.grid == {16: ((9, 8),), 48: ((10, 5), (32, 1), (44, 2)),
+                            200: ((10, 1), (40, 1), (70, 1), (150, 2))}[row]
     batch = Collator(0)(packed)
     keep = torch.arange(profile.length - 1 - profile.kept, profile.length - 1)
     measured = kept_bytes(model, {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}, keep)

@@ -50,15 +50,17 @@ def segments(position_ids: torch.Tensor | None, batch: int, length: int) -> list
 
 def flash_from(element_bytes: int, masked: bool = False) -> int:
     """The longest example from which a group of packed examples is attended by sdpa's causal (flash) kernel rather
-    than by the grouped operations, for queries of `element_bytes` per element; `masked`: the length from which the
-    grouped eager kernel's padded rows go to sdpa's kernel under their mask (slower than the causal one: in bf16
-    0.56 at 256 tokens, 0.9 at 384, 1.37 at 512, 2.1 at 1,024; fp32 1.12 at 256, 1.72 at 512). The grouped operations keep fp32
+    than by the grouped operations, for queries of `element_bytes` per element. The grouped operations keep fp32
     scores (and a bf16 copy in bf16) per head and query-key pair for the backward pass; sdpa's kernel keeps none.
     Their time, forward and backward over the same grids of about 2,048 tokens (9 query heads, 3 key/value heads;
     grouped / sdpa, `benchmarks/attention_kernels.py`, a 2-core AMD EPYC with AVX-512 BF16): fp32 0.88 at 48
     tokens, 1.1 at 128, 0.9-1.3 from 192 to 384, 2.5 at 512, 3.9 at 1,024 (capped at AVX2: 1.26 at 128, 1.5 at
     192); bf16 0.27 at 48, 0.61 at 128, 0.7-0.9 at 192, 0.8-1.4 from 256 to 512 in repeated runs, 1.9-2.5 at 768,
-    3-4 at 1,024."""
+    3-4 at 1,024.
+
+    `masked`: the length from which the grouped eager kernel's padded rows go to sdpa's kernel under their mask,
+    which is slower than the causal one (grouped / sdpa in bf16: 0.56 at 256 tokens, 0.9 at 384, 1.37 at 512, 2.1
+    at 1,024; fp32: 1.12 at 256, 1.72 at 512)."""
     return 128 if element_bytes >= 4 else 512 if masked else 256
 
 
