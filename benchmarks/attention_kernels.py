@@ -50,7 +50,10 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def kernels(dtype, lengths, repeats: int) -> list[dict]:
+def kernels(dtype, lengths, repeats: int, padded: bool = False) -> list[dict]:
+    """The grouped operations against sdpa's kernel over the same grids: packed examples of one length, causal
+    (sdpa's causal kernel); `padded`: the grouped eager kernel's unpacked rows, row i padded by 40 * i tokens at its
+    end, under eager attention's additive mask (sdpa's kernel under the same mask)."""
     import torch
     import torch.nn.functional as F
 
@@ -62,49 +65,23 @@ def kernels(dtype, lengths, repeats: int) -> list[dict]:
         q = torch.randn(n, 9, length, 64, dtype=dtype, requires_grad=True)
         k, v = (torch.randn(n, 3, length, 64, dtype=dtype, requires_grad=True) for _ in range(2))
         grad = torch.randn(n, 9, length, 64, dtype=dtype)
-        blocked = ~torch.ones(length, length, dtype=torch.bool).tril()
-
-        def grouped():
-            _grouped(q, k, v, 0.125, 0.0, True, lambda s: s.masked_fill(blocked, float("-inf")))[0].backward(grad)
-
-        def sdpa():
-            F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.125, enable_gqa=True).backward(grad)
-
-        grouped_ms, sdpa_ms = timed(grouped, repeats), timed(sdpa, repeats)
-        rows.append({"length": length, "examples": n, "grouped_ms": round(grouped_ms, 2), "sdpa_ms": round(sdpa_ms, 2),
-                     "grouped_over_sdpa": round(grouped_ms / sdpa_ms, 2),
-                     "rule": "sdpa" if length >= flash_from(q.element_size()) else "grouped"})
-    return rows
-
-
-def padded_rows(dtype, lengths, repeats: int) -> list[dict]:
-    """The grouped eager kernel's two ways over unpacked rows (row i padded by 40 * i tokens at its end), under
-    eager attention's additive mask: the grouped operations against sdpa's kernel under the same mask."""
-    import torch
-    import torch.nn.functional as F
-
-    from tunestack.model.attention import _grouped, flash_from
-
-    rows = []
-    for length in lengths:
-        n = max(1, 2048 // length)
-        q = torch.randn(n, 9, length, 64, dtype=dtype, requires_grad=True)
-        k, v = (torch.randn(n, 3, length, 64, dtype=dtype, requires_grad=True) for _ in range(2))
-        grad = torch.randn(n, 9, length, 64, dtype=dtype)
-        valid = torch.arange(length)[None] < (length - 40 * torch.arange(n))[:, None]
+        valid = torch.arange(length)[None] < (length - (40 if padded else 0) * torch.arange(n))[:, None]
         allowed = torch.ones(length, length, dtype=torch.bool).tril()[None] & valid[:, None, :]
         mask = torch.zeros(n, 1, length, length, dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+        blocked = ~allowed[:, None]  # as the packed kernel masks its grids
 
         def grouped():
-            _grouped(q, k, v, 0.125, 0.0, True, lambda s: s + mask)[0].backward(grad)
+            masked = (lambda s: s + mask) if padded else (lambda s: s.masked_fill(blocked, float("-inf")))
+            _grouped(q, k, v, 0.125, 0.0, True, masked)[0].backward(grad)
 
         def sdpa():
-            F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.125, enable_gqa=True).backward(grad)
+            F.scaled_dot_product_attention(q, k, v, attn_mask=mask if padded else None, is_causal=not padded,
+                                           scale=0.125, enable_gqa=True).backward(grad)
 
         grouped_ms, sdpa_ms = timed(grouped, repeats), timed(sdpa, repeats)
-        rows.append({"length": length, "rows": n, "grouped_ms": round(grouped_ms, 2), "sdpa_ms": round(sdpa_ms, 2),
-                     "grouped_over_sdpa": round(grouped_ms / sdpa_ms, 2),
-                     "rule": "sdpa" if length >= flash_from(q.element_size(), masked=True) else "grouped"})
+        rows.append({"length": length, "rows" if padded else "examples": n, "grouped_ms": round(grouped_ms, 2),
+                     "sdpa_ms": round(sdpa_ms, 2), "grouped_over_sdpa": round(grouped_ms / sdpa_ms, 2),
+                     "rule": "sdpa" if length >= flash_from(q.element_size(), masked=padded) else "grouped"})
     return rows
 
 
@@ -190,33 +167,20 @@ def main() -> None:
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "kernels": {}, "padded_rows": {},
               "training_steps": {}}
     print(cpu_name())
-    for name in names:
-        dtype = getattr(torch, DTYPES[name])
-        result["kernels"][name] = rows = kernels(dtype, kernel_lengths, repeats)
-        print(f"\n{name}: one attention call, forward and backward, ~2,048 tokens per grid")
-        print("| length | examples | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n"
-              "|---:|---:|---:|---:|---:|---|")
-        for r in rows:
-            print(f"| {r['length']} | {r['examples']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
-                  f"| {r['rule']} |")
-    for name in names:
-        dtype = getattr(torch, DTYPES[name])
-        result["padded_rows"][name] = rows = padded_rows(dtype, kernel_lengths[-5:], repeats)
-        print(f"\n{name}: the grouped eager kernel over padded rows, forward and backward, ~2,048 tokens")
-        print("| length | rows | grouped ms | sdpa ms | grouped / sdpa | the rule runs |\n"
-              "|---:|---:|---:|---:|---:|---|")
-        for r in rows:
-            print(f"| {r['length']} | {r['rows']} | {r['grouped_ms']} | {r['sdpa_ms']} | {r['grouped_over_sdpa']} "
-                  f"| {r['rule']} |")
-    for name in names if not args.no_steps else []:
-        dtype = getattr(torch, DTYPES[name])
-        result["training_steps"][name] = rows = training_steps(dtype, step_lengths, repeats)
-        print(f"\n{name}: a LoRA training step of the embedded model, one padding-free row of {ROW:,} tokens")
-        print("| example length | examples | the rule ms | grouped everywhere ms | speedup | the rule kept MB "
-              "| grouped everywhere kept MB |\n|---:|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['length']} | {r['examples']} | {r['rule ms']} | {r['grouped everywhere ms']} | "
-                  f"{r['speedup']}x | {r['rule kept MB']} | {r['grouped everywhere kept MB']} |")
+    parts = [("kernels", lambda dtype: kernels(dtype, kernel_lengths, repeats),
+              "one attention call, forward and backward, ~2,048 tokens per grid"),
+             ("padded_rows", lambda dtype: kernels(dtype, kernel_lengths[-5:], repeats, padded=True),
+              "the grouped eager kernel over padded rows, forward and backward, ~2,048 tokens")]
+    if not args.no_steps:
+        parts.append(("training_steps", lambda dtype: training_steps(dtype, step_lengths, repeats),
+                      f"a LoRA training step of the embedded model, one padding-free row of {ROW:,} tokens"))
+    for part, run, title in parts:
+        for name in names:
+            result[part][name] = rows = run(getattr(torch, DTYPES[name]))
+            print(f"\n{name}: {title}")
+            print("| " + " | ".join(rows[0]) + " |\n|" + "---:|" * len(rows[0]))
+            for r in rows:
+                print("| " + " | ".join(str(value) for value in r.values()) + " |")
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.output}")
