@@ -19,6 +19,9 @@ What runs.
 Each figure is the median of `--repeats` timed runs (the kernels alone: after two untimed ones). fp32 always; bf16
 where this CPU has native bf16 (AMX or AVX-512 BF16), or with `--dtypes fp32,bf16`.
 
+The training steps' process peaked at 13-18 GB of resident memory on a 24 GB machine (one step alone, 3.4-4.6 GB;
+what makes the rest was not found): on less memory, run one dtype at a time (`--dtypes fp32`, then `--dtypes bf16`).
+
 Usage:
     python benchmarks/attention_kernels.py              # about ten minutes on a 2-core CPU
     python benchmarks/attention_kernels.py --quick      # fewer lengths and repeats
