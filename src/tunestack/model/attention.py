@@ -151,9 +151,7 @@ def packed_attention(module, query, key, value, attention_mask, scaling: float, 
     for q, k, v, (_, blocked, _, _) in zip(layout.grids(query), layout.grids(key), layout.grids(value),
                                            layout.groups):
         if blocked is None:
-            outputs.append(torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, dropout_p=dropout if module.training else 0.0, is_causal=True, scale=scaling,
-                enable_gqa=k.shape[1] != q.shape[1]))
+            outputs.append(_sdpa(q, k, v, None, scaling, dropout, module.training, causal=True))
         else:
             outputs.append(_grouped(q, k, v, scaling, dropout, module.training,
                                     lambda scores, blocked=blocked: scores.masked_fill(blocked, float("-inf")))[0])
@@ -166,10 +164,7 @@ def grouped_attention(module, query, key, value, attention_mask, scaling: float,
     From `flash_from` keys on, sdpa's kernel attends under the same mask (no weights returned, no scores kept)."""
     mask = None if attention_mask is None else attention_mask[:, :, :, :key.shape[-2]]
     if key.shape[-2] >= flash_from(query.element_size(), masked=mask is not None):
-        output = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling,
-            enable_gqa=key.shape[1] != query.shape[1])
-        return output.transpose(1, 2).contiguous(), None
+        return _sdpa(query, key, value, mask, scaling, dropout, module.training).transpose(1, 2).contiguous(), None
     output, weights = _grouped(query, key, value, scaling, dropout, module.training,
                                lambda scores: scores if mask is None else scores + mask)
     return output.transpose(1, 2).contiguous(), weights
@@ -191,6 +186,14 @@ def decode_attention(module, query, key, value, attention_mask, scaling: float, 
     output, _ = _grouped(query, key, value, scaling, 0.0, False,
                          lambda scores: scores if masked is None else scores + masked)
     return output.transpose(1, 2).contiguous(), None
+
+
+def _sdpa(query, key, value, mask, scaling: float, dropout: float, training: bool, causal: bool = False):
+    """sdpa's kernel over [n, heads, queries, dim] queries and [n, key/value heads, keys, dim] keys and values
+    (grouped-query heads unrepeated), under `mask` or causally; [n, heads, queries, value dim] out."""
+    return torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=dropout if training else 0.0, is_causal=causal, scale=scaling,
+        enable_gqa=key.shape[1] != query.shape[1])
 
 
 def _grouped(query, key, value, scaling: float, dropout: float, training: bool, masked):

@@ -86,7 +86,8 @@ class Rows:
         """Training rows (packed rows with --packing); None when no data was read."""
         return len(self.lengths) if self.measured else None
 
-    def micro_batch(self, batch: int, drawn: int | None = None, seed: int = 0, padding_free: bool = False) -> RowProfile:
+    def micro_batch(self, batch: int, drawn: int | None = None, seed: int = 0,
+                    padding_free: bool = False) -> RowProfile:
         """Micro-batches of `batch` rows drawn at random, as the trainer draws them, when the run draws `drawn` rows
         in all (None: every row at least once).
 

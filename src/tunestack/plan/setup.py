@@ -33,10 +33,10 @@ class RunSetup:
     """The fused functions the run may use (train/trainer.py's fuse_modules: mlp, lora, rmsnorm), by its flags and
     process; which of them apply also depends on the family and the adapters (plan/activations.py)."""
     loss_in_chunks: bool = False
-    padding_free: bool = False
-    """Whether each micro-batch's rows are joined into one row without padding (data/packing.py)."""
     """Whether the trainer may apply the output head at the target tokens alone, in chunks where their logits are
     large (train/trainer.py: one process, not compiled, no --loss_func); the family decides too."""
+    padding_free: bool = False
+    """Whether each micro-batch's rows are joined into one row without padding (data/packing.py)."""
 
     @property
     def adapter(self) -> bool:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+from tunestack.config.parse import TRUE_WORDS
 from tunestack.data.builtin.arith import ROWS, arith_kto_rows, arith_preference_rows, arith_prompt_rows, arith_rows
 from tunestack.data.builtin.shapes import ROWS as SHAPES_ROWS, shapes_rows
-from tunestack.config.parse import TRUE_WORDS
 from tunestack.errors import DataError
 
 BUILTIN_DATASETS = {
