@@ -186,12 +186,12 @@ def _attention(shape: ModelShape, setup: RunSetup, rows: RowProfile, trained: se
                 Kept("attention kernel output and statistics (long examples)", flash * shape.heads * (d * a + F32),
                      1)]
     kept = [Kept("queries", tokens * shape.heads * d * a, 1), Kept("keys and values", tokens * repeated * d * a, 2)]
-    if setup.attention in ("eager", "grouped eager") and not _grouped_by_sdpa(shape, setup, rows):
-        scores = _scores(shape, setup, rows)
+    scores = _scores(shape, setup, rows)
+    if scores:  # attention as matrix products
         return kept + [Kept("softmax scores", scores + (scores // 2 if a == 2 else 0), 1)]
-    # the grouped kernel's sdpa output is laid out [batch, length, heads, dim]: a trained output projection's input
-    # is that storage
-    output = 0 if "o_proj" in trained and _grouped_by_sdpa(shape, setup, rows) else d * a
+    # a kernel: sdpa's or flash attention; under the grouped kernel sdpa's output is laid out [batch, length, heads,
+    # dim], and a trained output projection's input is that storage
+    output = 0 if "o_proj" in trained and grouped else d * a
     return kept + [Kept("attention kernel output and statistics", tokens * shape.heads * (output + F32), 1)]
 
 
