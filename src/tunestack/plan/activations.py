@@ -93,8 +93,8 @@ def activations(shape: ModelShape, setup: RunSetup, rows: RowProfile) -> Activat
     rotary = 2 * (rows.batch if setup.attention == "packed" else 1) * rows.length * shape.head_dim * F32
     trained_outside = kept_logits * h * a + tokens * h * a + tokens * 8 if full else 0  # head input, norm, token ids
     head = norm_input + tokens * F32 + trained_outside + rotary + rows.kept * I64
-    if setup.attention == "packed":  # the grids' masks and gather indices, their real positions, the tokens' order
-        head += rows.masked_pairs(_flash(setup)) + rows.grid_positions * I64 + 3 * tokens * I64
+    if setup.attention == "packed":  # the grids' masks, gather indices and padding, their real positions, the order
+        head += rows.masked_pairs(_flash(setup)) + rows.grid_positions * (I64 + 1) + 3 * tokens * I64
     if _grouped_by_sdpa(shape, setup, rows):  # sdpa's kernel keeps the eager mask all layers share
         head += rows.batch * rows.length**2 * a
     scores = _scores(shape, setup, rows)
