@@ -108,20 +108,19 @@ def test_on_a_cpu_a_lone_sequence_decodes_compiled_and_a_batch_eagerly(tiny_mode
     assert {"StaticKVBatch", "KVBatch"} <= {kind for _, kind in kinds}  # it did move both ways
 
 
-def test_compiled_steps_attend_through_the_fused_grouped_operations(tiny_model, tiny_tokenizer, inductor_cache,
-                                                                   monkeypatch):
+def test_compiled_steps_attend_through_the_fused_reductions(tiny_model, tiny_tokenizer, inductor_cache, monkeypatch):
     """On a CPU the engine moves a Llama on sdpa to tunestack's decode attention: the compiled steps (one query)
-    run the grouped operations, prefill stays on sdpa, and the greedy tokens are eager decoding's."""
+    run its products and sums, prefill stays on sdpa, and the greedy tokens are eager decoding's."""
     from tunestack.model import attention
 
     queries = []
-    grouped = attention._grouped
+    decode_one = attention._decode_one
 
     def spy(query, *args):
         queries.append(query.shape[2])
-        return grouped(query, *args)
+        return decode_one(query, *args)
 
-    monkeypatch.setattr(attention, "_grouped", spy)
+    monkeypatch.setattr(attention, "_decode_one", spy)
     ids = tiny_tokenizer(PROMPTS[2])["input_ids"]
     expected = reference(tiny_model, ids, 20)
     assert tiny_model.config._attn_implementation == "sdpa"

@@ -205,9 +205,10 @@ def test_a_model_without_sdpa_gets_eager_attention_or_a_clear_error():
         pick_attention("sdpa", torch.float32, sdpa=False)
 
 
-def test_decode_attention_is_sdpa_eagerly_and_the_grouped_operations_compiled():
+def test_decode_attention_is_sdpa_eagerly_and_fused_reductions_compiled():
     """One query per row over a static cache, rows left-padded and one idle row seeing column 0 only: compiled, the
-    fused grouped operations give sdpa's output; outside a compiled step it is sdpa itself."""
+    fused products and sums give sdpa's output (in fp32, and in bf16 within its rounding); outside a compiled step
+    it is sdpa itself."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from tunestack.model.attention import decode_attention
@@ -224,3 +225,8 @@ def test_decode_attention_is_sdpa_eagerly_and_the_grouped_operations_compiled():
     compiled = torch.compile(decode_attention, dynamic=False, fullgraph=True)
     torch.testing.assert_close(compiled(module, query, key, value, mask, scaling=0.25)[0], expected,
                                rtol=1e-5, atol=1e-6)
+    half = [t.bfloat16() for t in (query, key, value)]
+    expected, _ = sdpa_attention_forward(module, *half, mask, scaling=0.25)
+    output = compiled(module, *half, mask, scaling=0.25)[0]
+    assert output.dtype == torch.bfloat16
+    torch.testing.assert_close(output.float(), expected.float(), rtol=2e-2, atol=2e-2)

@@ -28,6 +28,8 @@ inductor fuses the attention's own operations (sdpa's CPU kernel over the static
 
 A bf16 forward pass of one or two token rows on a CPU (a decoding step of one or two sequences) runs its matrix
 products on ATen's matrix-vector kernel rather than oneDNN's (`precision.cpu_matvec`): about twice as fast there.
+A thread that submits a request lets go of its OpenMP worker threads, and so does the engine's thread when idle
+(`openmp.release`): two threads' pools at once halved the decoding speed on a CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 
 from tunestack.inference.engine import Engine, GenerationRequest, StepOutput, UnsupportedRequest
 from tunestack.inference.kv_batch import KVBatch, StaticKVBatch, cache_argument, supports_batching
+from tunestack.inference.openmp import release as release_openmp
 from tunestack.inference.sampler import RowState, sample, token_logprobs, verify_draft
 from tunestack.inference.speculative import SpeculationStats, cut_cache
 from tunestack.model.precision import cpu_matvec
@@ -119,6 +122,7 @@ class PtEngine(Engine):
                 f"images: the pt engine cannot generate with images on {self.model.config.model_type} models, whose "
                 "every decoding step needs them again")))
             return
+        release_openmp()  # this thread hands the model to the engine's: its OpenMP workers would slow the steps
         with self._wake:
             self._waiting.append(request)
             self._wake.notify()
@@ -162,6 +166,8 @@ class PtEngine(Engine):
     def _loop(self) -> None:
         while True:
             with self._wake:
+                if not self._closed and not self._waiting and not self._running:
+                    release_openmp()  # idle: another thread may use the cores (openmp.py)
                 while not self._closed and not self._waiting and not self._running:
                     self._wake.wait()
                 if self._closed:
