@@ -16,6 +16,10 @@ With `--onednn_matvec` (bf16 on a CPU with native bf16), each side also runs wit
 engine did before it sent one- and two-row bf16 products to ATen's matrix-vector kernel (model.precision.cpu_matvec).
 With `--torch_compile`, each drafter also runs with the decoding step compiled over the static KV cache
 (`tunestack infer --torch_compile`); its compile happens in the untimed warm-up.
+With `--baseline REV` (a git revision of this repository, checked out into benchmarks/.peers/tunestack-REV), the
+same prompts are also decoded plainly by that revision's engine in a subprocess, once in the dtype its own
+`--dtype auto` picks and once in this run's. The 2x target is against e1cfa29, the last revision before the work
+toward it (speculative and compiled decoding, bf16 on AVX-512 BF16 CPUs) began.
 Each row is the total generated tokens over the total wall time of its prompts, after one untimed warm-up; each
 side runs `--repeats` times in turn and the fastest counts. Every speculative answer is compared with the plain one.
 
@@ -23,6 +27,7 @@ Usage:
     python benchmarks/decode_speed.py                 # a few minutes on a 2-core CPU
     python benchmarks/decode_speed.py --quick         # fewer prompts and tokens: a smoke check
     python benchmarks/decode_speed.py --torch_compile   # plus compiled decoding (a minute or two of compiling)
+    python benchmarks/decode_speed.py --torch_compile --baseline e1cfa29   # against the engine before the speed work
     python benchmarks/decode_speed.py --output /tmp/decode.json
 """
 
@@ -31,8 +36,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+PEERS = Path(__file__).resolve().parent / ".peers"
 
 PARAGRAPHS = [
     "The quick brown fox jumps over the lazy dog near the river bank, where the old mill still turns its wheel "
@@ -59,11 +68,21 @@ def main() -> None:
     parser.add_argument("--torch_compile", action="store_true", help="also run each drafter with compiled steps")
     parser.add_argument("--onednn_matvec", action="store_true",
                         help="also run each side with oneDNN's bf16 products at one row (as before ATen's gemv)")
+    parser.add_argument("--baseline", metavar="REV", help="also decode plainly with this git revision's engine")
+    parser.add_argument("--engine_at", help=argparse.SUPPRESS)  # a checkout whose engine decodes: JSON to stdout
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
     args = parser.parse_args()
     if args.quick:
         args.max_tokens, args.repeats = 24, 1
+    workloads = {
+        "edit": [EDIT.format(p) for p in PARAGRAPHS[:1 if args.quick else None]],
+        "chat": CHAT[:2 if args.quick else None],
+    }
+    if args.engine_at:
+        sys.path.insert(0, str(Path(args.engine_at) / "src"))
+        print(json.dumps(plain_decoding(args, workloads)))
+        return
 
     import torch
 
@@ -78,10 +97,7 @@ def main() -> None:
     loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
     default_rows = precision.MATVEC_ROWS
     model, tokenizer = loaded.model, loaded.tokenizer
-    workloads = {
-        "edit": [EDIT.format(p) for p in PARAGRAPHS[:1 if args.quick else None]],
-        "chat": CHAT[:2 if args.quick else None],
-    }
+    baselines = run_baseline(args, str(model.dtype)) if args.baseline else []
     drafters = {"plain": lambda: None,
                 f"prompt lookup {args.prompt_lookup_tokens}": lambda: PromptLookup(args.prompt_lookup_tokens)}
     if args.draft_layers:
@@ -136,6 +152,13 @@ def main() -> None:
                              "speedup": round(tokens / seconds / plain_rate, 2),
                              "acceptance": round(stats.acceptance_rate, 3) if stats.proposed else None,
                              "same_as_plain": answers == plain_answers})
+            for baseline in baselines:
+                answers, seconds = baseline[workload]["answers"], baseline[workload]["seconds"]
+                tokens = sum(len(a) for a in answers)
+                rows.append({"workload": workload, "drafter": f"plain at {args.baseline}, {baseline['dtype']}",
+                             "tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),
+                             "speedup": round(tokens / seconds / plain_rate, 2), "acceptance": None,
+                             "same_as_plain": answers == plain_answers})
 
     print(f"{cpu_name()}, {model.dtype}, greedy, {args.max_tokens} new tokens a prompt")
     print(f"{'workload':<8} {'drafter':<44} {'tokens':>6} {'tok/s':>7} {'speedup':>7} {'accept':>6}  same")
@@ -143,11 +166,79 @@ def main() -> None:
         accept = f"{r['acceptance']:.2f}" if r["acceptance"] is not None else "-"
         print(f"{r['workload']:<8} {r['drafter']:<44} {r['tokens']:>6} {r['tokens_per_s']:>7.1f} "
               f"{r['speedup']:>6.2f}x {accept:>6}  {r['same_as_plain']}")
-    result = {"cpu": cpu_name(), "dtype": str(model.dtype),
+    for base in (r for r in rows if r["drafter"].startswith("plain at ")):
+        ours = [r for r in rows if r["workload"] == base["workload"] and " at " not in r["drafter"]
+                and "oneDNN" not in r["drafter"]]
+        print(f"{base['workload']}: against {base['drafter'].removeprefix('plain at ')}: " + ", ".join(
+            f"{r['drafter']} {r['tokens_per_s'] / base['tokens_per_s']:.2f}x" for r in ours))
+    result = {"cpu": cpu_name(), "dtype": str(model.dtype), "baseline": args.baseline,
               "model": args.model, "max_tokens": args.max_tokens, "rows": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")
+
+
+def baseline_checkout(revision: str) -> Path:
+    """A checkout of this repository at `revision` (a git worktree in benchmarks/.peers, made once)."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", revision], capture_output=True, text=True)
+    if commit.returncode:
+        raise SystemExit(f"--baseline {revision}: not a revision of {repo}: {commit.stderr.strip()}")
+    checkout = PEERS / f"tunestack-{commit.stdout.strip()}"
+    if not checkout.exists():
+        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(checkout), commit.stdout.strip()],
+                       check=True, capture_output=True)
+    return checkout
+
+
+def run_baseline(args, dtype: str) -> list[dict]:
+    """Plain decoding by the engine of revision `args.baseline` (checked out once into benchmarks/.peers), in a
+    subprocess: at that revision's own `--dtype auto`, and at `dtype` (this run's) where that differs."""
+    checkout = baseline_checkout(args.baseline)
+    results = []
+    for name in ("auto", {"torch.bfloat16": "bf16", "torch.float32": "fp32"}.get(dtype)):
+        if name is None or (results and results[0]["dtype"] == dtype):
+            continue
+        command = [sys.executable, __file__, "--engine_at", str(checkout), "--model", args.model, "--dtype", name,
+                   "--max_tokens", str(args.max_tokens), "--repeats", str(args.repeats)] + ["--quick"] * args.quick
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"--baseline {args.baseline}: its engine failed:\n{done.stderr[-2000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{args.baseline} ({name}: {results[-1]['dtype']}) decoded", file=sys.stderr)
+    return results
+
+
+def plain_decoding(args, workloads: dict[str, list[str]]) -> dict:
+    """Plain single-stream decoding of `workloads` through the tunestack importable now (a baseline revision's,
+    with --engine_at), with only what every revision's engine has: {dtype, workload: {answers, seconds}}."""
+    from tunestack.config import ModelArgs
+    from tunestack.inference.engine import SamplingParams
+    from tunestack.inference.loading import load_for_inference
+    from tunestack.inference.pt import PtEngine
+
+    loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
+    tokenizer = loaded.tokenizer
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+
+    engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids)
+    result = {"dtype": str(loaded.model.dtype)}
+    try:
+        engine.generate([encode(workloads["chat"][0])], SamplingParams(max_new_tokens=4))  # warm-up
+        for workload, prompts in workloads.items():
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                answers = [engine.generate([encode(p)], SamplingParams(max_new_tokens=args.max_tokens))[0]
+                           for p in prompts]
+                seconds = time.perf_counter() - start
+                if workload not in result or seconds < result[workload]["seconds"]:
+                    result[workload] = {"answers": answers, "seconds": seconds}
+    finally:
+        engine.close()
+    return result
 
 
 if __name__ == "__main__":

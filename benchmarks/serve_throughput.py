@@ -34,6 +34,11 @@ One untimed warm-up request per server precedes the timed runs. All servers are 
 level runs on every server back to back (sequential `model.generate` runs before and after; the faster counts),
 so that load from elsewhere on the machine hits every side alike.
 
+With `--baseline REV`, tunestack at that git revision of this repository (checked out into
+benchmarks/.peers/tunestack-REV) serves beside the others, once at its own `--dtype auto` and once at this run's
+dtype. The single-stream (2x) and 16-client (1.5x) targets are against e1cfa29, the last revision before the work
+toward them (speculative and compiled decoding, bf16 on AVX-512 BF16 CPUs) began.
+
 Usage:
     python benchmarks/serve_throughput.py                    # full run (a few minutes on an idle 2-core CPU)
     python benchmarks/serve_throughput.py --quick            # 1 and 4 clients, 8 tokens, 10 s: a smoke check
@@ -75,6 +80,8 @@ def main() -> None:
                         help="tunestack's and transformers' precision (default: what tunestack's --dtype auto picks)")
     parser.add_argument("--no_llama_cpp", action="store_true", help="leave out the llama.cpp anchor rows")
     parser.add_argument("--torch_compile", action="store_true", help="also run `tunestack serve --torch_compile`")
+    parser.add_argument("--baseline", metavar="REV", help="also serve with this git revision of tunestack, at its "
+                        "own --dtype auto and at this run's dtype (benchmarks/.peers/tunestack-REV)")
     parser.add_argument("--setup", action="store_true", help=f"build llama.cpp's server into {LLAMA_CPP_ENV}")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/serve_throughput.json")
@@ -103,6 +110,13 @@ def main() -> None:
                                  "--dtype", dtype_name], str(model_dir))}
     if args.torch_compile:
         servers["tunestack compiled"] = (servers["tunestack"][0] + ["--torch_compile"], MODEL)
+    if args.baseline:
+        from decode_speed import baseline_checkout
+
+        at = ["env", f"PYTHONPATH={baseline_checkout(args.baseline) / 'src'}"] + servers["tunestack"][0][:-2]
+        short = {"bfloat16": "bf16", "float32": "fp32"}[dtype_name]
+        servers[f"tunestack at {args.baseline}, its auto"] = (at + ["--dtype", "auto"], MODEL)
+        servers[f"tunestack at {args.baseline}, {short}"] = (at + ["--dtype", short], MODEL)
     if args.transformers_cb:
         servers["transformers-cb"] = (servers["transformers"][0] + ["--continuous-batching"], str(model_dir))
     if not args.no_llama_cpp:
@@ -320,6 +334,12 @@ def report(results: dict) -> None:
         theirs = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == anchor}
         print(f"tunestack vs {anchor}: " + ", ".join(f"{c} clients {ours[c] / theirs[c]:.2f}x"
                                                      for c in sorted(theirs) if c in ours and theirs[c]))
+    for before in sorted({r["server"] for r in results["runs"] if r["server"].startswith("tunestack at ")}):
+        theirs = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == before}
+        for side in sorted({r["server"] for r in results["runs"]} & {"tunestack", "tunestack compiled"}):
+            now = {r["clients"]: r["tokens_per_s"] for r in results["runs"] if r["server"] == side}
+            print(f"{side} vs {before.removeprefix('tunestack at ')}: " + ", ".join(
+                f"{c} clients {now[c] / theirs[c]:.2f}x" for c in sorted(theirs) if c in now and theirs[c]))
 
 
 if __name__ == "__main__":

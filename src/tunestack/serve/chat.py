@@ -48,8 +48,19 @@ async def render_chat(serving: Serving, request: ChatCompletionRequest) -> tuple
     serving.adapter_for(request.model)
     if getattr(serving, "processor", None) is not None and any(m.media_parts() for m in request.messages):
         serving.check_room(request.n)  # a busy server answers 429 before fetching anyone's images or audio
-        return await asyncio.to_thread(chat_inputs, serving, request)
+        return await asyncio.to_thread(_worker_chat_inputs, serving, request)
     return chat_inputs(serving, request)
+
+
+def _worker_chat_inputs(serving: Serving, request: ChatCompletionRequest) -> tuple[list[int], dict | None]:
+    """`chat_inputs` in a worker thread, which then lets go of the OpenMP workers its image processing may have
+    started: beside the engine's own they would slow every decoding step (inference/openmp.py)."""
+    from tunestack.inference.openmp import release
+
+    try:
+        return chat_inputs(serving, request)
+    finally:
+        release()
 
 
 def _refuse_images(serving: Serving, request: ChatCompletionRequest) -> None:
