@@ -28,6 +28,7 @@ Usage:
     python benchmarks/decode_speed.py --quick         # fewer prompts and tokens: a smoke check
     python benchmarks/decode_speed.py --torch_compile   # plus compiled decoding (a minute or two of compiling)
     python benchmarks/decode_speed.py --torch_compile --baseline e1cfa29   # against the engine before the speed work
+    python benchmarks/decode_speed.py --attention      # the compiled step's attention kernels alone (seconds)
     python benchmarks/decode_speed.py --output /tmp/decode.json
 """
 
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--onednn_matvec", action="store_true",
                         help="also run each side with oneDNN's bf16 products at one row (as before ATen's gemv)")
     parser.add_argument("--baseline", metavar="REV", help="also decode plainly with this git revision's engine")
+    parser.add_argument("--attention", action="store_true",
+                        help="time the compiled step's attention alone (batched products, fused reductions), then stop")
     parser.add_argument("--engine_at", help=argparse.SUPPRESS)  # a checkout whose engine decodes: JSON to stdout
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output", default="benchmarks/results/decode_speed.json")
@@ -79,6 +82,9 @@ def main() -> None:
         "edit": [EDIT.format(p) for p in PARAGRAPHS[:1 if args.quick else None]],
         "chat": CHAT[:2 if args.quick else None],
     }
+    if args.attention:
+        attention_table(args)
+        return
     if args.engine_at:
         sys.path.insert(0, str(Path(args.engine_at) / "src"))
         print(json.dumps(plain_decoding(args, workloads)))
@@ -176,6 +182,45 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")
+
+
+def attention_table(args, positions: int = 256, calls: int = 50) -> None:
+    """The attention of a compiled one-query decoding step over a static cache of `positions`, for every layer of
+    `args.model`'s shape: the grouped kernel's batched matrix products (what the step ran before) against the fused
+    reductions it runs now (`_decode_one`), with oneDNN on and off (off: what a one-row bf16 step runs under)."""
+    import torch
+    from transformers import AutoConfig
+
+    from tunestack.hub import resolve_model
+    from tunestack.model import attention
+    from tunestack.model.precision import resolve_dtype
+    from tunestack.plan.device import cpu_name
+
+    config = AutoConfig.from_pretrained(resolve_model(args.model).path)
+    dtype, heads, kv_heads = resolve_dtype(args.dtype), config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    torch.manual_seed(0)
+    layers = [(torch.randn(1, heads, 1, dim, dtype=dtype), torch.randn(1, kv_heads, positions, dim, dtype=dtype),
+               torch.randn(1, kv_heads, positions, dim, dtype=dtype)) for _ in range(config.num_hidden_layers)]
+    mask = torch.zeros(1, 1, 1, positions, dtype=dtype)
+    mask[..., positions // 2:] = float("-inf")  # a half-filled cache
+    kernels = {"batched matrix products": lambda q, k, v: attention._grouped(
+                   q, k, v, dim ** -0.5, 0.0, False, lambda scores: scores + mask)[0].transpose(1, 2),
+               "fused reductions": lambda q, k, v: attention._decode_one(q, k, v, dim ** -0.5, mask)}
+    print(f"{cpu_name()}, {dtype}, {config.num_hidden_layers} layers x one query over {positions} positions "
+          f"({heads} heads, {kv_heads} key/value heads), compiled, median of {calls}")
+    for name, kernel in kernels.items():
+        for onednn in (True, False):
+            torch.backends.mkldnn.enabled = onednn
+            step = torch.compile(lambda layers, kernel=kernel: [kernel(*layer) for layer in layers], dynamic=False)
+            step(layers)
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                step(layers)
+                times.append(time.perf_counter() - start)
+            print(f"  {name:<24} oneDNN {'on ' if onednn else 'off'}  {sorted(times)[calls // 2] * 1000:.2f} ms")
+    torch.backends.mkldnn.enabled = True
 
 
 def baseline_checkout(revision: str) -> Path:
