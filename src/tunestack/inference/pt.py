@@ -20,11 +20,12 @@ transformers StaticCache (`kv_batch.StaticKVBatch`) whose rows and length come i
 sequences joining and leaving reuse the graphs already compiled: one per bucket, compiled at its first step (the
 seconds are reported). Prefill, speculative checks and prompt logprobs stay eager. On a GPU this removes most of
 a step's kernel launches, and every batch size runs compiled. On a CPU only a lone sequence does (`compiled_rows`
-1): there a compiled step beat the eager one by 1.1-1.2x at one row, but inductor's matrix products fell behind
+1): there a compiled step beat the eager one by 1.1-1.4x at one row, but inductor's matrix products fell behind
 oneDNN's as rows grew (0.4x at 16 rows in bf16; benchmarks/README.md), so a batch moves to a DynamicCache and
 eager steps while it holds more sequences than that, and back when it holds fewer. There, a grouped-family model
 attends through tunestack's decode attention (model/attention.py): sdpa, except in the compiled step, where
-inductor fuses the attention's own operations (sdpa's CPU kernel over the static cache took three times as long).
+inductor fuses its products and sums into reductions (sdpa's CPU kernel over the static cache took ten times as
+long).
 
 A bf16 forward pass of one or two token rows on a CPU (a decoding step of one or two sequences) runs its matrix
 products on ATen's matrix-vector kernel rather than oneDNN's (`precision.cpu_matvec`): about twice as fast there.
