@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from helpers import cli_env
+
 SCRIPT = textwrap.dedent("""
     import json, os, queue, sys, time
     import torch
@@ -55,9 +57,8 @@ def test_threads_hand_their_openmp_workers_to_the_engine_and_back(tiny_model_dir
 
     if not openmp._pauses():
         pytest.skip("torch runs on no GNU OpenMP runtime here")
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir)], env=cli_env({"OMP_NUM_THREADS": 2}),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     start = counts["start"]
