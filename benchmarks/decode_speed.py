@@ -103,7 +103,7 @@ def main() -> None:
     loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
     default_rows = precision.MATVEC_ROWS
     model, tokenizer = loaded.model, loaded.tokenizer
-    baselines = run_baseline(args, str(model.dtype)) if args.baseline else []
+    baselines = run_baseline(args, model.dtype) if args.baseline else []
     drafters = {"plain": lambda: None,
                 f"prompt lookup {args.prompt_lookup_tokens}": lambda: PromptLookup(args.prompt_lookup_tokens)}
     if args.draft_layers:
@@ -120,21 +120,17 @@ def main() -> None:
                          for name, (make, compiled, _) in list(drafters.items())})
     params = SamplingParams(max_new_tokens=args.max_tokens)
 
-    def encode(text: str) -> list[int]:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-
     def run(side, prompts):
         make, compiled, matvec_rows = side
         engine = PtEngine(model, tokenizer.pad_token_id, loaded.eos_token_ids, speculator=make(),
                           compile_decode=compiled)
         precision.MATVEC_ROWS = matvec_rows
         try:
-            engine.generate([encode(prompts[0])], SamplingParams(max_new_tokens=4))  # warm-up
+            engine.generate([chat_ids(tokenizer, prompts[0])], SamplingParams(max_new_tokens=4))  # warm-up
             engine.speculation.proposed = engine.speculation.accepted = 0
             start, answers = time.perf_counter(), []
             for prompt in prompts:
-                answers.append(engine.generate([encode(prompt)], params)[0])
+                answers.append(engine.generate([chat_ids(tokenizer, prompt)], params)[0])
             return answers, time.perf_counter() - start, engine.speculation
         finally:
             engine.close()
@@ -182,6 +178,12 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.output}")
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """`text` as one user turn in the model's chat template, ready for the assistant's answer."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=True)["input_ids"]
 
 
 def attention_table(args, positions: int = 256, calls: int = 50) -> None:
@@ -236,13 +238,15 @@ def baseline_checkout(revision: str) -> Path:
     return checkout
 
 
-def run_baseline(args, dtype: str) -> list[dict]:
+def run_baseline(args, dtype) -> list[dict]:
     """Plain decoding by the engine of revision `args.baseline` (checked out once into benchmarks/.peers), in a
     subprocess: at that revision's own `--dtype auto`, and at `dtype` (this run's) where that differs."""
+    from tunestack.model.precision import dtype_name
+
     checkout = baseline_checkout(args.baseline)
     results = []
-    for name in ("auto", {"torch.bfloat16": "bf16", "torch.float32": "fp32"}.get(dtype)):
-        if name is None or (results and results[0]["dtype"] == dtype):
+    for name in ("auto", dtype_name(dtype)):
+        if results and results[0]["dtype"] == str(dtype):
             continue
         command = [sys.executable, __file__, "--engine_at", str(checkout), "--model", args.model, "--dtype", name,
                    "--max_tokens", str(args.max_tokens), "--repeats", str(args.repeats)] + ["--quick"] * args.quick
@@ -265,18 +269,14 @@ def plain_decoding(args, workloads: dict[str, list[str]]) -> dict:
     loaded = load_for_inference(ModelArgs(model=args.model, dtype=args.dtype))
     tokenizer = loaded.tokenizer
 
-    def encode(text: str) -> list[int]:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-
     engine = PtEngine(loaded.model, tokenizer.pad_token_id, loaded.eos_token_ids)
     result = {"dtype": str(loaded.model.dtype)}
     try:
-        engine.generate([encode(workloads["chat"][0])], SamplingParams(max_new_tokens=4))  # warm-up
+        engine.generate([chat_ids(tokenizer, workloads["chat"][0])], SamplingParams(max_new_tokens=4))  # warm-up
         for workload, prompts in workloads.items():
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                answers = [engine.generate([encode(p)], SamplingParams(max_new_tokens=args.max_tokens))[0]
+                answers = [engine.generate([chat_ids(tokenizer, p)], SamplingParams(max_new_tokens=args.max_tokens))[0]
                            for p in prompts]
                 seconds = time.perf_counter() - start
                 if workload not in result or seconds < result[workload]["seconds"]:

@@ -95,6 +95,7 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
 
     from tunestack.hub import resolve_model
+    from tunestack.model.precision import dtype_name as short_name
     from tunestack.model.precision import resolve_dtype
 
     model_dir = resolve_model(MODEL).path
@@ -103,9 +104,8 @@ def main() -> None:
     results = {"model": MODEL, "dtype": dtype_name, "max_tokens": args.max_tokens, "cpu_count": os.cpu_count(),
                "platform": platform.platform(), "window_s": args.window, "runs": []}
     # name: (command, the model name requests carry)
-    servers = {"tunestack": ([sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32",
-                              "--dtype", args.dtype],
-                             MODEL),
+    serve = [sys.executable, "-m", "tunestack", "serve", "--model", MODEL, "--max_concurrency", "32"]
+    servers = {"tunestack": (serve + ["--dtype", args.dtype], MODEL),
                "transformers": ([str(Path(sys.executable).parent / "transformers"), "serve", str(model_dir),
                                  "--dtype", dtype_name], str(model_dir))}
     if args.torch_compile:
@@ -113,10 +113,9 @@ def main() -> None:
     if args.baseline:
         from decode_speed import baseline_checkout
 
-        at = ["env", f"PYTHONPATH={baseline_checkout(args.baseline) / 'src'}"] + servers["tunestack"][0][:-2]
-        short = {"bfloat16": "bf16", "float32": "fp32"}[dtype_name]
+        at = ["env", f"PYTHONPATH={baseline_checkout(args.baseline) / 'src'}"] + serve
         servers[f"tunestack at {args.baseline}, its auto"] = (at + ["--dtype", "auto"], MODEL)
-        servers[f"tunestack at {args.baseline}, {short}"] = (at + ["--dtype", short], MODEL)
+        servers[f"tunestack at {args.baseline}, {short_name(dtype)}"] = (at + ["--dtype", short_name(dtype)], MODEL)
     if args.transformers_cb:
         servers["transformers-cb"] = (servers["transformers"][0] + ["--continuous-batching"], str(model_dir))
     if not args.no_llama_cpp:
